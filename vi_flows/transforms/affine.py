@@ -1,0 +1,183 @@
+"""Affine transforms θ = μ + A ξ with exact log-determinants.
+
+Three structures of A, in increasing cost:
+
+* :class:`ElementwiseAffine` — A = diag(σ): the paper's Example 1, O(d).
+* :class:`LowRankAffine` — A = diag(s) + U Uᵀ (rank r): O(d r) per sample with the log-det from
+  the matrix determinant lemma; cheap at d = 5,000 (the policy-weight posterior).
+* :class:`LowerTriangularAffine` — A = L lower triangular with positive diagonal: any Gaussian,
+  O(d²) per sample.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vi_flows.transforms.base import Transform
+
+__all__ = ["ElementwiseAffine", "LowerTriangularAffine", "LowRankAffine", "inv_softplus"]
+
+
+def inv_softplus(value: float) -> float:
+    """The ``x`` with ``softplus(x) == value`` (for initialising a softplus-constrained scale).
+
+    >>> round(float(F.softplus(torch.tensor(inv_softplus(0.3)))), 6)
+    0.3
+    """
+    if value <= 0:
+        raise ValueError(f"softplus only reaches positive values, got {value}")
+    # log(expm1(v)) overflows nothing for large v when written as v + log(1 - exp(-v)).
+    return value + math.log(-math.expm1(-value))
+
+
+class ElementwiseAffine(Transform):
+    """θ = μ + σ ⊙ ξ with σ = softplus(ρ) > 0; log|det| = Σᵢ log σᵢ.
+
+    With a standard-normal base this is the mean-field Gaussian of the paper's Example 1, whose
+    KL gradient is −∂KL/∂μᵢ = ∂log p/∂θᵢ and −∂KL/∂σᵢ = ξᵢ ∂log p/∂θᵢ + 1/σᵢ.
+
+    Args:
+        dim: event size d.
+        init_scale: initial σ (every coordinate).
+
+    >>> t = ElementwiseAffine(3, init_scale=2.0)
+    >>> y, ladj = t(torch.zeros(4, 3))
+    >>> round(float(ladj[0].detach()), 4) == round(3 * math.log(2.0), 4)
+    True
+    """
+
+    def __init__(self, dim: int, init_scale: float = 1.0) -> None:
+        super().__init__(dim)
+        self.loc = nn.Parameter(torch.zeros(dim))
+        self.raw_scale = nn.Parameter(torch.full((dim,), inv_softplus(init_scale)))
+
+    def scale(self) -> Tensor:
+        """The constrained, strictly positive scale σ = softplus(ρ)."""
+        return F.softplus(self.raw_scale)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        self._check(x)
+        scale = self.scale()
+        ladj = scale.log().sum().expand(x.shape[:-1])
+        return self.loc + scale * x, ladj
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        self._check(y)
+        scale = self.scale()
+        ladj = -scale.log().sum().expand(y.shape[:-1])
+        return (y - self.loc) / scale, ladj
+
+
+class LowerTriangularAffine(Transform):
+    """θ = μ + L ξ, L lower triangular with diagonal softplus(ρ) > 0; log|det| = Σᵢ log Lᵢᵢ.
+
+    With a standard-normal base, q = N(μ, L Lᵀ): every Gaussian, through its Cholesky factor.
+
+    Args:
+        dim: event size d.
+        init_scale: initial diagonal of L (off-diagonal entries start at zero).
+    """
+
+    def __init__(self, dim: int, init_scale: float = 1.0) -> None:
+        super().__init__(dim)
+        self.loc = nn.Parameter(torch.zeros(dim))
+        self.raw_diag = nn.Parameter(torch.full((dim,), inv_softplus(init_scale)))
+        self.off_diag = nn.Parameter(torch.zeros(dim * (dim - 1) // 2))
+        rows, cols = torch.tril_indices(dim, dim, offset=-1)
+        self.register_buffer("_rows", rows, persistent=False)
+        self.register_buffer("_cols", cols, persistent=False)
+
+    def diag(self) -> Tensor:
+        """The constrained, strictly positive diagonal of L."""
+        return F.softplus(self.raw_diag)
+
+    def scale_tril(self) -> Tensor:
+        """The factor L (d × d), lower triangular with a positive diagonal."""
+        diag = self.diag()
+        strict = torch.zeros(self.dim, self.dim, dtype=diag.dtype, device=diag.device)
+        strict = strict.index_put((self._rows, self._cols), self.off_diag)
+        return strict + torch.diag(diag)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        self._check(x)
+        tril = self.scale_tril()
+        ladj = self.diag().log().sum().expand(x.shape[:-1])
+        return self.loc + x @ tril.mT, ladj
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        self._check(y)
+        tril = self.scale_tril()
+        flat = (y - self.loc).reshape(-1, self.dim)
+        # Solve L Xᵀ = (y - μ)ᵀ for all rows at once rather than forming L⁻¹.
+        x = torch.linalg.solve_triangular(tril, flat.mT, upper=False).mT
+        ladj = -self.diag().log().sum().expand(y.shape[:-1])
+        return x.reshape(y.shape), ladj
+
+
+class LowRankAffine(Transform):
+    """θ = μ + (D + U Uᵀ) ξ with D = diag(softplus(ρ)) and U ∈ ℝ^{d×r}.
+
+    A = D + U Uᵀ is symmetric positive definite for every U, so the map is always invertible and
+    the matrix determinant lemma gives the log-det in O(d r²):
+
+    .. math:: \\log\\det A = \\textstyle\\sum_i \\log D_{ii} + \\log\\det(I_r + U^T D^{-1} U),
+
+    and Woodbury gives the inverse, A⁻¹ = D⁻¹ − D⁻¹U (I_r + UᵀD⁻¹U)⁻¹ UᵀD⁻¹. Nothing d × d is
+    ever formed, so d = 5,000 weights with r = 8 costs a few d r multiply-adds per sample.
+
+    Args:
+        dim: event size d.
+        rank: r, the number of columns of U.
+        init_scale: initial diagonal D.
+        init_factor: standard deviation of U's initial entries (U = 0 is a saddle of the KL).
+    """
+
+    def __init__(
+        self, dim: int, rank: int = 4, init_scale: float = 1.0, init_factor: float = 1e-2
+    ) -> None:
+        super().__init__(dim)
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        self.rank = int(rank)
+        self.loc = nn.Parameter(torch.zeros(dim))
+        self.raw_diag = nn.Parameter(torch.full((dim,), inv_softplus(init_scale)))
+        self.factor = nn.Parameter(init_factor * torch.randn(dim, rank))
+
+    def diag(self) -> Tensor:
+        """The constrained, strictly positive diagonal D."""
+        return F.softplus(self.raw_diag)
+
+    def _capacitance(self, diag: Tensor) -> Tensor:
+        """I_r + Uᵀ D⁻¹ U, symmetric positive definite (r × r)."""
+        u = self.factor
+        eye = torch.eye(self.rank, dtype=u.dtype, device=u.device)
+        return eye + (u / diag[:, None]).mT @ u
+
+    def _log_det(self, diag: Tensor, chol: Tensor) -> Tensor:
+        return diag.log().sum() + 2.0 * chol.diagonal().log().sum()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        self._check(x)
+        diag = self.diag()
+        chol = torch.linalg.cholesky(self._capacitance(diag))
+        y = self.loc + diag * x + (x @ self.factor) @ self.factor.mT
+        return y, self._log_det(diag, chol).expand(x.shape[:-1])
+
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        self._check(y)
+        diag = self.diag()
+        chol = torch.linalg.cholesky(self._capacitance(diag))
+        z = (y - self.loc) / diag
+        # Woodbury: x = D⁻¹z' - D⁻¹U C⁻¹ Uᵀ D⁻¹z', with z = D⁻¹(y - μ) already computed.
+        proj = z @ self.factor  # (..., r)
+        flat = proj.reshape(-1, self.rank)
+        solved = torch.cholesky_solve(flat.mT, chol).mT.reshape(proj.shape)
+        x = z - (solved @ self.factor.mT) / diag
+        return x, -self._log_det(diag, chol).expand(y.shape[:-1])
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, rank={self.rank}"
