@@ -89,7 +89,9 @@ class Flow(nn.Module):
         """Samples without gradient tracking."""
         return self.rsample(sample_shape)
 
-    def sample_and_log_prob(self, sample_shape: int | tuple[int, ...] = ()) -> tuple[Tensor, Tensor]:
+    def sample_and_log_prob(
+        self, sample_shape: int | tuple[int, ...] = ()
+    ) -> tuple[Tensor, Tensor]:
         """Reparameterized samples and their log-density in one forward pass."""
         return self(self.base_sample(sample_shape))
 
@@ -115,7 +117,7 @@ _REGISTRY: dict[str, Callable[..., Transform]] = {}
 
 
 def register(name: str) -> Callable[[Callable[..., Transform]], Callable[..., Transform]]:
-    """Decorator adding a transform factory ``factory(dim, **options) -> Transform`` to :func:`build`."""
+    """Decorator adding a factory ``factory(dim, **options) -> Transform`` to :func:`build`."""
 
     def add(factory: Callable[..., Transform]) -> Callable[..., Transform]:
         _REGISTRY[name] = factory

@@ -3,8 +3,8 @@
 Conventions (used everywhere in the toolkit):
 
 * **Forward means base → sample.** ``y, ladj = t(x)`` maps noise ξ to a sample θ and returns
-  ``log|det ∂y/∂x|`` with the batch shape of ``x`` (all dimensions but the last), so sampling and the
-  sample's log-density come out of one pass:
+  ``log|det ∂y/∂x|`` with the batch shape of ``x`` (all dimensions but the last), so sampling
+  and the sample's log-density come out of one pass:
 
   .. math:: \\log q(θ) = \\log q_0(ξ) - \\log|\\det ∂h/∂ξ|.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["Transform", "Compose", "Inverse"]

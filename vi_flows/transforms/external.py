@@ -127,9 +127,10 @@ def nflows_spline(
 ) -> Transform:
     """nflows' rational-quadratic spline coupling flow (Durkan et al. 2019) with linear tails.
 
-    ``layers`` coupling layers on alternating masks, each an MLP conditioner (last layer at zero,
-    its bias set so that the flow starts at the identity) followed by our elementwise affine for global location
-    and scale (the splines act on [−tail_bound, tail_bound] and are the identity outside).
+    ``layers`` coupling layers on alternating masks, each with an MLP conditioner (last layer at
+    zero, its bias set so that the flow starts at the identity), followed by our elementwise
+    affine for global location and scale (the splines act on [−tail_bound, tail_bound] and are
+    the identity outside).
     """
     if dim < 2:
         raise ValueError("nflows-spline needs dim >= 2 (a coupling splits the coordinates)")

@@ -1,4 +1,4 @@
-"""Planar and radial flows (Rezende & Mohamed 2015): cheap, exact log-det, no closed-form inverse."""
+"""Planar and radial flows (Rezende & Mohamed 2015): exact log-det, no closed-form inverse."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ from vi_flows.transforms.base import Transform
 
 __all__ = ["Planar", "Radial"]
 
+#: Strict margin on the invertibility constraints: softplus underflows to 0 for very negative
+#: inputs, which would put wᵀû (planar) or β (radial) exactly on the boundary, where the
+#: Jacobian is singular at one point and the log-det is -inf.
+MARGIN = 1e-6
+
 
 class Planar(Transform):
     """y = x + û tanh(wᵀx + b), log|det| = log|1 + tanh'(wᵀx + b) wᵀû|.
 
     The map is invertible iff wᵀû ≥ −1 (tanh' ∈ (0, 1]). :meth:`u_hat` enforces it by moving u along
-    w: û = u + (m(wᵀu) − wᵀu) w / ‖w‖², m(a) = −1 + softplus(a), so that wᵀû = m(wᵀu) > −1.
+    w: û = u + (m(wᵀu) − wᵀu) w / ‖w‖², m(a) = −1 + ε + softplus(a) (ε = :data:`MARGIN`), so
+    that wᵀû = m(wᵀu) > −1.
     (Dividing by ‖w‖ instead of ‖w‖², a bug several public libraries shipped, breaks it.)
 
     Args:
@@ -38,11 +44,11 @@ class Planar(Transform):
         self.b = nn.Parameter(torch.zeros(()))
 
     def u_hat(self) -> Tensor:
-        """The constrained û with wᵀû = −1 + softplus(wᵀu) > −1 (the invertibility condition)."""
+        """The constrained û with wᵀû = −1 + ε + softplus(wᵀu) > −1 (invertibility)."""
         wu = self.w @ self.u
         # The clamp only guards w = 0, where the direction of the correction is undefined.
         norm_sq = (self.w @ self.w).clamp_min(torch.finfo(self.w.dtype).tiny)
-        return self.u + ((-1.0 + F.softplus(wu)) - wu) * self.w / norm_sq
+        return self.u + ((-1.0 + MARGIN + F.softplus(wu)) - wu) * self.w / norm_sq
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
@@ -59,7 +65,7 @@ class Radial(Transform):
     """y = x + β h(r)(x − z₀), h(r) = 1/(α + r), r = ‖x − z₀‖.
 
     log|det| = (d − 1) log(1 + βh) + log(1 + βh + βh′(r) r), h′ = −1/(α + r)². Invertible iff
-    β ≥ −α; :meth:`alpha_beta` returns α = softplus(a) > 0 and β = −α + softplus(b) > −α.
+    β ≥ −α; :meth:`alpha_beta` returns α = softplus(a) > 0 and β = −α + ε + softplus(b) > −α.
 
     Args:
         dim: event size d.
@@ -77,7 +83,7 @@ class Radial(Transform):
     def alpha_beta(self) -> tuple[Tensor, Tensor]:
         """The constrained (α, β) with α > 0 and β > −α (the invertibility condition)."""
         alpha = F.softplus(self.raw_alpha)
-        return alpha, -alpha + F.softplus(self.raw_beta)
+        return alpha, -alpha + MARGIN + F.softplus(self.raw_beta)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)

@@ -1,0 +1,116 @@
+"""Shared pieces of the benchmarks: fitting a flow under a budget, tables, output folders."""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vi_flows import flows
+from vi_flows.diagnostics import diagnose
+from vi_flows.fit import fit
+
+# Flow families and their fit settings used by every density benchmark (one place, so a change is
+# a change for all). The learning rates are each family's own sensible default, not tuned per
+# target: Gaussians take larger steps, the deep stacks smaller ones.
+FAMILIES: dict[str, dict[str, Any]] = {
+    "gaussian": {"lr": 1e-2, "options": {}},
+    "full-gaussian": {"lr": 1e-2, "options": {}},
+    "lowrank-gaussian": {"lr": 1e-2, "options": {"rank": 4}},
+    "planar": {"lr": 3e-3, "options": {"layers": 16}},
+    "radial": {"lr": 3e-3, "options": {"layers": 16}},
+    "realnvp": {"lr": 3e-3, "options": {"layers": 8}},
+    "nflows-spline": {"lr": 3e-3, "options": {"layers": 4}},
+    "pyro-planar": {"lr": 3e-3, "options": {"layers": 16}},
+    "pyro-coupling": {"lr": 3e-3, "options": {"layers": 8}},
+}
+
+#: Families that need a coupling split (dim >= 2).
+NEEDS_TWO_DIMS = {"realnvp", "nflows-spline", "pyro-coupling"}
+
+
+def fit_family(
+    family: str,
+    target: Any,
+    *,
+    steps: int | None = None,
+    seconds: float | None = None,
+    samples: int = 256,
+    seed: int = 0,
+) -> tuple[flows.Flow, dict[str, float]]:
+    """Fit one family to ``target`` for ``steps`` steps or ``seconds`` of wall clock.
+
+    Returns the flow and {steps, seconds, final ELBO}.
+    """
+    if (steps is None) == (seconds is None):
+        raise ValueError("give exactly one of steps and seconds")
+    spec = FAMILIES[family]
+    torch.manual_seed(seed)
+    q = flows.build(family, target.dim, **spec["options"])
+    budget_steps = steps if steps is not None else 10**9
+    deadline = None if seconds is None else time.perf_counter() + seconds
+    start = time.perf_counter()
+
+    def stop(step: int, info: dict[str, float]) -> bool:
+        return deadline is not None and time.perf_counter() > deadline
+
+    history = fit(
+        q,
+        target,
+        budget_steps,
+        num_samples=samples,
+        lr=spec["lr"],
+        lr_schedule="cosine" if steps is not None else None,
+        seed=seed,
+        callback=stop,
+        progress=False,
+        max_bad_steps=50,
+    )
+    elapsed = time.perf_counter() - start
+    return q, {"steps": len(history), "seconds": elapsed, "final_elbo": history.elbo[-1]}
+
+
+def evaluate(q: flows.Flow, target: Any, n: int, seed: int = 12345) -> dict[str, float]:
+    """ELBO, IS log Z, KL (when log Z is known), ESS and k̂ from ``n`` samples."""
+    torch.manual_seed(seed)
+    d = diagnose(q, target, n=n)
+    return {
+        "elbo": d.elbo,
+        "log_z_is": d.log_z,
+        "kl": math.nan if d.kl is None else d.kl,
+        "ess": d.ess,
+        "k_hat": d.k_hat,
+    }
+
+
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Write dict rows (union of keys as the header)."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Format a number for a Markdown table (NaN as '—')."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "—"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], digits: int = 3) -> str:
+    """A GitHub Markdown table of ``columns`` from ``rows``."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(row.get(c, ""), digits) for c in columns) + " |")
+    return "\n".join(lines)

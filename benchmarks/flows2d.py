@@ -1,0 +1,177 @@
+"""Every flow family on every 2-D target, plus N(0, I₁₀₀) variances and the 10-d funnel.
+
+Writes under ``--out``: ``flows2d.csv``/``flows2d.md`` (KL = log Z − ELBO, ESS, k̂ per family and
+target), ``gaussian100.csv``, ``funnel10.csv``, ``summary.md`` and ``flows2d.png`` (a grid of
+sample histograms, rows = targets, columns = families); and prints the Markdown.
+
+    python benchmarks/flows2d.py --out bench-out/flows2d            # full (~25 min on 2 cores)
+    python benchmarks/flows2d.py --out bench-out/flows2d --quick    # ~4 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    FAMILIES,
+    evaluate,
+    fit_family,
+    markdown_table,
+    write_csv,
+)
+
+from vi_flows import targets  # noqa: E402
+
+TARGETS_2D = ["u1", "u2", "u3", "u4", "banana", "ring", "moons", "funnel", "mixture"]
+
+
+def run_2d(out: Path, steps: int, eval_n: int, families: list[str]) -> list[dict]:
+    rows = []
+    fig, axes = plt.subplots(
+        len(TARGETS_2D), len(families), figsize=(2.2 * len(families), 2.2 * len(TARGETS_2D))
+    )
+    for i, name in enumerate(TARGETS_2D):
+        target = targets.get(name, dim=2) if name in {"funnel", "mixture"} else targets.get(name)
+        for j, family in enumerate(families):
+            q, info = fit_family(family, target, steps=steps)
+            row = {"target": name, "flow": family, **info, **evaluate(q, target, eval_n)}
+            rows.append(row)
+            print(
+                f"{name:8s} {family:17s} KL={row['kl']:.4f} ESS={row['ess']:.3f} "
+                f"k={row['k_hat']:.2f} ({info['seconds']:.0f}s)",
+                flush=True,
+            )
+            with torch.no_grad():
+                x = q.sample(20_000).numpy()
+            ax = axes[i, j]
+            ax.hist2d(x[:, 0], x[:, 1], bins=80, range=target.bounds, cmap="viridis")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(family, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(name)
+    fig.tight_layout()
+    fig.savefig(out / "flows2d.png", dpi=90)
+    plt.close(fig)
+    write_csv(rows, out / "flows2d.csv")
+    return rows
+
+
+def run_gaussian100(out: Path, steps: int, families: list[str]) -> list[dict]:
+    target = targets.get("gaussian", dim=100)
+    rows = []
+    for family in families:
+        q, info = fit_family(family, target, steps=steps)
+        torch.manual_seed(1)
+        var = q.sample(20_000).var(0)
+        rows.append(
+            {
+                "flow": family,
+                "mean_var": float(var.mean()),
+                "min_var": float(var.min()),
+                "max_var": float(var.max()),
+                "within_5pct": bool(((var - 1).abs() <= 0.05).all()),
+                **info,
+            }
+        )
+        print(
+            f"N(0,I100) {family:17s} var mean {rows[-1]['mean_var']:.3f} "
+            f"[{rows[-1]['min_var']:.3f}, {rows[-1]['max_var']:.3f}]",
+            flush=True,
+        )
+    write_csv(rows, out / "gaussian100.csv")
+    return rows
+
+
+def run_funnel(out: Path, steps: int, eval_n: int, families: list[str]) -> list[dict]:
+    target = targets.get("funnel", dim=10)
+    rows = []
+    for family in families:
+        q, info = fit_family(family, target, steps=steps)
+        torch.manual_seed(1)
+        v = q.sample(50_000)[:, 0]
+        sd = float(v.std())
+        rows.append(
+            {
+                "flow": family,
+                "sd_v": sd,
+                "mean_v": float(v.mean()),
+                "within_10pct_of_3": abs(sd - 3.0) <= 0.3,
+                **evaluate(q, target, eval_n),
+                **info,
+            }
+        )
+        print(f"funnel10 {family:17s} sd(v) = {sd:.3f} KL={rows[-1]['kl']:.3f}", flush=True)
+    write_csv(rows, out / "funnel10.csv")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="bench-out/flows2d")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and samples")
+    parser.add_argument("--families", nargs="*", default=list(FAMILIES))
+    parser.add_argument("--steps", type=int, default=None, help="override steps per fit")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = args.steps or (600 if args.quick else 3000)
+    eval_n = 20_000 if args.quick else 100_000
+    start = time.perf_counter()
+
+    rows2d = run_2d(out, steps, eval_n, args.families)
+    fam_nd = args.families
+    rows100 = run_gaussian100(out, steps, fam_nd)
+    rows_funnel = run_funnel(out, 2 * steps, eval_n, fam_nd)
+
+    kl_cols = ["target"] + args.families
+    pivot = []
+    for name in TARGETS_2D:
+        row = {"target": name}
+        for r in rows2d:
+            if r["target"] == name:
+                row[r["flow"]] = r["kl"]
+        pivot.append(row)
+    best_u1 = min((r for r in rows2d if r["target"] == "u1"), key=lambda r: r["kl"])
+    text = [
+        f"# Flow families on 2-D targets ({steps} steps, {eval_n} evaluation samples)",
+        "",
+        "KL(q‖p) = log Z − ELBO (lower is better):",
+        "",
+        markdown_table(pivot, kl_cols, 4),
+        "",
+        "All metrics:",
+        "",
+        markdown_table(rows2d, ["target", "flow", "kl", "ess", "k_hat", "steps", "seconds"], 4),
+        "",
+        f"Best on U1: {best_u1['flow']} with KL = {best_u1['kl']:.4f}.",
+        "",
+        f"## N(0, I_100): fitted marginal variances ({steps} steps)",
+        "",
+        markdown_table(rows100, ["flow", "mean_var", "min_var", "max_var", "within_5pct"]),
+        "",
+        f"## 10-d funnel: fitted sd of v (truth 3; {2 * steps} steps)",
+        "",
+        markdown_table(rows_funnel, ["flow", "sd_v", "mean_v", "within_10pct_of_3", "kl", "ess"]),
+        "",
+        f"Total time {time.perf_counter() - start:.0f} s. Figure: flows2d.png.",
+    ]
+    report = "\n".join(text)
+    (out / "summary.md").write_text(report + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
