@@ -1,0 +1,82 @@
+"""What every update shares: one Adam step, the value fit, and policy diagnostics."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rl.adapter import Objective, policy_log_density, posterior_loss, reinforce_objective
+from rl.buffer import Batch
+from rl.config import TrainConfig
+from rl.value import fit_value
+
+__all__ = ["Algorithm", "adam_step", "approx_kl", "reinforce_loss"]
+
+
+def adam_step(loss: Tensor, optimizer: torch.optim.Optimizer, max_grad_norm: float) -> float:
+    """Backpropagate ``loss`` and take one optimizer step; returns the pre-clipping grad norm."""
+    optimizer.zero_grad()
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    norm = nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    optimizer.step()
+    return float(norm)
+
+
+@torch.no_grad()
+def approx_kl(policy: nn.Module, batch: Batch) -> float:
+    """Mean KL̂(π_old‖π_θ) = E[(r − 1) − log r] over the batch, r = π_θ(a|s)/π_old(a|s)."""
+    captured = {}
+
+    def objective(logp: Tensor) -> Tensor:
+        captured["logp"] = logp
+        return logp
+
+    q, xi, log_p = policy_log_density(policy, batch, objective, 1.0)
+    log_p(q(xi)[0])
+    log_ratio = captured["logp"] - batch.logp
+    return float((log_ratio.exp() - 1 - log_ratio).mean())
+
+
+class Algorithm:
+    """Base of the update rules: owns the value baseline's optimizer and the minibatch RNG."""
+
+    def __init__(self, cfg: TrainConfig, policy: nn.Module, critic: nn.Module) -> None:
+        self.cfg, self.policy, self.critic = cfg, policy, critic
+        self.value_opt = torch.optim.Adam(critic.parameters(), lr=cfg.value_lr)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+
+    def update(self, batch: Batch, alpha: float) -> dict[str, float]:  # pragma: no cover
+        raise NotImplementedError
+
+    def fit_value(self, batch: Batch) -> float:
+        cfg = self.cfg
+        return fit_value(
+            self.critic,
+            self.value_opt,
+            batch,
+            cfg.value_epochs,
+            cfg.value_minibatch_size,
+            self.generator,
+            cfg.max_grad_norm,
+        )
+
+    def loss(self, batch: Batch, objective: Objective, alpha: float) -> Tensor:
+        """α · kl_loss(q, log p̃) (Eq. 4), or −mean s for the point mass (α·KL has KL's minimiser
+        and a gradient on the plain algorithm's scale, so lr and clipping mean the same)."""
+        if self.policy.point_mass:
+            alpha = 1.0
+        q, xi, log_p = policy_log_density(self.policy, batch, objective, alpha)
+        return alpha * posterior_loss(q, log_p, xi, self.policy.point_mass)
+
+    def state_dict(self) -> dict:
+        return {"value_opt": self.value_opt.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value_opt.load_state_dict(state["value_opt"])
+        self.generator.set_state(state["generator"])
+
+
+def reinforce_loss(algo: Algorithm, batch: Batch, alpha: float) -> Tensor:
+    """The REINFORCE surrogate loss Σ log π Â through the adapter (used by pg and tests)."""
+    return algo.loss(batch, reinforce_objective(batch.advantages), alpha)

@@ -1,0 +1,56 @@
+"""REINFORCE and V-REINFORCE (§3): the policy gradient of Eq. 5 with a learned value baseline.
+
+Each update takes ``epochs`` full-batch Adam steps on α·kl_loss with the REINFORCE surrogate
+s_i = log π_θ(a_i|s_i) Â_i (Eq. 4 with Eq. 5); REINFORCE is the point-mass case. Â comes from
+GAE(γ, λ) against V(s) (λ = 1: Monte Carlo returns minus the baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rl.algorithms.base import Algorithm, adam_step, approx_kl, reinforce_loss
+from rl.buffer import Batch
+from rl.config import TrainConfig
+
+__all__ = ["PGConfig", "PolicyGradient"]
+
+
+@dataclass(frozen=True)
+class PGConfig(TrainConfig):
+    """REINFORCE / V-REINFORCE settings."""
+
+    epochs: int = 1
+    """Full-batch gradient steps per rollout (1 is vanilla REINFORCE)."""
+
+
+class PolicyGradient(Algorithm):
+    """The update of reinforce and vreinforce."""
+
+    def __init__(self, cfg: PGConfig, policy: nn.Module, critic: nn.Module) -> None:
+        super().__init__(cfg, policy, critic)
+        self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+
+    def update(self, batch: Batch, alpha: float) -> dict[str, float]:
+        loss, norm = torch.zeros(()), 0.0
+        for _ in range(self.cfg.epochs):
+            loss = reinforce_loss(self, batch, alpha)
+            norm = adam_step(loss, self.opt, self.cfg.max_grad_norm)
+        kl = approx_kl(self.policy, batch)
+        value_loss = self.fit_value(batch)
+        return {
+            "policy_loss": float(loss.detach()),
+            "value_loss": value_loss,
+            "kl": kl,
+            "grad_norm": norm,
+        }
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.opt.load_state_dict(state["opt"])

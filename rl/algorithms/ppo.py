@@ -1,0 +1,82 @@
+"""PPO and V-PPO (§5): clipped or adaptive-KL-penalty surrogate, minibatch Adam epochs.
+
+V-PPO minimises α·KL(q_φ‖p) with log p̃ built from J_ppo by the adapter:
+−∂KL/∂φ = E_ξ[(1/α) ∂J_ppo/∂θ ∂θ/∂φ + ∂/∂φ log|det ∂h_φ/∂ξ|]; PPO is the point-mass case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rl.adapter import clipped_objective, kl_penalty_objective
+from rl.algorithms.base import Algorithm, adam_step, approx_kl
+from rl.buffer import Batch
+from rl.config import TrainConfig
+
+__all__ = ["PPOConfig", "PPO"]
+
+
+@dataclass(frozen=True)
+class PPOConfig(TrainConfig):
+    """PPO / V-PPO settings."""
+
+    objective: str = "clip"
+    """Surrogate: clip (PPO-clip) or kl-penalty (adaptive β·KL(π_old‖π_θ))."""
+    clip_coef: float = 0.2
+    """Clipping ε of the ratio."""
+    kl_coef: float = 1.0
+    """Initial penalty β (kl-penalty)."""
+    kl_target: float = 0.01
+    """Target KL d: β doubles when KL > 1.5 d and halves when KL < d / 1.5 (kl-penalty)."""
+    epochs: int = 10
+    """Passes over each batch."""
+    minibatch_size: int = 256
+    """Samples per Adam step."""
+
+
+class PPO(Algorithm):
+    """The update of ppo and vppo."""
+
+    def __init__(self, cfg: PPOConfig, policy: nn.Module, critic: nn.Module) -> None:
+        super().__init__(cfg, policy, critic)
+        if cfg.objective not in {"clip", "kl-penalty"}:
+            raise ValueError(f"unknown PPO objective {cfg.objective!r}: clip or kl-penalty")
+        self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
+        self.beta = cfg.kl_coef
+
+    def update(self, batch: Batch, alpha: float) -> dict[str, float]:
+        cfg = self.cfg
+        loss, norm = torch.zeros(()), 0.0
+        for _ in range(cfg.epochs):
+            for mb in batch.minibatches(cfg.minibatch_size, self.generator):
+                if cfg.objective == "clip":
+                    objective = clipped_objective(mb.logp, mb.advantages, cfg.clip_coef)
+                else:
+                    objective = kl_penalty_objective(mb.logp, mb.advantages, self.beta)
+                loss = self.loss(mb, objective, alpha)
+                norm = adam_step(loss, self.opt, cfg.max_grad_norm)
+        kl = approx_kl(self.policy, batch)
+        if cfg.objective == "kl-penalty":
+            if kl > 1.5 * cfg.kl_target:
+                self.beta *= 2.0
+            elif kl < cfg.kl_target / 1.5:
+                self.beta /= 2.0
+        value_loss = self.fit_value(batch)
+        return {
+            "policy_loss": float(loss.detach()),
+            "value_loss": value_loss,
+            "kl": kl,
+            "kl_coef": self.beta,
+            "grad_norm": norm,
+        }
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "opt": self.opt.state_dict(), "beta": self.beta}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.opt.load_state_dict(state["opt"])
+        self.beta = float(state["beta"])

@@ -1,0 +1,87 @@
+r"""SVPG (Liu et al. 2017): n policy particles moved by Stein variational gradient descent.
+
+Env slot j runs particle j mod n. The score of particle θ_i under p(θ) ∝ exp(R(θ)/α) is the
+adapter's ∇_θ log p̃(θ_i) = (1/α) ∂R̂/∂θ_i (autograd through the same surrogate as the other
+algorithms), and the particles follow the SVGD direction over their flattened weights
+
+.. math:: φ(θ_i) = \frac{1}{n} \sum_j \big[k(θ_j, θ_i)\, ∇ \log p̃(θ_j) + ∇_{θ_j} k(θ_j, θ_i)\big]
+
+(RBF kernel, median bandwidth; :func:`vi_flows.svgd.svgd_direction_from_score`), applied as the
+negative gradient of an Adam step. The action log-std (Box actions) follows the plain gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rl.adapter import clipped_objective, surrogate_log_density
+from rl.algorithms.base import Algorithm, approx_kl
+from rl.buffer import Batch
+from rl.config import TrainConfig
+from vi_flows.svgd import svgd_direction_from_score
+
+__all__ = ["SVPGConfig", "SVPG"]
+
+
+@dataclass(frozen=True)
+class SVPGConfig(TrainConfig):
+    """SVPG settings."""
+
+    num_particles: int = 4
+    """Number n of policy particles (num_envs should be a multiple of it)."""
+    particle_init_std: float = 0.01
+    """Particles start at θ₀ + N(0, particle_init_std²)."""
+    epochs: int = 4
+    """SVGD steps per batch (the score uses PPO's clipped ratio, REINFORCE at the first step)."""
+    clip_coef: float = 0.2
+    """Ratio clipping ε of the score's surrogate."""
+    bandwidth: float = 0.0
+    """RBF bandwidth h (0: the median heuristic)."""
+
+
+class SVPG(Algorithm):
+    """The update of svpg."""
+
+    def __init__(self, cfg: SVPGConfig, policy: nn.Module, critic: nn.Module) -> None:
+        super().__init__(cfg, policy, critic)
+        self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
+
+    def update(self, batch: Batch, alpha: float) -> dict[str, float]:
+        cfg, policy = self.cfg, self.policy
+        particles = policy.q.theta
+        rows = batch.xi[batch.session, 0].long()
+        n = particles.shape[0]
+        objective = clipped_objective(batch.logp, batch.advantages, cfg.clip_coef)
+
+        def log_prob_rows(theta_rows):
+            return policy.distribution(theta_rows, batch.obs).log_prob(batch.actions)
+
+        log_p = surrogate_log_density(log_prob_rows, objective, rows, n, alpha)
+        total = torch.zeros(())
+        for _ in range(cfg.epochs):
+            self.opt.zero_grad()
+            total = log_p(particles).sum()
+            # α · (−Σ log p̃) gives the other parameters (log-std) the plain policy gradient.
+            (-alpha * total / n).backward()
+            score = particles.grad.detach() * (-n / alpha)
+            bandwidth = cfg.bandwidth if cfg.bandwidth > 0 else None
+            phi = svgd_direction_from_score(particles.detach(), score, "rbf", bandwidth)
+            particles.grad = -alpha * phi
+            self.opt.step()
+        kl = approx_kl(policy, batch)
+        value_loss = self.fit_value(batch)
+        return {
+            "policy_loss": -float(total.detach()) * alpha / n,
+            "value_loss": value_loss,
+            "kl": kl,
+        }
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.opt.load_state_dict(state["opt"])

@@ -1,0 +1,137 @@
+"""The one rollout buffer and generalised advantage estimation (Schulman et al. 2016).
+
+Storage is time-major, (T, N) for T steps of N vector-env slots. For every step t the collector
+stores V(s_t) and V'_t, the value of the *successor state within the same episode*:
+
+* V'_t = V(s_{t+1}) while the episode goes on,
+* V'_t = 0 when the episode terminated at t (absorbing state),
+* V'_t = V(s_final) when it was truncated at t (time limit): the bootstrap for truncation.
+
+Then, with end_t = terminated_t or truncated_t,
+
+.. math::
+
+    δ_t = r_t + γ V'_t − V(s_t), \\qquad Â_t = δ_t + γ λ (1 − end_t) Â_{t+1},
+
+and Â past the last stored step is 0 (its V'_{T−1} already bootstraps the unfinished episode).
+The value target is R̂_t = Â_t + V(s_t).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor
+
+__all__ = ["gae", "Batch", "RolloutBuffer"]
+
+
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    episode_ends: Tensor,
+    gamma: float,
+    lam: float,
+) -> Tensor:
+    """Generalised advantage estimates Â of shape (T, N) (see the module docstring).
+
+    >>> one = torch.ones(3, 1)
+    >>> gae(one, 0 * one, 0 * one, torch.zeros(3, 1, dtype=torch.bool), 0.5, 1.0).flatten()
+    tensor([1.7500, 1.5000, 1.0000])
+    """
+    continues = (~episode_ends).to(rewards.dtype)
+    deltas = rewards + gamma * next_values - values
+    adv = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = deltas[t] + gamma * lam * continues[t] * running
+        adv[t] = running
+    return adv
+
+
+@dataclass
+class Batch:
+    """A flattened rollout of M = T·N samples, ready for an update.
+
+    ``session[i]`` indexes ``xi``: sample i was collected under θ = h_φ(ξ_session[i]) (one session
+    = one episode in one slot, or the part of it inside this rollout).
+    """
+
+    obs: Tensor
+    """Normalised observations (M, obs_dim)."""
+    actions: Tensor
+    """Actions as sampled, before clipping to the action bounds (M,) or (M, act_dim)."""
+    logp: Tensor
+    """Behaviour log π(a|s) at collection time (M,)."""
+    advantages: Tensor
+    """GAE advantages Â (M,), normalised when the config asks for it."""
+    returns: Tensor
+    """Value targets Â + V(s) (M,), from the unnormalised advantages."""
+    values: Tensor
+    """V(s) at collection time (M,)."""
+    session: Tensor
+    """Session index into ``xi`` (M,), long."""
+    xi: Tensor
+    """Base noise of each session (K, noise_dim)."""
+
+    def __len__(self) -> int:
+        return self.obs.shape[0]
+
+    def subset(self, rows: Tensor) -> Batch:
+        """The samples ``rows`` (the session table ``xi`` is kept whole)."""
+        per_sample = {f.name: getattr(self, f.name)[rows] for f in fields(self) if f.name != "xi"}
+        return replace(self, **per_sample)
+
+    def minibatches(self, size: int, generator: torch.Generator) -> Iterator[Batch]:
+        """Shuffled minibatches of ``size`` samples (the last one may be smaller)."""
+        order = torch.randperm(len(self), generator=generator)
+        for start in range(0, len(self), size):
+            yield self.subset(order[start : start + size])
+
+
+class RolloutBuffer:
+    """Time-major storage of T steps × N slots and the GAE that turns it into a :class:`Batch`."""
+
+    def __init__(self, steps: int, num_envs: int, obs_dim: int, act_shape: tuple[int, ...]):
+        self.steps, self.num_envs = steps, num_envs
+        shape = (steps, num_envs)
+        self.obs = torch.zeros(*shape, obs_dim)
+        self.actions = torch.zeros(*shape, *act_shape)
+        self.logp = torch.zeros(shape)
+        self.rewards = torch.zeros(shape)
+        self.values = torch.zeros(shape)
+        self.next_values = torch.zeros(shape)
+        self.ends = torch.zeros(shape, dtype=torch.bool)
+        self.session = torch.zeros(shape, dtype=torch.long)
+        self.t = 0
+
+    def add(self, **step: Tensor) -> None:
+        """Store a vector step (obs, actions, logp, rewards, values, next_values, ends, session)."""
+        for name, value in step.items():
+            getattr(self, name)[self.t] = value
+        self.t += 1
+
+    def batch(
+        self, xi: Tensor, gamma: float, lam: float, normalize_advantages: bool = True
+    ) -> Batch:
+        """GAE over the full buffer, flattened to M = T·N samples."""
+        if self.t != self.steps:
+            raise RuntimeError(f"buffer holds {self.t} of {self.steps} steps")
+        adv = gae(self.rewards, self.values, self.next_values, self.ends, gamma, lam)
+        returns = adv + self.values
+        if normalize_advantages:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        self.t = 0
+        return Batch(
+            obs=self.obs.flatten(0, 1),
+            actions=self.actions.flatten(0, 1),
+            logp=self.logp.flatten(),
+            advantages=adv.flatten(),
+            returns=returns.flatten(),
+            values=self.values.flatten(),
+            session=self.session.flatten(),
+            xi=xi,
+        )

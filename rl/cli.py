@@ -1,0 +1,143 @@
+"""``vi-rl``: train, evaluate and plot variational policy-gradient runs.
+
+Examples::
+
+    vi-rl train --env CartPole-v1 --algo vppo --posterior lowrank-gaussian --steps 50000 \\
+        --seed 0 --out runs/vppo-s0 --set lr=1e-3 --alpha 1e-3
+    vi-rl train --out runs/vppo-s0 --resume --steps 100000
+    vi-rl eval runs/vppo-s0
+    vi-rl plot runs/vppo-s* --output curves.png
+    vi-rl config vtrpo            # every field with its documentation and default
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from rl.algorithms import ALGORITHMS, default_config
+from rl.config import field_docs, load_dict, with_overrides
+
+__all__ = ["main"]
+
+
+def _overrides(pairs: list[str], extra: list[str]) -> dict[str, str]:
+    """``--set k=v`` pairs and free ``--k v`` / ``--k=v`` options as a dict of strings."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects name=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key] = value
+    i = 0
+    while i < len(extra):
+        token = extra[i]
+        if not token.startswith("--"):
+            raise ValueError(f"unexpected argument {token!r}")
+        if "=" in token:
+            key, value = token[2:].split("=", 1)
+            i += 1
+        elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            key, value = token[2:], extra[i + 1]
+            i += 2
+        else:
+            key, value = token[2:], "true"
+            i += 1
+        out[key] = value
+    return out
+
+
+def _train(args: argparse.Namespace, extra: list[str]) -> int:
+    from rl.trainer import train
+
+    out = Path(args.out)
+    overrides = _overrides(args.set or [], extra)
+    if args.resume:
+        if not (out / "checkpoint.pt").exists():
+            raise ValueError(f"--resume: {out} has no checkpoint.pt")
+        saved = load_dict(out / "config.json")
+        cfg = with_overrides(ALGORITHMS[saved["algo"]].config(), saved)
+        if args.steps is not None:
+            cfg = dataclasses.replace(cfg, total_steps=args.steps)
+    else:
+        fields = {"env_id": args.env, "seed": args.seed}
+        if args.steps is not None:
+            fields["total_steps"] = args.steps
+        if args.posterior is not None:
+            fields["posterior"] = args.posterior
+        cfg = with_overrides(default_config(args.algo), {**fields, **overrides})
+    row = train(cfg, out, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(row))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from rl.evaluate import evaluate
+
+    result = evaluate(args.run, episodes=args.episodes, stochastic_actions=args.stochastic)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from rl.plot import plot
+
+    print(plot(args.runs, args.output))
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    cfg = default_config(args.algo)
+    docs = field_docs(type(cfg))
+    for field in dataclasses.fields(cfg):
+        print(f"{field.name} = {getattr(cfg, field.name)!r}\n    {docs.get(field.name, '')}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vi-rl", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train (or --resume) a run; extra --field value overrides")
+    t.add_argument("--env", default="Pendulum-v1", help="gymnasium env id")
+    t.add_argument("--algo", default="vppo", choices=sorted(ALGORITHMS))
+    t.add_argument("--posterior", default=None, help="vi_flows family (v-algorithms)")
+    t.add_argument("--steps", type=int, default=None, help="total env steps")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--set", action="append", metavar="FIELD=VALUE", help="config override")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    e = sub.add_parser("eval", help="evaluate a run (posterior mean and sampled θ)")
+    e.add_argument("run")
+    e.add_argument("--episodes", type=int, default=10)
+    e.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    pl = sub.add_parser("plot", help="learning curves of runs (mean ± std over seeds)")
+    pl.add_argument("runs", nargs="+")
+    pl.add_argument("--output", default="curves.png")
+    c = sub.add_parser("config", help="list an algorithm's config fields and their docs")
+    c.add_argument("algo", choices=sorted(ALGORITHMS))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vi-rl`` console script."""
+    torch.set_num_threads(1)
+    args, extra = parser().parse_known_args(argv)
+    if extra and args.command != "train":
+        parser().error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.command == "train":
+            return _train(args, extra)
+        return {"eval": _eval, "plot": _plot, "config": _config}[args.command](args)
+    except (ValueError, FloatingPointError, FileNotFoundError) as err:
+        print(f"vi-rl: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Vectorised gymnasium environments, observation normalisation and input checks.
+
+The vector env uses gymnasium's ``SAME_STEP`` autoreset: when slot j's episode ends at a step, that
+step already returns the first observation of the next episode and the last observation of the
+ended one is in ``info["final_obs"][j]``, so a truncated episode can be bootstrapped from
+V(s_final) without any off-by-one bookkeeping (the default ``NEXT_STEP`` mode would instead insert
+a dummy transition with reward 0 on the following step).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = ["RunningMeanStd", "make_envs", "check_finite", "env_state", "load_env_state"]
+
+
+def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+    """``num_envs`` copies of ``env_id`` in a synchronous vector env with SAME_STEP autoreset.
+
+    Raises:
+        ValueError: for an unknown environment id or an action space that is neither ``Box`` nor
+            ``Discrete``.
+    """
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as err:
+        raise ValueError(f"unknown environment id {env_id!r} ({err})") from None
+    envs = gym.make_vec(
+        env_id,
+        num_envs=num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+    )
+    space = envs.single_action_space
+    if not isinstance(space, gym.spaces.Box | gym.spaces.Discrete):
+        envs.close()
+        raise ValueError(
+            f"unsupported action space {type(space).__name__} for {env_id!r}; "
+            "vi-rl supports Box (continuous) and Discrete actions"
+        )
+    if not isinstance(envs.single_observation_space, gym.spaces.Box):
+        envs.close()
+        raise ValueError(f"unsupported observation space for {env_id!r}: need a flat Box")
+    envs.action_space.seed(seed)
+    return envs
+
+
+def env_state(envs: gym.vector.SyncVectorEnv) -> bytes:
+    """Pickle the sub-environments (their physics state, RNGs and time-limit counters)."""
+    return pickle.dumps(envs.envs)
+
+
+def load_env_state(envs: gym.vector.SyncVectorEnv, blob: bytes) -> None:
+    """Restore sub-environments written by :func:`env_state` into a fresh vector env."""
+    for env in envs.envs:
+        env.close()
+    envs.envs = pickle.loads(blob)
+
+
+def check_finite(name: str, value: np.ndarray, step: int) -> None:
+    """Raise ``FloatingPointError`` naming the env step and slots if ``value`` is not finite."""
+    finite = np.isfinite(value)
+    if not finite.all():
+        slots = np.nonzero(~finite.reshape(finite.shape[0], -1).all(-1))[0].tolist()
+        raise FloatingPointError(
+            f"non-finite {name} from the environment at env step {step} (vector slots {slots})"
+        )
+
+
+@dataclass
+class RunningMeanStd:
+    """Running mean and variance of observations (parallel Welford/Chan update).
+
+    Normalised observation: clip((s − μ) / sqrt(σ² + ε), −c, c).
+    """
+
+    shape: tuple[int, ...]
+    clip: float = 10.0
+    mean: np.ndarray = field(init=False)
+    var: np.ndarray = field(init=False)
+    count: float = 1e-4
+
+    def __post_init__(self) -> None:
+        self.mean = np.zeros(self.shape, dtype=np.float64)
+        self.var = np.ones(self.shape, dtype=np.float64)
+
+    def update(self, x: np.ndarray) -> None:
+        """Fold a batch (n, *shape) into the running moments."""
+        b_mean, b_var, b_count = x.mean(0), x.var(0), x.shape[0]
+        delta = b_mean - self.mean
+        total = self.count + b_count
+        self.mean = self.mean + delta * b_count / total
+        m2 = self.var * self.count + b_var * b_count + delta**2 * self.count * b_count / total
+        self.var = m2 / total
+        self.count = total
+
+    def normalize(self, x: np.ndarray) -> np.ndarray:
+        """The normalised, clipped observation as float32."""
+        out = (x - self.mean) / np.sqrt(self.var + 1e-8)
+        return np.clip(out, -self.clip, self.clip).astype(np.float32)
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.var, self.count = state["mean"], state["var"], float(state["count"])

@@ -1,0 +1,68 @@
+"""Per-update progress: ``progress.csv`` (one row per update) and optional TensorBoard scalars."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+__all__ = ["COLUMNS", "ProgressLog"]
+
+COLUMNS = [
+    "update",
+    "env_steps",
+    "wall_time",
+    "return_mean",
+    "return_min",
+    "return_max",
+    "episodes",
+    "alpha",
+    "posterior_std",
+    "kl",
+    "policy_loss",
+    "value_loss",
+    "kl_coef",
+    "step_frac",
+    "grad_norm",
+]
+
+
+class ProgressLog:
+    """Appends rows to ``DIR/progress.csv``; on resume drops rows after the checkpoint's update.
+
+    Args:
+        out: the run directory.
+        resume_update: the update the run resumes after (None: a fresh run, file overwritten).
+        tensorboard: also write scalars with ``torch.utils.tensorboard`` when importable.
+    """
+
+    def __init__(self, out: Path, resume_update: int | None, tensorboard: bool) -> None:
+        self.path = out / "progress.csv"
+        rows = []
+        if resume_update is not None and self.path.exists():
+            with self.path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["update"]) <= resume_update]
+        with self.path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(out / "tb"))
+            except ImportError:  # pragma: no cover - depends on the installation
+                self.writer = None
+
+    def log(self, row: dict[str, float]) -> None:
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, COLUMNS, extrasaction="ignore").writerow(row)
+        if self.writer is not None:
+            for key, value in row.items():
+                if key not in {"update", "env_steps"} and not math.isnan(float(value)):
+                    self.writer.add_scalar(key, float(value), int(row["env_steps"]))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,137 @@
+"""Collecting rollouts: one session (episode) per θ draw, per env slot.
+
+Env slot j keeps its noise ξ_j for its whole episode (θ_j = h_φ(ξ_j) is recomputed only after an
+update changes φ) and draws a fresh ξ when the episode ends. Truncated episodes are bootstrapped
+from V(s_final) (see :mod:`rl.buffer`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rl.buffer import RolloutBuffer
+from rl.envs import RunningMeanStd, check_finite
+
+__all__ = ["Collector"]
+
+
+class Collector:
+    """Steps a vector env with a policy family and fills a :class:`RolloutBuffer`.
+
+    Args:
+        envs: a SAME_STEP-autoreset vector env (:func:`rl.envs.make_envs`).
+        policy: a policy family (:mod:`rl.policies`).
+        critic: V(s).
+        steps: steps per slot and rollout (T).
+        seed: seed of the first reset.
+        normalizer: running observation statistics, frozen during a rollout and updated after it.
+    """
+
+    def __init__(
+        self,
+        envs,
+        policy: nn.Module,
+        critic: nn.Module,
+        steps: int,
+        seed: int,
+        normalizer: RunningMeanStd | None = None,
+    ) -> None:
+        self.envs, self.policy, self.critic, self.normalizer = envs, policy, critic, normalizer
+        self.num_envs = envs.num_envs
+        obs_dim = int(np.prod(envs.single_observation_space.shape))
+        self.buffer = RolloutBuffer(steps, self.num_envs, obs_dim, policy.head.shape)
+        self.obs, _ = envs.reset(seed=seed)
+        self.slot_xi = policy.new_noise(torch.arange(self.num_envs))
+        self.ep_return = np.zeros(self.num_envs)
+        self.ep_length = np.zeros(self.num_envs, dtype=np.int64)
+        self.recent: deque[float] = deque(maxlen=20)
+        self.global_step = 0
+
+    def _norm(self, obs: np.ndarray) -> Tensor:
+        obs = obs.reshape(obs.shape[0], -1)
+        if self.normalizer is not None:
+            return torch.as_tensor(self.normalizer.normalize(obs))
+        return torch.as_tensor(obs, dtype=torch.float32)
+
+    @torch.no_grad()
+    def collect(self) -> tuple[Tensor, list[float], list[int]]:
+        """One rollout of T steps into :attr:`buffer`.
+
+        Returns:
+            The session table ξ (K, noise_dim) indexed by the buffer's ``session``, and the returns
+            and lengths of the episodes that ended during the rollout.
+        """
+        policy, n = self.policy, self.num_envs
+        params = policy.session_params(self.slot_xi).clone()
+        table = [self.slot_xi.clone()]
+        session = torch.arange(n)
+        next_row = n
+        returns, lengths, raw_obs = [], [], []
+        for _ in range(self.buffer.steps):
+            raw_obs.append(self.obs.reshape(n, -1))
+            obs = self._norm(self.obs)
+            dist = policy.act_distribution(params, obs)
+            action = dist.sample()
+            logp = dist.log_prob(action)
+            value = self.critic(obs).squeeze(-1)
+            next_obs, reward, term, trunc, info = self.envs.step(policy.head.to_env(action))
+            self.global_step += n
+            check_finite("reward", np.asarray(reward, dtype=np.float64), self.global_step)
+            check_finite("observation", np.asarray(next_obs, dtype=np.float64), self.global_step)
+            ended = np.logical_or(term, trunc)
+            boot = next_obs.copy()
+            for j in np.nonzero(ended)[0]:
+                boot[j] = info["final_obs"][j]
+            if ended.any():
+                check_finite("final observation", boot, self.global_step)
+            next_value = self.critic(self._norm(boot)).squeeze(-1) * torch.as_tensor(~term)
+            self.buffer.add(
+                obs=obs,
+                actions=action,
+                logp=logp,
+                rewards=torch.as_tensor(reward, dtype=torch.float32),
+                values=value,
+                next_values=next_value,
+                ends=torch.as_tensor(ended),
+                session=session,
+            )
+            self.ep_return += reward
+            self.ep_length += 1
+            done = np.nonzero(ended)[0]
+            if len(done):
+                returns += self.ep_return[done].tolist()
+                lengths += self.ep_length[done].tolist()
+                self.recent.extend(self.ep_return[done].tolist())
+                self.ep_return[done], self.ep_length[done] = 0.0, 0
+                slots = torch.as_tensor(done)
+                fresh = policy.new_noise(slots)
+                self.slot_xi[slots] = fresh
+                params[slots] = policy.session_params(fresh)
+                table.append(fresh)
+                session = session.clone()
+                session[slots] = torch.arange(next_row, next_row + len(done))
+                next_row += len(done)
+            self.obs = next_obs
+        if self.normalizer is not None:
+            self.normalizer.update(np.concatenate(raw_obs))
+        return torch.cat(table), returns, lengths
+
+    def state_dict(self) -> dict:
+        return {
+            "obs": self.obs,
+            "slot_xi": self.slot_xi,
+            "ep_return": self.ep_return,
+            "ep_length": self.ep_length,
+            "recent": list(self.recent),
+            "global_step": self.global_step,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.obs, self.slot_xi = state["obs"], state["slot_xi"]
+        self.ep_return, self.ep_length = state["ep_return"], state["ep_length"]
+        self.recent.extend(state["recent"])
+        self.global_step = int(state["global_step"])

@@ -1,0 +1,42 @@
+"""Every algorithm learns CartPole-v1: the mean of the last 20 training episodes reaches 195.
+
+Training stops as soon as it does (``target_return``); the budget is the most env steps allowed.
+The hyperparameters are the small-batch settings that learn CartPole quickly.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rl.algorithms import default_config
+from rl.trainer import train
+
+FAST = {
+    "env_id": "CartPole-v1",
+    "num_envs": 8,
+    "rollout_steps": 64,
+    "tensorboard": False,
+    "checkpoint_every": 10_000,
+    "target_return": 195.0,
+}
+CASES = {
+    "ppo": ({"lr": 1e-3, "epochs": 10, "minibatch_size": 128}, 40_000),
+    "vppo": ({"lr": 1e-3, "epochs": 10, "minibatch_size": 128, "alpha": 1e-3}, 40_000),
+    "reinforce": ({"lr": 3e-3}, 60_000),
+    "vreinforce": ({"lr": 3e-3, "alpha": 1e-3}, 60_000),
+    "trpo": ({"rollout_steps": 128, "max_kl": 0.02}, 40_000),
+    "vtrpo": ({"rollout_steps": 128, "max_kl": 0.02, "alpha": 1e-3}, 40_000),
+    "svpg": ({"lr": 1e-3, "epochs": 10, "num_particles": 4, "alpha": 1e-3}, 40_000),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", list(CASES))
+def test_learns_cartpole(algo, tmp_path):
+    torch.set_num_threads(1)
+    fields, budget = CASES[algo]
+    cfg = default_config(algo, **{**FAST, **fields}, total_steps=budget, seed=1)
+    row = train(cfg, tmp_path, progress=False)
+    print(f"{algo}: running mean {row['recent_return']:.1f} after {row['env_steps']} env steps")
+    assert row["recent_return"] >= 195.0, row

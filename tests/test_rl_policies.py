@@ -1,0 +1,84 @@
+"""Policy families: batched K-θ evaluation, Box/Discrete heads, §3.1/§3.2 posteriors."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from rl.adapter import policy_log_density, posterior_loss, reinforce_objective
+from rl.buffer import Batch
+from rl.policies import ActionMeanPolicy, AuxiliaryPolicy, BNNPolicy
+
+BOX = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
+DISCRETE = gym.spaces.Discrete(3)
+
+
+def test_batched_k_theta_matches_separate_networks():
+    torch.manual_seed(0)
+    policy = BNNPolicy(4, DISCRETE, hidden=(8, 5), posterior="gaussian")
+    k, b = 6, 7
+    theta = policy.q(torch.randn(k, policy.noise_dim))[0]
+    obs = torch.randn(k, b, 4)
+    logits = policy.evaluate(theta, obs).logits
+    for i in range(k):
+        flat = policy.theta0 + theta[i]
+        net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 5), nn.Tanh(), nn.Linear(5, 3))
+        start = 0
+        for layer in net[::2]:
+            n_w = layer.in_features * layer.out_features
+            layer.weight.data = flat[start : start + n_w].reshape(layer.in_features, -1).T
+            layer.bias.data = flat[start + n_w : start + n_w + layer.out_features]
+            start += n_w + layer.out_features
+        expected = torch.log_softmax(net(obs[i]), -1)
+        assert torch.allclose(logits[i], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("space", [BOX, DISCRETE])
+@pytest.mark.parametrize("family", [BNNPolicy, ActionMeanPolicy, AuxiliaryPolicy])
+def test_families_act_and_train_on_both_action_spaces(space, family):
+    torch.manual_seed(0)
+    policy = family(3, space, hidden=(8,))
+    slots = torch.arange(4)
+    params = policy.session_params(policy.new_noise(slots))
+    obs = torch.randn(4, 3)
+    dist = policy.act_distribution(params, obs)
+    action = dist.sample()
+    env_action = policy.head.to_env(action)
+    assert env_action.shape == ((4,) if space is DISCRETE else (4, 2))
+    if space is BOX:
+        assert np.all(np.abs(env_action) <= 2.0)
+    xi = policy.new_noise(slots)
+    batch = Batch(
+        obs=obs,
+        actions=action,
+        logp=dist.log_prob(action).detach(),
+        advantages=torch.randn(4),
+        returns=torch.zeros(4),
+        values=torch.zeros(4),
+        session=torch.tensor([0, 1, 1, 3]),
+        xi=xi,
+    )
+    q, qxi, log_p = policy_log_density(policy, batch, reinforce_objective(batch.advantages), 0.1)
+    posterior_loss(q, log_p, qxi, policy.point_mass).backward()
+    assert all(p.grad is not None for p in policy.parameters() if p.requires_grad)
+
+
+def test_state_gaussian_log_q_is_eq_8_log_det():
+    torch.manual_seed(0)
+    policy = ActionMeanPolicy(3, BOX, hidden=(8,))
+    obs = torch.randn(5, 3)
+    q = policy.q_at(obs)
+    xi = torch.randn(5, 2)
+    theta, log_q = q(xi)
+    mu, log_std = q.moments()
+    expected = torch.distributions.Normal(mu, log_std.exp()).log_prob(theta).sum(-1)
+    assert torch.allclose(log_q, expected, atol=1e-5)
+
+
+def test_point_mass_posterior_has_zero_std_and_mean_is_loc():
+    policy = BNNPolicy(3, DISCRETE, hidden=(4,), posterior="point")
+    assert policy.point_mass and policy.posterior_std() == 0.0
+    assert torch.equal(policy.mean_params(), policy.q.loc[None])
