@@ -14,17 +14,43 @@ towards high density and the log-det term is the repulsive force that keeps them
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from vi_flows.flows import Flow
 
-__all__ = ["LogProb", "as_log_prob", "check_log_prob_output", "elbo_terms", "kl_loss"]
+__all__ = [
+    "LogProb",
+    "Reparameterized",
+    "as_log_prob",
+    "check_log_prob_output",
+    "elbo_terms",
+    "kl_loss",
+]
 
 #: A log-density: maps θ of shape (n, d) to log p̃(θ) of shape (n,).
 LogProb = Callable[[Tensor], Tensor]
+
+
+@runtime_checkable
+class Reparameterized(Protocol):
+    """What the KL objective needs of q: push base noise through, and draw base noise.
+
+    :class:`~vi_flows.flows.Flow` is one; so is any module with this interface, e.g. the
+    state-conditioned action-mean posteriors of ``rl.policies`` (§3.1), whose θ = μ_φ(s) + σ_φ(s)ξ
+    depends on the state. ``stl=True`` additionally needs ``has_log_prob``/``log_prob`` (as
+    :class:`~vi_flows.flows.Flow` has) and ``named_parameters``/``named_buffers``.
+    """
+
+    def __call__(self, xi: Tensor) -> tuple[Tensor, Tensor]:
+        """(θ, log q(θ)) for base noise ξ."""
+        ...
+
+    def base_sample(self, sample_shape: int | tuple[int, ...] = ()) -> Tensor:
+        """Base noise ξ ~ q₀ of shape (*sample_shape, d)."""
+        ...
 
 
 def as_log_prob(target: Any) -> LogProb:
@@ -60,12 +86,17 @@ class _DetachedLogProb(nn.Module):
 
 
 def elbo_terms(
-    q: Flow, log_prob: LogProb, num_samples: int, *, stl: bool = False, xi: Tensor | None = None
+    q: Reparameterized,
+    log_prob: LogProb,
+    num_samples: int,
+    *,
+    stl: bool = False,
+    xi: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Draw reparameterized samples and return ``(θ, log p̃(θ), log q(θ))``.
 
     Args:
-        q: the variational flow.
+        q: the variational family: a :class:`Flow` or any :class:`Reparameterized` module.
         log_prob: the unnormalized target log-density.
         num_samples: number of samples n.
         stl: "sticking the landing" (Roeder et al. 2017): evaluate log q with the flow's
@@ -84,7 +115,7 @@ def elbo_terms(
                 "stl=True needs log q at the samples with the parameters detached, i.e. an "
                 f"invertible flow; {type(q.transform).__name__} has no closed-form inverse"
             )
-        theta = q.transform(q.base_sample(num_samples) if xi is None else xi)[0]
+        theta = q(q.base_sample(num_samples) if xi is None else xi)[0]
         detached = {f"flow.{k}": v.detach() for k, v in q.named_parameters()}
         detached.update({f"flow.{k}": v for k, v in q.named_buffers()})
         log_q = torch.func.functional_call(_DetachedLogProb(q), detached, (theta,))
@@ -96,7 +127,7 @@ def elbo_terms(
 
 
 def kl_loss(
-    q: Flow,
+    q: Reparameterized,
     log_prob: LogProb,
     num_samples: int = 256,
     *,
