@@ -176,7 +176,7 @@ def test_planar_projection_divides_by_squared_norm() -> None:
     with torch.no_grad():
         t.w.copy_(torch.tensor([3.0, -1.0, 2.0]))
         t.u.copy_(torch.tensor([-4.0, 1.0, 0.5]))
-    wu = float(t.w @ t.u)
+    wu = float((t.w @ t.u).detach())
     expected = -1.0 + MARGIN + math.log1p(math.exp(wu))
     assert float((t.w @ t.u_hat()).detach()) == pytest.approx(expected, abs=1e-12)
 

@@ -66,6 +66,7 @@ class Compose(Transform):
 
     The log-determinant of a composition is the sum of the parts' log-determinants.
 
+    >>> import torch
     >>> from vi_flows.transforms import ElementwiseAffine
     >>> t = Compose([ElementwiseAffine(3), ElementwiseAffine(3)])
     >>> y, ladj = t(torch.zeros(5, 3))
@@ -104,6 +105,7 @@ class Compose(Transform):
 class Inverse(Transform):
     """The inverse of an invertible transform: its ``forward`` is ``base.inverse`` and vice versa.
 
+    >>> import torch
     >>> from vi_flows.transforms import ElementwiseAffine
     >>> t = ElementwiseAffine(2)
     >>> x = torch.randn(4, 2)
