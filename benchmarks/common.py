@@ -99,6 +99,33 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    """Rows written by :func:`write_csv`, with numbers and booleans parsed back."""
+
+    def parse(text: str) -> Any:
+        if text in {"True", "False"}:
+            return text == "True"
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    with path.open(newline="") as fh:
+        return [{k: parse(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+
+
+def fit_or_fail(family: str, target: Any, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """:func:`fit_family`, but a fit that diverges is a result (``error``), not a crash."""
+    try:
+        return fit_family(family, target, **kwargs)
+    except (FloatingPointError, RuntimeError, ValueError) as err:
+        return None, {"error": f"{type(err).__name__}: {str(err)[:120]}"}
+
+
 def fmt(value: Any, digits: int = 3) -> str:
     """Format a number for a Markdown table (NaN as '—')."""
     if isinstance(value, float):

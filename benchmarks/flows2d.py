@@ -11,6 +11,7 @@ sample histograms, rows = targets, columns = families); and prints the Markdown.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -25,14 +26,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     FAMILIES,
     evaluate,
-    fit_family,
+    fit_or_fail,
     markdown_table,
+    read_csv,
     write_csv,
 )
 
 from vi_flows import targets  # noqa: E402
 
 TARGETS_2D = ["u1", "u2", "u3", "u4", "banana", "ring", "moons", "funnel", "mixture"]
+
+
+def _describe(row: dict) -> str:
+    if "error" in row:
+        return f"failed: {row['error']}"
+    return f"KL={row['kl']:.4f} ESS={row['ess']:.3f} k={row['k_hat']:.2f} ({row['seconds']:.0f}s)"
 
 
 def run_2d(out: Path, steps: int, eval_n: int, families: list[str]) -> list[dict]:
@@ -43,18 +51,17 @@ def run_2d(out: Path, steps: int, eval_n: int, families: list[str]) -> list[dict
     for i, name in enumerate(TARGETS_2D):
         target = targets.get(name, dim=2) if name in {"funnel", "mixture"} else targets.get(name)
         for j, family in enumerate(families):
-            q, info = fit_family(family, target, steps=steps)
-            row = {"target": name, "flow": family, **info, **evaluate(q, target, eval_n)}
+            q, info = fit_or_fail(family, target, steps=steps)
+            row = {"target": name, "flow": family, **info}
+            if q is not None:
+                row.update(evaluate(q, target, eval_n))
             rows.append(row)
-            print(
-                f"{name:8s} {family:17s} KL={row['kl']:.4f} ESS={row['ess']:.3f} "
-                f"k={row['k_hat']:.2f} ({info['seconds']:.0f}s)",
-                flush=True,
-            )
-            with torch.no_grad():
-                x = q.sample(20_000).numpy()
+            print(f"{name:8s} {family:17s} " + _describe(row), flush=True)
             ax = axes[i, j]
-            ax.hist2d(x[:, 0], x[:, 1], bins=80, range=target.bounds, cmap="viridis")
+            if q is not None:
+                with torch.no_grad():
+                    x = q.sample(20_000).numpy()
+                ax.hist2d(x[:, 0], x[:, 1], bins=80, range=target.bounds, cmap="viridis")
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
@@ -72,7 +79,11 @@ def run_gaussian100(out: Path, steps: int, families: list[str]) -> list[dict]:
     target = targets.get("gaussian", dim=100)
     rows = []
     for family in families:
-        q, info = fit_family(family, target, steps=steps)
+        q, info = fit_or_fail(family, target, steps=steps)
+        if q is None:
+            rows.append({"flow": family, **info})
+            print(f"N(0,I100) {family:17s} failed: {info['error']}", flush=True)
+            continue
         torch.manual_seed(1)
         var = q.sample(20_000).var(0)
         rows.append(
@@ -98,7 +109,11 @@ def run_funnel(out: Path, steps: int, eval_n: int, families: list[str]) -> list[
     target = targets.get("funnel", dim=10)
     rows = []
     for family in families:
-        q, info = fit_family(family, target, steps=steps)
+        q, info = fit_or_fail(family, target, steps=steps)
+        if q is None:
+            rows.append({"flow": family, "within_10pct_of_3": False, **info})
+            print(f"funnel10 {family:17s} failed: {info['error']}", flush=True)
+            continue
         torch.manual_seed(1)
         v = q.sample(50_000)[:, 0]
         sd = float(v.std())
@@ -123,6 +138,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and samples")
     parser.add_argument("--families", nargs="*", default=list(FAMILIES))
     parser.add_argument("--steps", type=int, default=None, help="override steps per fit")
+    parser.add_argument(
+        "--resume", action="store_true", help="reuse the CSV of each part already written to --out"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -131,10 +149,13 @@ def main() -> None:
     eval_n = 20_000 if args.quick else 100_000
     start = time.perf_counter()
 
-    rows2d = run_2d(out, steps, eval_n, args.families)
-    fam_nd = args.families
-    rows100 = run_gaussian100(out, steps, fam_nd)
-    rows_funnel = run_funnel(out, 2 * steps, eval_n, fam_nd)
+    def part(csv_name: str, run):  # a part's CSV is reused with --resume
+        path = out / csv_name
+        return read_csv(path) if args.resume and path.exists() else run()
+
+    rows2d = part("flows2d.csv", lambda: run_2d(out, steps, eval_n, args.families))
+    rows100 = part("gaussian100.csv", lambda: run_gaussian100(out, steps, args.families))
+    rows_funnel = part("funnel10.csv", lambda: run_funnel(out, 2 * steps, eval_n, args.families))
 
     kl_cols = ["target"] + args.families
     pivot = []
@@ -142,9 +163,9 @@ def main() -> None:
         row = {"target": name}
         for r in rows2d:
             if r["target"] == name:
-                row[r["flow"]] = r["kl"]
+                row[r["flow"]] = r.get("kl", math.nan)
         pivot.append(row)
-    best_u1 = min((r for r in rows2d if r["target"] == "u1"), key=lambda r: r["kl"])
+    best_u1 = min((r for r in rows2d if r["target"] == "u1"), key=lambda r: r.get("kl", math.inf))
     text = [
         f"# Flow families on 2-D targets ({steps} steps, {eval_n} evaluation samples)",
         "",
@@ -154,17 +175,21 @@ def main() -> None:
         "",
         "All metrics:",
         "",
-        markdown_table(rows2d, ["target", "flow", "kl", "ess", "k_hat", "steps", "seconds"], 4),
+        markdown_table(
+            rows2d, ["target", "flow", "kl", "ess", "k_hat", "steps", "seconds", "error"], 4
+        ),
         "",
         f"Best on U1: {best_u1['flow']} with KL = {best_u1['kl']:.4f}.",
         "",
         f"## N(0, I_100): fitted marginal variances ({steps} steps)",
         "",
-        markdown_table(rows100, ["flow", "mean_var", "min_var", "max_var", "within_5pct"]),
+        markdown_table(rows100, ["flow", "mean_var", "min_var", "max_var", "within_5pct", "error"]),
         "",
         f"## 10-d funnel: fitted sd of v (truth 3; {2 * steps} steps)",
         "",
-        markdown_table(rows_funnel, ["flow", "sd_v", "mean_v", "within_10pct_of_3", "kl", "ess"]),
+        markdown_table(
+            rows_funnel, ["flow", "sd_v", "mean_v", "within_10pct_of_3", "kl", "ess", "error"]
+        ),
         "",
         f"Total time {time.perf_counter() - start:.0f} s. Figure: flows2d.png.",
     ]

@@ -1,0 +1,462 @@
+"""Head-to-head density benchmark: every flow family vs SVGD vs amortized SVGD, at equal time.
+
+One command writes under ``--out``:
+
+* ``runs.csv`` — one row per (target, method): MMD², sliced W1, mean/sd errors, log Z error,
+  ESS, k̂, modes covered, posterior errors;
+* ``table.md`` — the Markdown tables (also printed);
+* ``grid.png`` — samples (first two coordinates) over the reference, rows = targets,
+  columns = methods;
+* ``variance_sweep.csv/png`` — the marginal variance of N(0, I_d) fits vs d (variance collapse);
+* ``cost_scaling.csv/png`` — time per step vs number of particles / samples;
+* ``library_speed.csv`` — steps/s of our RealNVP vs same-architecture nflows and pyro flows.
+
+Fairness: every method gets the same wall-clock budget per target (``--budget`` seconds), the
+same seed, the same starting distribution (N(0, I): the flows' base and SVGD's initial
+particles) and is scored on the same metrics, in coordinates standardized by the reference sd.
+SVGD runs exactly as the reference code (RBF, median bandwidth with log(n+1), AdaGrad with
+momentum, ε = ``SVGD_STEP``); it is never weakened. Flows are scored on ``--eval`` draws; SVGD on
+its n particles (all it has).
+
+    python benchmarks/densities.py --quick --out bench-out/densities   # < 5 min (d ∈ {1, 10, 100})
+    python benchmarks/densities.py --out bench-out/densities           # budget 10 s/cell, ~1 h
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    FAMILIES,
+    NEEDS_TWO_DIMS,
+    evaluate,
+    fit_family,
+    markdown_table,
+    write_csv,
+)
+
+from vi_flows import flows, posteriordb, targets  # noqa: E402
+from vi_flows.fit import fit  # noqa: E402
+from vi_flows.metrics import mmd2, modes_covered, moment_errors, sliced_wasserstein  # noqa: E402
+from vi_flows.svgd import amortized_svgd, mlp_generator, svgd  # noqa: E402
+from vi_flows.transforms import Compose, ElementwiseAffine, NflowsTransform  # noqa: E402
+from vi_flows.transforms.coupling import alternating_mask, mlp  # noqa: E402
+
+SVGD_STEP = 0.05  # ε of the reference AdaGrad step (the reference demos use 1e-2 to 5e-2)
+POSTERIORS = ["eight_schools-eight_schools_noncentered", "sblrc-blr", "arK-arK"]
+SEED = 0
+
+
+def target_list(quick: bool) -> list[tuple[str, Any]]:
+    """(label, target) for every benchmark target; posteriors only when their folder exists."""
+    out: list[tuple[str, Any]] = []
+    for name in ["u1", "u2", "u3", "u4", "banana", "ring", "moons"]:
+        out.append((name, targets.get(name)))
+    out += [("funnel-2", targets.get("funnel", dim=2)), ("mixture-2", targets.get("mixture"))]
+    for d in [2, 10, 50, 100]:
+        out.append((f"gaussian-{d}", targets.get("gaussian", dim=d)))
+        out.append((f"corr-gaussian-{d}", targets.get("correlated-gaussian", dim=d)))
+    out += [
+        ("funnel-10", targets.get("funnel", dim=10)),
+        ("mixture-10", targets.get("mixture", dim=10)),
+    ]
+    available = set(posteriordb.available()) if posteriordb.root().exists() else set()
+    for name in POSTERIORS:
+        if name in available:
+            out.append((name, posteriordb.load(name)))
+        else:
+            print(f"skipping posterior {name}: {posteriordb.root()} not found", flush=True)
+    return out
+
+
+def methods() -> list[str]:
+    return [*FAMILIES, "svgd-100", "svgd-500", "amortized-svgd"]
+
+
+def reference(target: Any, n: int) -> torch.Tensor:
+    if hasattr(target, "reference_unconstrained"):
+        return target.reference_unconstrained()
+    gen = torch.Generator().manual_seed(SEED + 99)
+    return target.sample(n, generator=gen, dtype=torch.float64)
+
+
+def run_method(
+    method: str, target: Any, budget: float, n_eval: int, n_diag: int
+) -> tuple[torch.Tensor, dict]:
+    """Run ``method`` on ``target`` for ``budget`` seconds; return its draws and run info."""
+    torch.manual_seed(SEED)
+    info: dict[str, Any] = {}
+    start = time.perf_counter()
+    deadline = start + budget
+    if method in FAMILIES:
+        q, fit_info = fit_family(method, target, seconds=budget, seed=SEED)
+        with torch.no_grad():
+            draws = q.sample(n_eval)
+        info.update(fit_info)
+        info.update({k: v for k, v in evaluate(q, target, n_diag).items() if k != "elbo"})
+        return draws, info
+    if method.startswith("svgd-"):
+        n = int(method.split("-")[1])
+        steps = {"n": 0}
+
+        def stop(step: int, x: torch.Tensor, phi: torch.Tensor) -> bool:
+            steps["n"] = step + 1
+            return time.perf_counter() > deadline
+
+        draws = svgd(target, torch.randn(n, target.dim), 10**9, step_size=SVGD_STEP, callback=stop)
+        info.update(steps=steps["n"], seconds=time.perf_counter() - start)
+        return draws.detach(), info
+    if method == "amortized-svgd":
+        gen = mlp_generator(target.dim)
+        hist = amortized_svgd(
+            target, gen, target.dim, 10**9, callback=lambda s, i: time.perf_counter() > deadline
+        )
+        with torch.no_grad():
+            draws = gen.sample(n_eval)
+        info.update(steps=len(hist), seconds=time.perf_counter() - start)
+        return draws, info
+    raise ValueError(method)
+
+
+def score(target: Any, draws: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    """Metrics of ``draws`` against the reference, in reference-standardized coordinates."""
+    draws = draws.double()
+    if not torch.isfinite(draws).all():
+        return {"mmd2": math.nan, "sw1": math.nan, "mean_err": math.nan, "sd_err": math.nan}
+    mean, sd = ref.mean(0), ref.std(0)
+    z_draws, z_ref = (draws - mean) / sd, (ref - mean) / sd
+    sub = z_ref[torch.randperm(len(z_ref), generator=torch.Generator().manual_seed(1))[:2000]]
+    mean_err, sd_err = moment_errors(draws, mean, sd)
+    row = {
+        "mmd2": mmd2(z_draws[:2000], sub),
+        "sw1": sliced_wasserstein(z_draws, z_ref),
+        "mean_err": mean_err,
+        "sd_logratio": sd_err,
+        "mean_var_ratio": float((draws.var(0) / ref.var(0)).mean()),
+    }
+    modes = getattr(target, "modes", None)
+    if modes is not None:
+        spacing = torch.pdist(modes.double()).min()
+        row["modes_covered"] = modes_covered(draws, modes, radius=float(spacing) / 2)
+    if hasattr(target, "constrain"):
+        row.update(posterior_errors(target, draws))
+    return row
+
+
+def _columns(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    cols = {}
+    for key, v in values.items():
+        v = v.double()
+        if v.ndim == 1:
+            cols[key] = v
+        else:
+            for i in range(v.shape[-1]):
+                cols[f"{key}[{i + 1}]"] = v[:, i]
+    return cols
+
+
+def posterior_errors(target: Any, draws: torch.Tensor) -> dict[str, float]:
+    """Worst standardized mean error and sd ratio over constrained parameters."""
+    ours = _columns(target.constrain(draws))
+    ref = _columns(target.reference_draws())
+    z, ratio = [], []
+    for key in ref.keys() & ours.keys():
+        r, o = ref[key], ours[key]
+        z.append(float((o.mean() - r.mean()).abs() / r.std()))
+        ratio.append(float(o.std() / r.std()))
+    return {
+        "post_max_mean_z": max(z),
+        "post_min_sd_ratio": min(ratio),
+        "post_max_sd_ratio": max(ratio),
+    }
+
+
+def run_grid(out: Path, budget: float, n_eval: int, quick: bool) -> list[dict]:
+    n_diag = 5000 if quick else 20_000
+    tlist, mlist = target_list(quick), methods()
+    rows: list[dict] = []
+    fig, axes = plt.subplots(len(tlist), len(mlist), figsize=(1.6 * len(mlist), 1.6 * len(tlist)))
+    for i, (label, target) in enumerate(tlist):
+        ref = reference(target, 20_000)
+        for j, method in enumerate(mlist):
+            if method in NEEDS_TWO_DIMS and target.dim < 2:
+                continue
+            try:
+                draws, info = run_method(method, target, budget, n_eval, n_diag)
+                row = {"target": label, "dim": target.dim, "method": method, **info}
+                row.update(score(target, draws, ref))
+                if target.log_z is not None and "log_z_is" in row:
+                    row["log_z_err"] = row["log_z_is"] - target.log_z
+            except Exception as err:  # noqa: BLE001 - a failing method is a result, not a crash
+                row = {"target": label, "dim": target.dim, "method": method, "error": repr(err)}
+                draws = None
+            rows.append(row)
+            print(
+                f"{label:24s} {method:17s} mmd2={row.get('mmd2', math.nan):.4f} "
+                f"sw1={row.get('sw1', math.nan):.3f} var={row.get('mean_var_ratio', math.nan):.3f}"
+                f" {row.get('error', '')}",
+                flush=True,
+            )
+            ax = axes[i, j]
+            sub = ref[:2000]
+            ax.scatter(sub[:, 0], sub[:, min(1, target.dim - 1)], s=1, c="0.8", rasterized=True)
+            if draws is not None and torch.isfinite(draws).all():
+                d = draws[:1000].double()
+                ax.scatter(d[:, 0], d[:, min(1, target.dim - 1)], s=1, c="C3", rasterized=True)
+            lo, hi = sub.quantile(0.005, 0), sub.quantile(0.995, 0)
+            pad = 0.3 * (hi - lo)
+            ax.set_xlim(float(lo[0] - pad[0]), float(hi[0] + pad[0]))
+            k = min(1, target.dim - 1)
+            ax.set_ylim(float(lo[k] - pad[k]), float(hi[k] + pad[k]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(method, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(label, fontsize=7)
+        write_csv(rows, out / "runs.csv")  # after every target: partial results survive a stop
+    fig.tight_layout()
+    fig.savefig(out / "grid.png", dpi=80)
+    plt.close(fig)
+    return rows
+
+
+def variance_sweep(out: Path, steps: int, svgd_steps: int, dims: list[int]) -> list[dict]:
+    """Mean marginal variance of fits to N(0, I_d) for each d: SVGD n = 100 and every flow."""
+    rows = []
+    for d in dims:
+        target = targets.get("gaussian", dim=d)
+        torch.manual_seed(SEED)
+        x = svgd(target, torch.randn(100, d), svgd_steps, step_size=SVGD_STEP)
+        rows.append({"dim": d, "method": "svgd-100", "mean_var": float(x.var(0).mean())})
+        for family in FAMILIES:
+            if family in NEEDS_TWO_DIMS and d < 2:
+                continue
+            q, _ = fit_family(family, target, steps=steps, seed=SEED)
+            torch.manual_seed(1)
+            rows.append(
+                {"dim": d, "method": family, "mean_var": float(q.sample(20_000).var(0).mean())}
+            )
+        print(
+            f"variance sweep d={d}: "
+            + ", ".join(f"{r['method']}={r['mean_var']:.3f}" for r in rows if r["dim"] == d),
+            flush=True,
+        )
+    write_csv(rows, out / "variance_sweep.csv")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in ["svgd-100", *FAMILIES]:
+        pts = [(r["dim"], r["mean_var"]) for r in rows if r["method"] == method]
+        ax.plot(
+            *zip(*pts, strict=True), marker="o", lw=2.5 if method == "svgd-100" else 1, label=method
+        )
+    ax.axhline(1.0, color="k", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("dimension d")
+    ax.set_ylabel("mean marginal variance (truth 1)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "variance_sweep.png", dpi=110)
+    plt.close(fig)
+    return rows
+
+
+def _time_per_step(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def cost_scaling(out: Path, sizes: list[int], repeats: int) -> list[dict]:
+    """Median seconds per step vs n: SVGD (n particles) and RealNVP (n samples per step), d = 10."""
+    target = targets.get("gaussian", dim=10)
+    rows = []
+    for n in sizes:
+        x = torch.randn(n, 10)
+        t_svgd = _time_per_step(lambda x=x: svgd(target, x, 1, step_size=SVGD_STEP), repeats)
+        q = flows.build("realnvp", 10)
+        t_flow = _time_per_step(
+            lambda q=q, n=n: fit(q, target, 1, num_samples=n, progress=False), repeats
+        )
+        rows.append({"n": n, "svgd_s_per_step": t_svgd, "realnvp_s_per_step": t_flow})
+        print(f"cost n={n}: svgd {t_svgd * 1e3:.1f} ms, realnvp {t_flow * 1e3:.1f} ms", flush=True)
+    write_csv(rows, out / "cost_scaling.csv")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.loglog(sizes, [r["svgd_s_per_step"] for r in rows], "o-", label="SVGD (n particles)")
+    ax.loglog(sizes, [r["realnvp_s_per_step"] for r in rows], "s-", label="RealNVP (n samples)")
+    ax.set_xlabel("n")
+    ax.set_ylabel("median seconds per step")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "cost_scaling.png", dpi=110)
+    plt.close(fig)
+    return rows
+
+
+def _nflows_affine_coupling(dim: int, layers: int = 8, hidden=(64, 64)) -> flows.Flow:
+    """nflows' affine coupling flow with the same conditioner architecture as our RealNVP."""
+    from nflows.transforms import AffineCouplingTransform
+
+    from vi_flows.transforms.external import _ContextFree
+
+    body = []
+    for i in range(layers):
+        mask = alternating_mask(dim, i).to(torch.int64)
+        coupling = AffineCouplingTransform(
+            1 - mask, lambda a, b: _ContextFree(mlp(a, b, hidden), hidden[-1])
+        )
+        body.append(NflowsTransform(coupling, dim))
+    return flows.Flow(Compose([*body, ElementwiseAffine(dim)]))
+
+
+def library_speed(out: Path, rounds: int, steps_per_round: int) -> list[dict]:
+    """Steps/s of the same 8-layer affine-coupling flow from us, nflows and pyro (alternating)."""
+    target = targets.get("u1")
+    torch.manual_seed(SEED)
+    contenders = {
+        "ours (realnvp)": flows.build("realnvp", 2, layers=8),
+        "nflows AffineCouplingTransform": _nflows_affine_coupling(2),
+        "pyro AffineCoupling": flows.build("pyro-coupling", 2, layers=8),
+    }
+    rates: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(rounds):
+        for name, q in contenders.items():
+            t = time.perf_counter()
+            fit(q, target, steps_per_round, num_samples=256, progress=False)
+            rates[name].append(steps_per_round / (time.perf_counter() - t))
+    ours = statistics.median(rates["ours (realnvp)"])
+    rows = [
+        {
+            "flow": k,
+            "median_steps_per_s": statistics.median(v),
+            "ours_over_this": ours / statistics.median(v),
+        }
+        for k, v in rates.items()
+    ]
+    write_csv(rows, out / "library_speed.csv")
+    return rows
+
+
+def summarize(rows: list[dict]) -> str:
+    ok = [r for r in rows if "error" not in r]
+    mlist = methods()
+    lines = []
+    for metric, digits in [("mmd2", 4), ("sw1", 3), ("mean_var_ratio", 3)]:
+        pivot = []
+        for label in dict.fromkeys(r["target"] for r in ok):
+            row = {"target": label}
+            for r in ok:
+                if r["target"] == label:
+                    row[r["method"]] = r.get(metric, math.nan)
+            pivot.append(row)
+        lines += [
+            f"### {metric} (rows = targets, columns = methods)",
+            "",
+            markdown_table(pivot, ["target", *mlist], digits),
+            "",
+        ]
+    post = [r for r in ok if "post_max_mean_z" in r]
+    if post:
+        lines += [
+            "### Real posteriors (constrained space, worst parameter)",
+            "",
+            markdown_table(
+                post,
+                [
+                    "target",
+                    "method",
+                    "post_max_mean_z",
+                    "post_min_sd_ratio",
+                    "post_max_sd_ratio",
+                    "steps",
+                ],
+                3,
+            ),
+            "",
+        ]
+    errors = [r for r in rows if "error" in r]
+    if errors:
+        lines += ["### Failed runs", "", markdown_table(errors, ["target", "method", "error"]), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="bench-out/densities")
+    parser.add_argument("--quick", action="store_true", help="small budget: under 5 minutes")
+    parser.add_argument("--budget", type=float, default=None, help="seconds per method and target")
+    parser.add_argument("--eval", type=int, default=2000, help="evaluation draws for flows")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["grid", "sweep", "cost", "speed"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    budget = args.budget or (0.4 if args.quick else 10.0)
+    start = time.perf_counter()
+    report = [f"# Density benchmark (budget {budget:g} s per method and target, seed {SEED})", ""]
+    if "grid" not in args.skip:
+        report.append(summarize(run_grid(out, budget, args.eval, args.quick)))
+    if "sweep" not in args.skip:
+        dims = [1, 10, 100] if args.quick else [1, 2, 5, 10, 20, 50, 100]
+        sweep = variance_sweep(out, 100 if args.quick else 2000, 200 if args.quick else 2000, dims)
+        dims = sorted({r["dim"] for r in sweep})
+        pivot = [
+            {
+                "method": m,
+                **{
+                    str(d): next(
+                        (r["mean_var"] for r in sweep if r["method"] == m and r["dim"] == d),
+                        math.nan,
+                    )
+                    for d in dims
+                },
+            }
+            for m in ["svgd-100", *FAMILIES]
+        ]
+        report += [
+            "### Variance-collapse sweep: mean marginal variance on N(0, I_d)",
+            "",
+            markdown_table(pivot, ["method", *map(str, dims)], 3),
+            "",
+        ]
+    if "cost" not in args.skip:
+        sizes = [100, 500, 1000, 2500] if args.quick else [100, 250, 500, 1000, 2500, 5000]
+        cost = cost_scaling(out, sizes, 3 if args.quick else 7)
+        report += [
+            "### Cost per step (d = 10, median seconds)",
+            "",
+            markdown_table(cost, ["n", "svgd_s_per_step", "realnvp_s_per_step"], 4),
+            "",
+        ]
+    if "speed" not in args.skip:
+        speed = library_speed(out, 3 if args.quick else 7, 20 if args.quick else 100)
+        report += [
+            "### Same architecture, three libraries (u1, batch 256, median steps/s)",
+            "",
+            markdown_table(speed, ["flow", "median_steps_per_s", "ours_over_this"], 2),
+            "",
+        ]
+    report.append(f"Total {time.perf_counter() - start:.0f} s.")
+    text = "\n".join(report)
+    (out / "table.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
