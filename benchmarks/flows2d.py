@@ -4,7 +4,7 @@ Writes under ``--out``: ``flows2d.csv``/``flows2d.md`` (KL = log Z − ELBO, ESS
 target), ``gaussian100.csv``, ``funnel10.csv``, ``summary.md`` and ``flows2d.png`` (a grid of
 sample histograms, rows = targets, columns = families); and prints the Markdown.
 
-    python benchmarks/flows2d.py --out bench-out/flows2d            # full (~25 min on 2 cores)
+    python benchmarks/flows2d.py --out bench-out/flows2d            # full (~40 min on 2 cores)
     python benchmarks/flows2d.py --out bench-out/flows2d --quick    # ~4 min
 """
 
