@@ -5,6 +5,7 @@ Examples::
     vi-rl train --env CartPole-v1 --algo vppo --posterior lowrank-gaussian --steps 50000 \\
         --seed 0 --out runs/vppo-s0 --set lr=1e-3 --alpha 1e-3
     vi-rl train --out runs/vppo-s0 --resume --steps 100000
+    vi-rl train --env Pendulum-v1 --algo ppo --preset --steps 100000 --out runs/ppo-pend
     vi-rl eval runs/vppo-s0
     vi-rl plot runs/vppo-s* --output curves.png
     vi-rl config vtrpo            # every field with its documentation and default
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from rl.algorithms import ALGORITHMS, default_config
-from rl.config import field_docs, load_dict, with_overrides
+from rl.config import env_preset, field_docs, load_dict, with_overrides
 
 __all__ = ["main"]
 
@@ -70,7 +71,8 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
             fields["total_steps"] = args.steps
         if args.posterior is not None:
             fields["posterior"] = args.posterior
-        cfg = with_overrides(default_config(args.algo), {**fields, **overrides})
+        preset = env_preset(args.env, args.algo) if args.preset else {}
+        cfg = with_overrides(default_config(args.algo), {**preset, **fields, **overrides})
     row = train(cfg, out, resume=args.resume, progress=not args.quiet)
     print(json.dumps(row))
     return 0
@@ -111,6 +113,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--set", action="append", metavar="FIELD=VALUE", help="config override")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--preset",
+        action="store_true",
+        help="apply the recommended settings for --env (rl.config.ENV_PRESETS) before --set",
+    )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     e = sub.add_parser("eval", help="evaluate a run (posterior mean and sampled θ)")
     e.add_argument("run")

@@ -26,7 +26,8 @@ Discrete ones (a = argmax(logits + Gumbel ζ)).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import gymnasium as gym
@@ -65,11 +66,26 @@ class ActionHead(nn.Module):
                 self.log_std = nn.Parameter(log_std)
             else:
                 self.register_buffer("log_std", log_std)
+        self.mean_noise = 0.0
+
+    @contextmanager
+    def perturbed(self, rho: float) -> Iterator[None]:
+        """Inside, Box action means get U(−ρ, ρ) noise (RPO, Rahman & Xue 2022); ρ = 0: none."""
+        previous, self.mean_noise = self.mean_noise, float(rho)
+        try:
+            yield
+        finally:
+            self.mean_noise = previous
 
     def forward(self, out: Tensor) -> Distribution:
         if self.discrete:
-            return Categorical(logits=out)
-        return Independent(Normal(out, self.log_std.exp().expand_as(out)), 1)
+            return Categorical(logits=out, validate_args=False)
+        if self.mean_noise > 0:
+            out = out + torch.empty_like(out).uniform_(-self.mean_noise, self.mean_noise)
+        # No argument validation: the inputs are network outputs, and the checks showed up in
+        # the trainer's profile; a non-finite output still fails loudly in the loss.
+        scale = self.log_std.exp().expand_as(out)
+        return Independent(Normal(out, scale, validate_args=False), 1, validate_args=False)
 
     def mode(self, dist: Distribution) -> Tensor:
         """The most likely action."""
@@ -135,6 +151,31 @@ class BNNPolicy(nn.Module):
 
     def act_distribution(self, params: Tensor, obs: Tensor) -> Distribution:
         return self.distribution(params, obs)
+
+    def grouped_distribution(self, theta: Tensor, rows: Tensor, obs: Tensor) -> Distribution:
+        """π_{θ_rows[i]}(·|s_i) for M samples, equal to ``distribution(θ[rows], obs)``.
+
+        The samples are grouped by their θ row and padded to (K, B_max, n_obs), so each layer is
+        one batched matmul over the K distinct weight vectors instead of M per-sample
+        matrix-vector products over M gathered copies of θ (which dominated the update's time).
+        A point mass has one θ for all rows.
+        """
+        if isinstance(self.q, PointMass):
+            return self.head(self.net(self.theta0 + theta[:1], obs[None])[0])
+        k, m = theta.shape[0], rows.shape[0]
+        order = torch.argsort(rows, stable=True)
+        sorted_rows = rows[order]
+        counts = torch.bincount(rows, minlength=k)
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.arange(m) - starts[sorted_rows]
+        padded = obs.new_zeros(k, int(counts.max()), obs.shape[-1])
+        padded[sorted_rows, pos] = obs[order]
+        out = self.net(self.theta0 + theta, padded)[sorted_rows, pos]
+        return self.head(torch.empty_like(out).index_copy(0, order, out))
+
+    def log_prob_grouped(self, theta: Tensor, rows: Tensor, obs: Tensor, actions: Tensor) -> Tensor:
+        """log π_{θ_rows[i]}(a_i|s_i) (M,) through :meth:`grouped_distribution`."""
+        return self.grouped_distribution(theta, rows, obs).log_prob(actions)
 
     def variational(
         self, obs: Tensor, xi: Tensor, session: Tensor

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,10 +122,18 @@ def load_run(out: Path, **overrides: Any) -> _Run:
     return run
 
 
-def train(cfg: Any, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+def train(
+    cfg: Any,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callable[[_Run, dict], bool | None] | None = None,
+) -> dict:
     """Train (or, with ``resume``, continue) the run in ``out``; returns the last progress row.
 
     With ``resume`` the saved config is used, except ``total_steps`` which comes from ``cfg``.
+    ``callback(run, row)`` is called after every update (e.g. periodic evaluation, which should
+    leave the torch RNG as it found it); returning True stops training after a checkpoint.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,6 +176,8 @@ def train(cfg: Any, out: str | Path, resume: bool = False, progress: bool = True
             bar.set_postfix(ret=f"{np.mean(recent):.1f}" if recent else "-")
             bar.update()
             reached = len(recent) == recent.maxlen and np.mean(recent) >= cfg.target_return
+            if callback is not None and callback(run, row):
+                reached = True
             if run.update % cfg.checkpoint_every == 0 or run.update == cfg.num_updates or reached:
                 torch.save(run.state_dict(), out / "checkpoint.pt")
             if reached:

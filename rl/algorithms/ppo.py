@@ -35,6 +35,9 @@ class PPOConfig(TrainConfig):
     """Passes over each batch."""
     minibatch_size: int = 256
     """Samples per Adam step."""
+    rpo_alpha: float = 0.0
+    """RPO (Rahman & Xue 2022): in the update, Box action means get U(−ρ, ρ) noise (0: plain PPO;
+    rollouts and evaluation are unperturbed). The paper and CleanRL use ρ = 0.5."""
 
 
 class PPO(Algorithm):
@@ -56,7 +59,8 @@ class PPO(Algorithm):
                     objective = clipped_objective(mb.logp, mb.advantages, cfg.clip_coef)
                 else:
                     objective = kl_penalty_objective(mb.logp, mb.advantages, self.beta)
-                loss = self.loss(mb, objective, alpha)
+                with self.policy.head.perturbed(cfg.rpo_alpha):
+                    loss = self.loss(mb, objective, alpha)
                 norm = adam_step(loss, self.opt, cfg.max_grad_norm)
         kl = approx_kl(self.policy, batch)
         if cfg.objective == "kl-penalty":

@@ -59,7 +59,10 @@ class SVPG(Algorithm):
         def log_prob_rows(theta_rows):
             return policy.distribution(theta_rows, batch.obs).log_prob(batch.actions)
 
-        log_p = surrogate_log_density(log_prob_rows, objective, rows, n, alpha)
+        def grouped(theta, rows):  # one network pass per particle (see BNNPolicy)
+            return policy.log_prob_grouped(theta, rows, batch.obs, batch.actions)
+
+        log_p = surrogate_log_density(log_prob_rows, objective, rows, n, alpha, grouped)
         total = torch.zeros(())
         for _ in range(cfg.epochs):
             self.opt.zero_grad()

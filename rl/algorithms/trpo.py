@@ -74,6 +74,8 @@ class TRPO(Algorithm):
 
     def _dists(self, batch: Batch):
         q, xi, rows = self.policy.variational(batch.obs, batch.xi, batch.session)
+        if hasattr(self.policy, "grouped_distribution"):
+            return self.policy.grouped_distribution(q(xi)[0], rows, batch.obs)
         return self.policy.distribution(q(xi)[0][rows], batch.obs)
 
     def _fvp(self, batch: Batch, old) -> Callable[[Tensor], Tensor]:

@@ -1,0 +1,101 @@
+"""RPO's action-mean perturbation, the trainer callback, per-env presets, vectorised evaluation."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rl.algorithms import ALGORITHMS, default_config
+from rl.config import ENV_PRESETS, env_preset, with_overrides
+from rl.evaluate import evaluate_policy, run_episodes
+from rl.policies import ActionHead, make_policy
+from rl.trainer import train
+
+SMALL = {"num_envs": 2, "rollout_steps": 16, "hidden": (8,), "tensorboard": False}
+
+
+def test_rpo_perturbs_the_mean_only_inside_the_context():
+    head = ActionHead(gym.spaces.Box(-1, 1, (3,)), init_log_std=0.0)
+    out = torch.zeros(5, 3)
+    assert torch.equal(head(out).mean, out)
+    with head.perturbed(0.5):
+        mean = head(out).mean
+        assert not torch.equal(mean, out) and mean.abs().max() <= 0.5
+    assert torch.equal(head(out).mean, out) and head.mean_noise == 0.0
+
+
+def test_rpo_trains_and_differs_from_ppo(tmp_path):
+    rows = {}
+    for rho in (0.0, 0.5):
+        cfg = default_config(
+            "ppo", env_id="Pendulum-v1", total_steps=64, rpo_alpha=rho, epochs=2, **SMALL
+        )
+        train(cfg, tmp_path / str(rho), progress=False)
+        rows[rho] = torch.load(tmp_path / str(rho) / "checkpoint.pt", weights_only=False)
+    a, b = rows[0.0]["policy"], rows[0.5]["policy"]
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_callback_runs_every_update_and_can_stop(tmp_path):
+    seen = []
+
+    def callback(run, row):
+        seen.append(row["update"])
+        return row["update"] == 2
+
+    cfg = default_config("vppo", env_id="CartPole-v1", total_steps=32 * 5, **SMALL)
+    row = train(cfg, tmp_path, progress=False, callback=callback)
+    assert seen == [1, 2] and row["update"] == 2
+
+
+@pytest.mark.parametrize("env_id", list(ENV_PRESETS))
+def test_presets_apply_to_every_algorithm(env_id):
+    for algo in ALGORITHMS:
+        cfg = with_overrides(default_config(algo), env_preset(env_id, algo))
+        assert cfg.algo == algo
+    assert env_preset("Pendulum-v1", "vppo")["minibatch_size"] == 64
+    assert "epochs" not in env_preset("Pendulum-v1", "trpo")
+    assert env_preset("Acrobot-v1", "ppo") == {}
+
+
+def test_vectorised_episodes_match_one_at_a_time():
+    def act(obs):
+        return np.clip(obs[:, :1], -2, 2).astype(np.float32)
+
+    together = run_episodes("Pendulum-v1", 3, 7, act)
+    alone = [run_episodes("Pendulum-v1", 1, 7 + i, act)[0] for i in range(3)]
+    np.testing.assert_allclose(together, alone, rtol=1e-6)
+
+
+def test_evaluate_policy_leaves_the_rng_alone():
+    policy = make_policy("bnn", 3, gym.spaces.Box(-2, 2, (1,)), hidden=(8,))
+    state = torch.get_rng_state()
+    result = evaluate_policy(policy, "Pendulum-v1", episodes=2)
+    assert torch.equal(state, torch.get_rng_state())
+    assert set(result) == {"mean", "sampled"}
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "point"])
+@pytest.mark.parametrize("discrete", [False, True])
+def test_grouped_log_prob_matches_per_sample(posterior, discrete):
+    torch.manual_seed(0)
+    space = gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1, 1, (2,))
+    policy = make_policy("bnn", 4, space, hidden=(8, 8), posterior=posterior)
+    k, m = 5, 37
+    theta = (0.3 * torch.randn(1 if posterior == "point" else k, policy.net.num_params)).expand(
+        k, -1
+    )
+    theta = theta.clone().requires_grad_(True)
+    rows = torch.randint(0, k, (m,))
+    obs = torch.randn(m, 4)
+    actions = policy.distribution(theta[rows], obs).sample()
+    fast = policy.log_prob_grouped(theta, rows, obs, actions)
+    slow = policy.distribution(theta[rows], obs).log_prob(actions)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    (g_fast,) = torch.autograd.grad(fast.sum(), theta)
+    (g_slow,) = torch.autograd.grad(slow.sum(), theta)
+    if posterior == "point":  # one θ for all rows: compare the total gradient
+        g_fast, g_slow = g_fast.sum(0), g_slow.sum(0)
+    torch.testing.assert_close(g_fast, g_slow, rtol=1e-4, atol=1e-5)
