@@ -16,7 +16,10 @@ same seed, the same starting distribution (N(0, I): the flows' base and SVGD's i
 particles) and is scored on the same metrics, in coordinates standardized by the reference sd.
 SVGD runs exactly as the reference code (RBF, median bandwidth with log(n+1), AdaGrad with
 momentum, ε = ``SVGD_STEP``); it is never weakened. Flows are scored on ``--eval`` draws; SVGD on
-its n particles (all it has).
+its n particles (all it has). Posteriors are fitted in Laplace-whitened coordinates θ = m + L z
+(mode and inverse Hessian by L-BFGS, computed once per target outside the budget and shared by
+every method; ``--no-whiten`` fits the raw unconstrained space instead) and scored after mapping
+back.
 
     python benchmarks/densities.py --quick --out bench-out/densities   # < 5 min (d ∈ {1, 10, 100})
     python benchmarks/densities.py --out bench-out/densities           # budget 10 s/cell, ~1 h
@@ -50,6 +53,7 @@ from common import (  # noqa: E402
 
 from vi_flows import flows, posteriordb, targets  # noqa: E402
 from vi_flows.fit import fit  # noqa: E402
+from vi_flows.laplace import Whitened  # noqa: E402
 from vi_flows.metrics import mmd2, modes_covered, moment_errors, sliced_wasserstein  # noqa: E402
 from vi_flows.svgd import amortized_svgd, mlp_generator, svgd  # noqa: E402
 from vi_flows.transforms import Compose, ElementwiseAffine, NflowsTransform  # noqa: E402
@@ -60,8 +64,11 @@ POSTERIORS = ["eight_schools-eight_schools_noncentered", "sblrc-blr", "arK-arK"]
 SEED = 0
 
 
-def target_list(quick: bool) -> list[tuple[str, Any]]:
-    """(label, target) for every benchmark target; posteriors only when their folder exists."""
+def target_list(quick: bool, only: list[str] | None = None) -> list[tuple[str, Any]]:
+    """(label, target) for every benchmark target; posteriors only when their folder exists.
+
+    ``only`` keeps the labels containing one of its strings.
+    """
     out: list[tuple[str, Any]] = []
     for name in ["u1", "u2", "u3", "u4", "banana", "ring", "moons"]:
         out.append((name, targets.get(name)))
@@ -79,6 +86,8 @@ def target_list(quick: bool) -> list[tuple[str, Any]]:
             out.append((name, posteriordb.load(name)))
         else:
             print(f"skipping posterior {name}: {posteriordb.root()} not found", flush=True)
+    if only:
+        out = [(label, t) for label, t in out if any(s in label for s in only)]
     return out
 
 
@@ -184,18 +193,25 @@ def posterior_errors(target: Any, draws: torch.Tensor) -> dict[str, float]:
     }
 
 
-def run_grid(out: Path, budget: float, n_eval: int, quick: bool) -> list[dict]:
+def run_grid(
+    out: Path, budget: float, n_eval: int, quick: bool, only: list[str], whiten: bool
+) -> list[dict]:
     n_diag = 5000 if quick else 20_000
-    tlist, mlist = target_list(quick), methods()
+    tlist, mlist = target_list(quick, only), methods()
     rows: list[dict] = []
     fig, axes = plt.subplots(len(tlist), len(mlist), figsize=(1.6 * len(mlist), 1.6 * len(tlist)))
     for i, (label, target) in enumerate(tlist):
         ref = reference(target, 20_000)
+        # Posteriors are fitted in Laplace-whitened coordinates (the same for every method, and
+        # computed outside the budget); draws are mapped back before scoring.
+        fitted = Whitened.from_laplace(target) if whiten and hasattr(target, "constrain") else None
         for j, method in enumerate(mlist):
             if method in NEEDS_TWO_DIMS and target.dim < 2:
                 continue
             try:
-                draws, info = run_method(method, target, budget, n_eval, n_diag)
+                draws, info = run_method(method, fitted or target, budget, n_eval, n_diag)
+                if fitted is not None:
+                    draws = fitted.unwhiten(draws)
                 row = {"target": label, "dim": target.dim, "method": method, **info}
                 row.update(score(target, draws, ref))
                 if target.log_z is not None and "log_z_is" in row:
@@ -403,6 +419,10 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=None, help="seconds per method and target")
     parser.add_argument("--eval", type=int, default=2000, help="evaluation draws for flows")
     parser.add_argument("--skip", nargs="*", default=[], choices=["grid", "sweep", "cost", "speed"])
+    parser.add_argument("--targets", nargs="*", default=[], help="only targets whose label has one")
+    parser.add_argument(
+        "--no-whiten", action="store_true", help="fit posteriors in their raw unconstrained space"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -411,7 +431,8 @@ def main() -> None:
     start = time.perf_counter()
     report = [f"# Density benchmark (budget {budget:g} s per method and target, seed {SEED})", ""]
     if "grid" not in args.skip:
-        report.append(summarize(run_grid(out, budget, args.eval, args.quick)))
+        rows = run_grid(out, budget, args.eval, args.quick, args.targets, not args.no_whiten)
+        report.append(summarize(rows))
     if "sweep" not in args.skip:
         dims = [1, 10, 100] if args.quick else [1, 2, 5, 10, 20, 50, 100]
         sweep = variance_sweep(out, 100 if args.quick else 2000, 200 if args.quick else 2000, dims)
