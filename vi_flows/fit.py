@@ -166,7 +166,6 @@ def fit(
         tmp.replace(ckpt_path)  # atomic: a crash mid-write never leaves a torn checkpoint
 
     bar = tqdm(range(start, steps), disable=not progress, desc="fit", leave=False)
-    step = start
     for step in bar:
         b = schedule(step)
         opt.zero_grad(set_to_none=True)
@@ -185,10 +184,12 @@ def fit(
             grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
             if not grads_ok:
                 bad_rows = int((~torch.isfinite(theta.grad)).any(-1).sum())
-                problem = (
-                    f"step {step}: the gradient is non-finite (the gradient of log_prob is "
-                    f"non-finite at {bad_rows} of {num_samples} samples)"
+                where = (
+                    f"the gradient of log_prob is non-finite at {bad_rows} of {num_samples} samples"
+                    if bad_rows
+                    else "log_prob's gradient is finite: the flow's own terms are not"
                 )
+                problem = f"step {step}: the gradient is non-finite ({where})"
         if problem is not None:
             bad_steps += 1
             if bad_steps > max_bad_steps:
@@ -218,7 +219,5 @@ def fit(
             save(step + 1)
         if callback is not None and callback(step, info):
             break
-    else:
-        step = steps - 1
-    save(max(step + 1, start))
+    save(len(history))  # one history entry per step taken or skipped: the next step's index
     return history
