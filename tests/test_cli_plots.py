@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from vi_flows import flows
 from vi_flows.cli import main
@@ -80,3 +81,12 @@ def test_plot_fit_for_2d_and_higher_dims(tmp_path) -> None:
         history = fit(q, lambda x: -0.5 * x.square().sum(-1), 5, progress=False)
         path = plot_fit(lambda x: -0.5 * x.square().sum(-1), q, history, tmp_path / f"{dim}.png")
         assert path.stat().st_size > 1000
+
+
+def test_fit_is_reproducible_under_a_seed(tmp_path) -> None:
+    argv = ["fit", "u1", "--steps", "5", "--eval-samples", "500", "--quiet", "--seed", "3"]
+    for name in ("a", "b"):
+        assert main([*argv, "--out", str(tmp_path / name)]) == 0
+    a, b = flows.load(tmp_path / "a" / "flow.pt"), flows.load(tmp_path / "b" / "flow.pt")
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key

@@ -51,6 +51,7 @@ def _fit(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     target = _target(args.target, args.dim)
     options = _parse_options(args.option)
+    torch.manual_seed(args.seed)  # the flow's initial weights are random too
     try:
         q = flows.build(args.flow, target.dim, **options)
     except KeyError as err:
