@@ -40,3 +40,14 @@ def test_learns_cartpole(algo, tmp_path):
     row = train(cfg, tmp_path, progress=False)
     print(f"{algo}: running mean {row['recent_return']:.1f} after {row['env_steps']} env steps")
     assert row["recent_return"] >= 195.0, row
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["action-mean", "auxiliary"])
+def test_state_dependent_posteriors_learn_cartpole(policy, tmp_path):
+    # §3.1 (θ = μ_φ(s) + ξ σ_φ(s) is the action mean / logits) and §3.2 (a = MLP_Ψ(θ(s, ξ), s)).
+    torch.set_num_threads(1)
+    fields = {"lr": 1e-3, "epochs": 10, "minibatch_size": 128, "alpha": 1e-3, "policy": policy}
+    cfg = default_config("vppo", **{**FAST, **fields}, total_steps=60_000, seed=1)
+    row = train(cfg, tmp_path, progress=False)
+    assert row["recent_return"] >= 195.0, row
