@@ -44,6 +44,8 @@ class Algorithm:
     def __init__(self, cfg: TrainConfig, policy: nn.Module, critic: nn.Module) -> None:
         self.cfg, self.policy, self.critic = cfg, policy, critic
         self.value_opt = torch.optim.Adam(critic.parameters(), lr=cfg.value_lr)
+        #: The policy's Adam optimizer, when the update uses one (TRPO's natural step does not).
+        self.opt: torch.optim.Optimizer | None = None
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
     def update(self, batch: Batch, alpha: float) -> dict[str, float]:  # pragma: no cover
@@ -70,11 +72,16 @@ class Algorithm:
         return alpha * posterior_loss(q, log_p, xi, self.policy.point_mass)
 
     def state_dict(self) -> dict:
-        return {"value_opt": self.value_opt.state_dict(), "generator": self.generator.get_state()}
+        state = {"value_opt": self.value_opt.state_dict(), "generator": self.generator.get_state()}
+        if self.opt is not None:
+            state["opt"] = self.opt.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.value_opt.load_state_dict(state["value_opt"])
         self.generator.set_state(state["generator"])
+        if self.opt is not None:
+            self.opt.load_state_dict(state["opt"])
 
 
 def reinforce_loss(algo: Algorithm, batch: Batch, alpha: float) -> Tensor:

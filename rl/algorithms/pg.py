@@ -47,10 +47,3 @@ class PolicyGradient(Algorithm):
             "kl": kl,
             "grad_norm": norm,
         }
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.opt.load_state_dict(state["opt"])

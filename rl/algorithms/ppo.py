@@ -78,9 +78,8 @@ class PPO(Algorithm):
         }
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "opt": self.opt.state_dict(), "beta": self.beta}
+        return {**super().state_dict(), "beta": self.beta}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.opt.load_state_dict(state["opt"])
         self.beta = float(state["beta"])

@@ -81,10 +81,3 @@ class SVPG(Algorithm):
             "value_loss": value_loss,
             "kl": kl,
         }
-
-    def state_dict(self) -> dict:
-        return {**super().state_dict(), "opt": self.opt.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.opt.load_state_dict(state["opt"])
