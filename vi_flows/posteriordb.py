@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.nn.functional import logsigmoid
 
-from vi_flows.targets import Target
+from vi_flows.targets import Target, normal_log_prob
 
 __all__ = ["ENV_VAR", "PosteriorTarget", "available", "implemented", "load", "root"]
 
@@ -55,12 +55,6 @@ def root() -> Path:
 def _read_json_zip(path: Path) -> Any:
     with zipfile.ZipFile(path) as zf:
         return json.loads(zf.read(zf.namelist()[0]))
-
-
-def _normal(x: Tensor, loc: Tensor | float, scale: Tensor | float) -> Tensor:
-    """Elementwise log N(x; loc, scale²), constants included."""
-    log_scale = torch.log(scale) if isinstance(scale, Tensor) else math.log(scale)
-    return -0.5 * ((x - loc) / scale) ** 2 - log_scale - 0.5 * _LOG_2PI
 
 
 def _cauchy(x: Tensor, loc: float, scale: float) -> Tensor:
@@ -174,9 +168,9 @@ class EightSchoolsNoncentered(PosteriorTarget):
 
     def _log_prob(self, x: Tensor) -> Tensor:
         c = self.constrain(x)
-        lp = _normal(c["theta_trans"], 0.0, 1.0).sum(-1)
-        lp = lp + _normal(self._d("y", x), c["theta"], self._d("sigma", x)).sum(-1)
-        lp = lp + _normal(c["mu"], 0.0, 5.0) + _cauchy(c["tau"], 0.0, 5.0)
+        lp = normal_log_prob(c["theta_trans"], 0.0, 1.0).sum(-1)
+        lp = lp + normal_log_prob(self._d("y", x), c["theta"], self._d("sigma", x)).sum(-1)
+        lp = lp + normal_log_prob(c["mu"], 0.0, 5.0) + _cauchy(c["tau"], 0.0, 5.0)
         return lp + x[..., -1]  # log-Jacobian of tau = exp(u)
 
 
@@ -198,8 +192,8 @@ class SblrcBlr(PosteriorTarget):
         c = self.constrain(x)
         beta, sigma = c["beta"], c["sigma"]
         mean = beta @ self._d("X", x).T  # (..., N)
-        lp = _normal(beta, 0.0, 10.0).sum(-1) + _normal(sigma, 0.0, 10.0)
-        lp = lp + _normal(self._d("y", x), mean, sigma[..., None]).sum(-1)
+        lp = normal_log_prob(beta, 0.0, 10.0).sum(-1) + normal_log_prob(sigma, 0.0, 10.0)
+        lp = lp + normal_log_prob(self._d("y", x), mean, sigma[..., None]).sum(-1)
         return lp + x[..., -1]
 
 
@@ -224,9 +218,9 @@ class ArK(PosteriorTarget):
     def _log_prob(self, x: Tensor) -> Tensor:
         c = self.constrain(x)
         mean = c["alpha"][..., None] + c["beta"] @ self._d("_lags", x).T  # (..., T-K)
-        lp = _normal(c["alpha"], 0.0, 10.0) + _normal(c["beta"], 0.0, 10.0).sum(-1)
+        lp = normal_log_prob(c["alpha"], 0.0, 10.0) + normal_log_prob(c["beta"], 0.0, 10.0).sum(-1)
         lp = lp + _cauchy(c["sigma"], 0.0, 2.5)
-        lp = lp + _normal(self._d("_y", x), mean, c["sigma"][..., None]).sum(-1)
+        lp = lp + normal_log_prob(self._d("_y", x), mean, c["sigma"][..., None]).sum(-1)
         return lp + x[..., -1]
 
 
@@ -241,7 +235,7 @@ class KidiqMomiq(SblrcBlr):
         c = self.constrain(x)
         beta, sigma = c["beta"], c["sigma"]
         mean = beta[..., :1] + beta[..., 1:] * self._d("mom_iq", x)
-        lp = _cauchy(sigma, 0.0, 2.5) + _normal(
+        lp = _cauchy(sigma, 0.0, 2.5) + normal_log_prob(
             self._d("kid_score", x), mean, sigma[..., None]
         ).sum(-1)
         return lp + x[..., -1]
@@ -323,11 +317,11 @@ class LowDimGaussMix(PosteriorTarget):
         c = self.constrain(x)
         mu, sigma, u = c["mu"], c["sigma"], x[..., 4]
         log_t, log_1mt = logsigmoid(u), logsigmoid(-u)  # log θ, log(1 − θ), stably
-        lp = _normal(sigma, 0.0, 2.0).sum(-1) + _normal(mu, 0.0, 2.0).sum(-1)
+        lp = normal_log_prob(sigma, 0.0, 2.0).sum(-1) + normal_log_prob(mu, 0.0, 2.0).sum(-1)
         lp = lp + 4.0 * (log_t + log_1mt) - (2 * math.lgamma(5.0) - math.lgamma(10.0))
         y = self._d("y", x)
-        comp1 = log_t[..., None] + _normal(y, mu[..., :1], sigma[..., :1])
-        comp2 = log_1mt[..., None] + _normal(y, mu[..., 1:], sigma[..., 1:])
+        comp1 = log_t[..., None] + normal_log_prob(y, mu[..., :1], sigma[..., :1])
+        comp2 = log_1mt[..., None] + normal_log_prob(y, mu[..., 1:], sigma[..., 1:])
         lp = lp + torch.logaddexp(comp1, comp2).sum(-1)
         return lp + x[..., 1] + x[..., 2] + x[..., 3] + log_t + log_1mt
 
@@ -374,7 +368,7 @@ class GpPoisRegr(PosteriorTarget):
         c = self.constrain(x)
         rho, alpha, f = c["rho"], c["alpha"], c["f"]
         lp = 25.0 * math.log(4.0) - math.lgamma(25.0) + 24.0 * torch.log(rho) - 4.0 * rho
-        lp = lp + _normal(alpha, 0.0, 2.0) + _normal(c["f_tilde"], 0.0, 1.0).sum(-1)
+        lp = lp + normal_log_prob(alpha, 0.0, 2.0) + normal_log_prob(c["f_tilde"], 0.0, 1.0).sum(-1)
         k = self._d("k", x)
         lp = lp + (k * f - torch.exp(f) - torch.lgamma(k + 1.0)).sum(-1)
         return lp + x[..., 0] + x[..., 1]

@@ -29,8 +29,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 _F64 = torch.float64
 
 
-def _normal_lp(x: Tensor, loc: Tensor | float, scale: Tensor | float) -> Tensor:
-    """Elementwise log N(x; loc, scale²)."""
+def normal_log_prob(x: Tensor, loc: Tensor | float, scale: Tensor | float) -> Tensor:
+    """Elementwise log N(x; loc, scale²), constants included (also used by posteriordb)."""
     z = (x - loc) / scale
     log_scale = torch.log(scale) if isinstance(scale, Tensor) else math.log(scale)
     return -0.5 * z * z - log_scale - 0.5 * _LOG_2PI
@@ -283,9 +283,9 @@ class Banana(Target):
     def _log_prob(self, x: Tensor) -> Tensor:
         x1 = x[..., 0]
         y2 = x[..., 1] + self.b * (x1 * x1 - self.a**2)
-        out = _normal_lp(x1, 0.0, self.a) + _normal_lp(y2, 0.0, 1.0)
+        out = normal_log_prob(x1, 0.0, self.a) + normal_log_prob(y2, 0.0, 1.0)
         if self.dim > 2:
-            out = out + _normal_lp(x[..., 2:], 0.0, 1.0).sum(-1)
+            out = out + normal_log_prob(x[..., 2:], 0.0, 1.0).sum(-1)
         return out
 
     def _sample(self, n: int, gen: torch.Generator | None, device: torch.device) -> Tensor:
@@ -315,7 +315,7 @@ class Funnel(Target):
         v, rest = x[..., 0], x[..., 1:]
         # log N(x_i; 0, e^v) written with e^{−v} (not a scale e^{v/2}) to stay finite for large |v|
         lp_rest = -0.5 * rest.pow(2).sum(-1) * torch.exp(-v) - 0.5 * (self.dim - 1) * (v + _LOG_2PI)
-        return _normal_lp(v, 0.0, self.scale) + lp_rest
+        return normal_log_prob(v, 0.0, self.scale) + lp_rest
 
     def _sample(self, n: int, gen: torch.Generator | None, device: torch.device) -> Tensor:
         x = _randn(n, self.dim, gen, device)
@@ -338,7 +338,7 @@ class GaussianMixture(Target):
 
     def _log_prob(self, x: Tensor) -> Tensor:
         m = self.modes.to(x)
-        comp = _normal_lp(x[..., None, :], m, self.sd).sum(-1)  # (..., k)
+        comp = normal_log_prob(x[..., None, :], m, self.sd).sum(-1)  # (..., k)
         return torch.logsumexp(comp, -1) - math.log(m.shape[0])
 
     def _sample(self, n: int, gen: torch.Generator | None, device: torch.device) -> Tensor:
@@ -432,7 +432,7 @@ class Gaussian(Target):
             self.bounds = ((lo[0], hi[0]), (lo[1], hi[1]))
 
     def _log_prob(self, x: Tensor) -> Tensor:
-        return _normal_lp(x, self.mean.to(x), self.std.to(x)).sum(-1)
+        return normal_log_prob(x, self.mean.to(x), self.std.to(x)).sum(-1)
 
     def _sample(self, n: int, gen: torch.Generator | None, device: torch.device) -> Tensor:
         return self.mean.to(device) + self.std.to(device) * _randn(n, self.dim, gen, device)
@@ -459,8 +459,8 @@ class CorrelatedGaussian(Target):
 
     def _log_prob(self, x: Tensor) -> Tensor:
         cond_sd = math.sqrt(1.0 - self.rho**2)
-        lp = _normal_lp(x[..., 0], 0.0, 1.0)
-        return lp + _normal_lp(x[..., 1:], self.rho * x[..., :-1], cond_sd).sum(-1)
+        lp = normal_log_prob(x[..., 0], 0.0, 1.0)
+        return lp + normal_log_prob(x[..., 1:], self.rho * x[..., :-1], cond_sd).sum(-1)
 
     def _sample(self, n: int, gen: torch.Generator | None, device: torch.device) -> Tensor:
         chol = torch.linalg.cholesky(self.cov).to(device)
