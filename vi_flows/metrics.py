@@ -11,11 +11,9 @@ import math
 import torch
 from torch import Tensor
 
+from vi_flows.svgd import pairwise_sq_dists
+
 __all__ = ["mmd2", "sliced_wasserstein", "moment_errors", "modes_covered"]
-
-
-def _sq_dists(x: Tensor, y: Tensor) -> Tensor:
-    return (x.square().sum(-1)[:, None] + y.square().sum(-1)[None, :] - 2 * x @ y.T).clamp_min(0)
 
 
 def mmd2(x: Tensor, y: Tensor, bandwidth: float | None = None) -> float:
@@ -35,9 +33,9 @@ def mmd2(x: Tensor, y: Tensor, bandwidth: float | None = None) -> float:
     d = x.shape[-1]
     scale = 2.0 * (1.0 if bandwidth is None else bandwidth) ** 2 * d
     n, m = len(x), len(y)
-    kxx = torch.exp(-_sq_dists(x, x) / scale)
-    kyy = torch.exp(-_sq_dists(y, y) / scale)
-    kxy = torch.exp(-_sq_dists(x, y) / scale)
+    kxx = torch.exp(-pairwise_sq_dists(x, x) / scale)
+    kyy = torch.exp(-pairwise_sq_dists(y, y) / scale)
+    kxy = torch.exp(-pairwise_sq_dists(x, y) / scale)
     term_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
     term_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
     return float(term_x + term_y - 2 * kxy.mean())

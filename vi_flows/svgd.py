@@ -58,7 +58,7 @@ def _row_chunks(n: int, chunk_size: int | None) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
-def _sq_dists(a: Tensor, b: Tensor) -> Tensor:
+def pairwise_sq_dists(a: Tensor, b: Tensor) -> Tensor:
     """‖a_i − b_j‖² of shape (m, n) via the Gram identity, clamped at 0 against round-off.
 
     The identity avoids an (m, n, d) difference tensor; callers center the particles first
@@ -89,7 +89,7 @@ def median_bandwidth(
     cols = torch.arange(n, device=x.device)
     offset = 0
     for rows in _row_chunks(n, chunk_size):
-        d2 = _sq_dists(xc[rows], xc)
+        d2 = pairwise_sq_dists(xc[rows], xc)
         vals = d2[cols[None, :] > cols[rows, None]]  # strict upper triangle of these rows
         upper[offset : offset + vals.numel()] = vals
         offset += vals.numel()
@@ -155,11 +155,11 @@ class IsotropicKernel:
 
     def matrix(self, a: Tensor, b: Tensor, h: Tensor | float) -> Tensor:
         """k(a_i, b_j) of shape (m, n)."""
-        return self.profile(_sq_dists(a, b) / h**2)[0]
+        return self.profile(pairwise_sq_dists(a, b) / h**2)[0]
 
     def gram_and_repulsion(self, rows: Tensor, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         """K (m, n) and Σ_j ∇_{x_j} k(x_j, rows_i) (m, d); pass centered particles for accuracy."""
-        k, w = self.profile(_sq_dists(rows, x) / h**2)
+        k, w = self.profile(pairwise_sq_dists(rows, x) / h**2)
         return k, (rows * w.sum(1, keepdim=True) - w @ x) / h**2
 
 
