@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import trange
 
+from vi_flows.objectives import LogProb, as_log_prob
+
 __all__ = [
     "IMQ",
     "RBF",
@@ -37,8 +39,6 @@ __all__ = [
     "svgd_direction_from_score",
 ]
 
-#: A log-density: maps particles of shape (n, d) to unnormalized log p of shape (n,).
-LogProb = Callable[[Tensor], Tensor]
 #: None (the reference AdaGrad step), an optimizer used as a template, or a factory params -> opt.
 OptimizerSpec = torch.optim.Optimizer | Callable[[list[Tensor]], torch.optim.Optimizer] | None
 
@@ -213,14 +213,6 @@ def get_kernel(kernel: str | SteinKernel) -> SteinKernel:
     return kernels[kernel.lower()]()
 
 
-def _as_log_prob(target: Any) -> LogProb:
-    """Accept a target with ``.log_prob`` or a plain callable."""
-    fn = getattr(target, "log_prob", target)
-    if not callable(fn):
-        raise TypeError(f"expected a callable log-density or a target, got {type(target)!r}")
-    return fn
-
-
 def _score(log_prob: LogProb, x: Tensor, step: int | None = None) -> tuple[Tensor, Tensor]:
     """(log p(x), ∇ log p(x)) by autograd, with shape and finiteness checks."""
     x = x.detach().requires_grad_(True)
@@ -280,7 +272,7 @@ def svgd_direction(
     chunk_size: int | None = None,
 ) -> Tensor:
     """The SVGD direction φ at particles ``x``, with the score ∇ log p taken by autograd."""
-    _, score = _score(_as_log_prob(log_prob), x)
+    _, score = _score(as_log_prob(log_prob), x)
     with torch.no_grad():
         return svgd_direction_from_score(x.detach(), score, kernel, bandwidth, chunk_size)
 
@@ -343,7 +335,7 @@ def svgd(
         >>> abs(x.mean().item() - 1.0) < 0.1
         True
     """
-    fn = _as_log_prob(log_prob)
+    fn = as_log_prob(log_prob)
     if particles.dim() != 2 or not particles.is_floating_point():
         raise ValueError(f"particles must be a float tensor of shape (n, d), got {particles.shape}")
     kern = get_kernel(kernel)
@@ -433,7 +425,7 @@ def amortized_svgd(
     Returns:
         History: per step ``{"step", "phi_sq" (mean φ², a convergence monitor), "mean_log_prob"}``.
     """
-    fn = _as_log_prob(log_prob)
+    fn = as_log_prob(log_prob)
     kern = get_kernel(kernel)
     params = [p for p in generator.parameters() if p.requires_grad]
     if not params:
