@@ -11,14 +11,12 @@ Each is duck-typed to what :func:`vi_flows.objectives.kl_loss` uses of a flow,
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PointMass", "Particles", "StateGaussian", "flow_std"]
+from vi_flows.flows import standard_normal_log_prob
 
-_LOG_2PI = math.log(2.0 * math.pi)
+__all__ = ["PointMass", "Particles", "StateGaussian", "flow_std"]
 
 
 class PointMass(nn.Module):
@@ -74,8 +72,7 @@ class StateGaussian(nn.Module):
 
     def forward(self, xi: Tensor) -> tuple[Tensor, Tensor]:
         mu, log_std = self.moments()
-        base = -0.5 * (xi.square().sum(-1) + xi.shape[-1] * _LOG_2PI)
-        return mu + xi * log_std.exp(), base - log_std.sum(-1)
+        return mu + xi * log_std.exp(), standard_normal_log_prob(xi) - log_std.sum(-1)
 
 
 @torch.no_grad()

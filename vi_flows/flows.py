@@ -30,9 +30,14 @@ from vi_flows.transforms import (
 from vi_flows.transforms.coupling import alternating_mask
 from vi_flows.transforms.external import nflows_spline, pyro_coupling, pyro_planar
 
-__all__ = ["Flow", "build", "register", "names", "save", "load"]
+__all__ = ["Flow", "build", "register", "names", "save", "load", "standard_normal_log_prob"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+def standard_normal_log_prob(xi: Tensor) -> Tensor:
+    """log N(ξ; 0, I_d), summed over the last dimension (the base density of every flow)."""
+    return -0.5 * (xi.square().sum(-1) + xi.shape[-1] * _LOG_2PI)
 
 
 class Flow(nn.Module):
@@ -73,7 +78,7 @@ class Flow(nn.Module):
 
     def base_log_prob(self, xi: Tensor) -> Tensor:
         """log N(ξ; 0, I_d), summed over the last dimension."""
-        return -0.5 * (xi.square().sum(-1) + self.dim * _LOG_2PI)
+        return standard_normal_log_prob(xi)
 
     def forward(self, xi: Tensor) -> tuple[Tensor, Tensor]:
         """Push given base noise through h: returns (θ, log q(θ))."""
