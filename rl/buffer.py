@@ -105,11 +105,13 @@ class RolloutBuffer:
         self.values = torch.zeros(shape)
         self.next_values = torch.zeros(shape)
         self.ends = torch.zeros(shape, dtype=torch.bool)
+        self.terminated = torch.zeros(shape, dtype=torch.bool)
         self.session = torch.zeros(shape, dtype=torch.long)
         self.t = 0
 
     def add(self, **step: Tensor) -> None:
-        """Store a vector step (obs, actions, logp, rewards, values, next_values, ends, session)."""
+        """Store some of a vector step's fields (obs, actions, logp, rewards, values, next_values,
+        ends, terminated, session); the collector fills the values after the rollout."""
         for name, value in step.items():
             getattr(self, name)[self.t] = value
         self.t += 1

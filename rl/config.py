@@ -56,6 +56,9 @@ class TrainConfig:
     """Standardise Â over each batch."""
     normalize_obs: bool = False
     """Normalise observations with running statistics (updated after each rollout)."""
+    normalize_reward: bool = False
+    """Train on rewards divided by the running std of the discounted return (as SB3's
+    VecNormalize); logged and evaluated returns stay unscaled."""
     policy: str = "bnn"
     """Policy family: bnn (§2), action-mean (§3.1), auxiliary (§3.2); svpg uses particles."""
     posterior: str = "gaussian"
@@ -110,6 +113,16 @@ class TrainConfig:
         return -(-self.total_steps // self.batch_size)
 
 
+_MUJOCO: dict[str, Any] = {
+    "num_envs": 1,
+    "rollout_steps": 512,
+    "normalize_obs": True,
+    "normalize_reward": True,
+    "hidden": (256, 256),
+    "activation": "relu",
+    "init_log_std": -2.0,
+}
+
 #: Recommended per-environment settings (``vi-rl train --preset``), by env id, then "common" or
 #: algorithm family ("ppo" covers ppo/vppo, "pg" reinforce/vreinforce, "trpo" trpo/vtrpo). The
 #: class defaults were validated on CartPole only; on Pendulum they do not learn in 100k steps
@@ -136,6 +149,35 @@ ENV_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "CartPole-v1": {
         "common": {"num_envs": 8, "rollout_steps": 32, "gamma": 0.98, "gae_lambda": 0.8},
         "ppo": {"lr": 1e-3, "epochs": 20, "minibatch_size": 256},
+    },
+    # MuJoCo (gymnasium[mujoco]): rl-baselines3-zoo's tuned PPO settings. The zoo fits V with
+    # the same lr and batches as π (joint loss), so value_* repeat them; its tiny entropy bonus
+    # (4e-4 / 2.3e-3) has no counterpart here.
+    "HalfCheetah-v5": {
+        "common": {**_MUJOCO, "gamma": 0.98, "gae_lambda": 0.92, "alpha": 1e-4},
+        "ppo": {
+            "lr": 2.0633e-5,
+            "value_lr": 2.0633e-5,
+            "epochs": 20,
+            "value_epochs": 20,
+            "minibatch_size": 64,
+            "value_minibatch_size": 64,
+            "clip_coef": 0.1,
+            "max_grad_norm": 0.8,
+        },
+    },
+    "Hopper-v5": {
+        "common": {**_MUJOCO, "gamma": 0.999, "gae_lambda": 0.99, "alpha": 1e-4},
+        "ppo": {
+            "lr": 9.80828e-5,
+            "value_lr": 9.80828e-5,
+            "epochs": 5,
+            "value_epochs": 5,
+            "minibatch_size": 32,
+            "value_minibatch_size": 32,
+            "clip_coef": 0.2,
+            "max_grad_norm": 0.7,
+        },
     },
 }
 

@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["RunningMeanStd", "make_envs", "check_finite", "env_state", "load_env_state"]
+__all__ = [
+    "RunningMeanStd",
+    "RewardScaler",
+    "make_envs",
+    "check_finite",
+    "env_state",
+    "load_env_state",
+]
 
 
 def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
@@ -108,3 +115,33 @@ class RunningMeanStd:
 
     def load_state_dict(self, state: dict) -> None:
         self.mean, self.var, self.count = state["mean"], state["var"], float(state["count"])
+
+
+class RewardScaler:
+    """Rewards divided by the running std of the discounted return (SB3's ``VecNormalize``).
+
+    Each slot keeps G ← γG + r (reset to 0 when its episode ends); the running variance σ² of G
+    over all slots and steps so far gives r̃ = clip(r / sqrt(σ² + ε), −c, c). Only the scale
+    changes, not the sign or the mean, so the optimal policy is unchanged; it keeps value targets
+    O(1) on environments whose returns are in the thousands (MuJoCo).
+    """
+
+    def __init__(self, num_envs: int, gamma: float, clip: float = 10.0) -> None:
+        self.gamma, self.clip = gamma, clip
+        self.returns = np.zeros(num_envs)
+        self.stats = RunningMeanStd(())
+
+    def __call__(self, reward: np.ndarray, ended: np.ndarray) -> np.ndarray:
+        """Scale one step's rewards (N,) and fold them into the statistics."""
+        self.returns = self.returns * self.gamma + reward
+        self.stats.update(self.returns)
+        self.returns[ended] = 0.0
+        scaled = reward / np.sqrt(self.stats.var + 1e-8)
+        return np.clip(scaled, -self.clip, self.clip)
+
+    def state_dict(self) -> dict:
+        return {"returns": self.returns, **self.stats.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.returns = state["returns"]
+        self.stats.load_state_dict(state)

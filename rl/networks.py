@@ -63,12 +63,23 @@ class FlatMLP:
         if theta.shape[-1] != self.num_params:
             raise ValueError(f"expected θ with {self.num_params} entries, got {theta.shape[-1]}")
         batch = theta.shape[:-1]
+        if x.shape[:-2] != batch:  # broadcasting inputs: the general (slower) path
+            for i, (w, b, n_in, n_out) in enumerate(self.slices):
+                weight = theta[..., w].reshape(*batch, n_in, n_out)
+                x = torch.matmul(x, weight) + theta[..., b].unsqueeze(-2)
+                if i < len(self.slices) - 1:
+                    x = self.activation(x)
+            return x
+        # One fused multiply-add per layer over the K = prod(batch) networks (baddbmm), the
+        # common case in training, where it is markedly faster than matmul + add.
+        flat = theta.reshape(-1, self.num_params)
+        h = x.reshape(flat.shape[0], *x.shape[-2:])
         for i, (w, b, n_in, n_out) in enumerate(self.slices):
-            weight = theta[..., w].reshape(*batch, n_in, n_out)
-            x = torch.matmul(x, weight) + theta[..., b].unsqueeze(-2)
+            weight = flat[:, w].reshape(-1, n_in, n_out)
+            h = torch.baddbmm(flat[:, b].unsqueeze(-2), h, weight)
             if i < len(self.slices) - 1:
-                x = self.activation(x)
-        return x
+                h = self.activation(h)
+        return h.reshape(*batch, *h.shape[-2:])
 
 
 def mlp(

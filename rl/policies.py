@@ -34,8 +34,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, Independent, Normal
+from torch.distributions import Categorical, Distribution
 
+from rl.distributions import DiagGaussian
 from rl.networks import FlatMLP, mlp
 from rl.posteriors import Particles, PointMass, StateGaussian, flow_std
 from vi_flows.flows import build
@@ -84,8 +85,7 @@ class ActionHead(nn.Module):
             out = out + torch.empty_like(out).uniform_(-self.mean_noise, self.mean_noise)
         # No argument validation: the inputs are network outputs, and the checks showed up in
         # the trainer's profile; a non-finite output still fails loudly in the loss.
-        scale = self.log_std.exp().expand_as(out)
-        return Independent(Normal(out, scale, validate_args=False), 1, validate_args=False)
+        return DiagGaussian(out, self.log_std)
 
     def mode(self, dist: Distribution) -> Tensor:
         """The most likely action."""

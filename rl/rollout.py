@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from rl.buffer import RolloutBuffer
-from rl.envs import RunningMeanStd, check_finite
+from rl.envs import RewardScaler, RunningMeanStd, check_finite
 
 __all__ = ["Collector"]
 
@@ -29,6 +29,8 @@ class Collector:
         steps: steps per slot and rollout (T).
         seed: seed of the first reset.
         normalizer: running observation statistics, frozen during a rollout and updated after it.
+        reward_scaler: optional scaling of the rewards that go into the buffer (episode returns
+            are reported unscaled).
     """
 
     def __init__(
@@ -39,8 +41,10 @@ class Collector:
         steps: int,
         seed: int,
         normalizer: RunningMeanStd | None = None,
+        reward_scaler: RewardScaler | None = None,
     ) -> None:
         self.envs, self.policy, self.critic, self.normalizer = envs, policy, critic, normalizer
+        self.reward_scaler = reward_scaler
         self.num_envs = envs.num_envs
         obs_dim = int(np.prod(envs.single_observation_space.shape))
         self.buffer = RolloutBuffer(steps, self.num_envs, obs_dim, policy.head.shape)
@@ -61,41 +65,45 @@ class Collector:
     def collect(self) -> tuple[Tensor, list[float], list[int]]:
         """One rollout of T steps into :attr:`buffer`.
 
+        V is evaluated after the rollout in one batched pass (the observation statistics are
+        frozen during it, so this equals evaluating it step by step, and V(s_{t+1}) is not
+        computed twice): V'_t = V(s_{t+1}), 0 after a termination, V(s_final) after a truncation.
+
         Returns:
             The session table ξ (K, noise_dim) indexed by the buffer's ``session``, and the returns
             and lengths of the episodes that ended during the rollout.
         """
-        policy, n = self.policy, self.num_envs
+        policy, n, buffer = self.policy, self.num_envs, self.buffer
         params = policy.session_params(self.slot_xi).clone()
         table = [self.slot_xi.clone()]
         session = torch.arange(n)
         next_row = n
         returns, lengths, raw_obs = [], [], []
-        for _ in range(self.buffer.steps):
+        truncated: list[tuple[int, int, np.ndarray]] = []  # (t, slot, final observation)
+        for t in range(buffer.steps):
             raw_obs.append(self.obs.reshape(n, -1))
             obs = self._norm(self.obs)
             dist = policy.act_distribution(params, obs)
             action = dist.sample()
             logp = dist.log_prob(action)
-            value = self.critic(obs).squeeze(-1)
             next_obs, reward, term, trunc, info = self.envs.step(policy.head.to_env(action))
             self.global_step += n
             check_finite("reward", np.asarray(reward, dtype=np.float64), self.global_step)
             check_finite("observation", np.asarray(next_obs, dtype=np.float64), self.global_step)
             ended = np.logical_or(term, trunc)
-            boot = next_obs.copy()
-            for j in np.nonzero(ended)[0]:
-                boot[j] = info["final_obs"][j]
-            if ended.any():
-                check_finite("final observation", boot, self.global_step)
-            next_value = self.critic(self._norm(boot)).squeeze(-1) * torch.as_tensor(~term)
-            self.buffer.add(
+            for j in np.nonzero(trunc & ~term)[0]:
+                final = np.asarray(info["final_obs"][j])
+                check_finite("final observation", final[None], self.global_step)
+                truncated.append((t, int(j), final))
+            train_reward = reward
+            if self.reward_scaler is not None:
+                train_reward = self.reward_scaler(np.asarray(reward, dtype=np.float64), ended)
+            buffer.add(
                 obs=obs,
                 actions=action,
                 logp=logp,
-                rewards=torch.as_tensor(reward, dtype=torch.float32),
-                values=value,
-                next_values=next_value,
+                rewards=torch.as_tensor(train_reward, dtype=torch.float32),
+                terminated=torch.as_tensor(term),
                 ends=torch.as_tensor(ended),
                 session=session,
             )
@@ -116,9 +124,28 @@ class Collector:
                 session[slots] = torch.arange(next_row, next_row + len(done))
                 next_row += len(done)
             self.obs = next_obs
+        self._values(truncated)
         if self.normalizer is not None:
             self.normalizer.update(np.concatenate(raw_obs))
         return torch.cat(table), returns, lengths
+
+    def _values(self, truncated: list[tuple[int, int, np.ndarray]]) -> None:
+        """Fill the buffer's V(s_t) and V'_t (see :meth:`collect`) in one critic pass."""
+        buffer, steps, n = self.buffer, self.buffer.steps, self.num_envs
+        extra = [self._norm(self.obs)]  # s_T: the successor of the last stored step
+        if truncated:
+            extra.append(self._norm(np.stack([final for _, _, final in truncated])))
+        states = torch.cat([buffer.obs.flatten(0, 1), *extra])
+        values = self.critic(states).squeeze(-1)
+        buffer.values = values[: steps * n].reshape(steps, n)
+        following = values[steps * n : steps * n + n]
+        next_values = torch.cat([buffer.values[1:], following[None]])
+        next_values[buffer.terminated] = 0.0
+        if truncated:
+            rows = torch.tensor([t for t, _, _ in truncated])
+            cols = torch.tensor([j for _, j, _ in truncated])
+            next_values[rows, cols] = values[steps * n + n :]
+        buffer.next_values = next_values
 
     def state_dict(self) -> dict:
         return {
@@ -128,6 +155,7 @@ class Collector:
             "ep_length": self.ep_length,
             "recent": list(self.recent),
             "global_step": self.global_step,
+            "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -135,3 +163,5 @@ class Collector:
         self.ep_return, self.ep_length = state["ep_return"], state["ep_length"]
         self.recent.extend(state["recent"])
         self.global_step = int(state["global_step"])
+        if self.reward_scaler is not None:
+            self.reward_scaler.load_state_dict(state["reward_scaler"])

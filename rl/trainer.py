@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from rl import config as config_io
 from rl.algorithms import ALGORITHMS
-from rl.envs import RunningMeanStd, env_state, load_env_state, make_envs
+from rl.envs import RewardScaler, RunningMeanStd, env_state, load_env_state, make_envs
 from rl.logger import ProgressLog
 from rl.networks import mlp
 from rl.policies import make_policy
@@ -82,8 +82,15 @@ class _Run:
         self.critic = mlp(obs_dim, 1, cfg.hidden, cfg.activation, out_gain=1.0)
         self.algo = ALGORITHMS[cfg.algo].algorithm(cfg, self.policy, self.critic)
         self.normalizer = RunningMeanStd((obs_dim,)) if cfg.normalize_obs else None
+        scaler = RewardScaler(cfg.num_envs, cfg.gamma) if cfg.normalize_reward else None
         self.collector = Collector(
-            self.envs, self.policy, self.critic, cfg.rollout_steps, cfg.seed, self.normalizer
+            self.envs,
+            self.policy,
+            self.critic,
+            cfg.rollout_steps,
+            cfg.seed,
+            self.normalizer,
+            scaler,
         )
         self.update, self.elapsed = 0, 0.0
 

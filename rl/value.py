@@ -27,6 +27,6 @@ def fit_value(
             optimizer.zero_grad()
             loss.backward()
             if max_grad_norm:
-                nn.utils.clip_grad_norm_(critic.parameters(), max_grad_norm)
+                nn.utils.clip_grad_norm_(critic.parameters(), max_grad_norm, foreach=True)
             optimizer.step()
     return float(loss.detach())

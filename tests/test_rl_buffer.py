@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from rl.buffer import gae
-from rl.envs import make_envs
+from rl.envs import RewardScaler, make_envs
 from rl.policies import BNNPolicy
 from rl.rollout import Collector
 from rl.testing import register
@@ -82,3 +83,71 @@ def test_sessions_keep_theta_for_an_episode_then_resample():
     assert not torch.allclose(xi[session[0, 0]], xi[session[3, 0]])
     # The slots keep their newest noise for the next rollout.
     assert torch.equal(collector.slot_xi, xi[-2:])
+
+
+def test_reward_scaler_divides_by_running_std_of_discounted_return():
+    gamma = 0.9
+    scaler = RewardScaler(num_envs=2, gamma=gamma)
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(3.0, 2.0, size=(40, 2))
+    ends = np.zeros((40, 2), dtype=bool)
+    ends[9, 0] = ends[25, 1] = True
+    running, seen = np.zeros(2), []
+    for r, e in zip(rewards, ends, strict=True):
+        out = scaler(r, e)
+        running = gamma * running + r
+        seen += running.tolist()
+        running[e] = 0.0
+        # Same statistics as a direct computation (the 1e-4 prior count is negligible), clipped
+        # to ±10 (which only bites on the first steps, while the variance is tiny).
+        expected = np.clip(r / np.sqrt(np.var(seen) + 1e-8), -10, 10)
+        assert out == pytest.approx(expected, rel=1e-3)
+    fresh = RewardScaler(2, gamma)
+    fresh.load_state_dict(scaler.state_dict())
+    r = np.array([1.0, -2.0])
+    assert np.array_equal(fresh(r, ends[0]), scaler(r, ends[0]))
+
+
+def test_collector_scales_buffer_rewards_but_reports_raw_returns():
+    envs = make_envs("CountTerm-v0", 2, 0)
+    policy = BNNPolicy(1, envs.single_action_space, hidden=(4,), posterior="gaussian")
+    scaler = RewardScaler(2, gamma=0.5)
+    collector = Collector(envs, policy, ConstantCritic(0.0), 6, 0, reward_scaler=scaler)
+    _, returns, _ = collector.collect()
+    assert returns == [3.0] * 4
+    stored = collector.buffer.rewards
+    # Discounted returns in an episode are 1, 1.5, 1.75: rewards are 1/std, not 1.
+    assert not torch.allclose(stored, torch.ones_like(stored))
+    expected = 1 / np.sqrt(scaler.stats.var + 1e-8)
+    assert stored[-1].tolist() == pytest.approx([expected] * 2, rel=1e-5)
+
+
+class ObsCritic(nn.Module):
+    """V(s) = s for the counting envs (observation [t]): shows which state each value is of."""
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs[:, :1].clone()
+
+
+@pytest.mark.parametrize("env_id, final_value", [("CountTerm-v0", 0.0), ("CountTrunc-v0", 3.0)])
+def test_values_are_of_the_right_states(env_id, final_value):
+    envs = make_envs(env_id, 2, seed=0)
+    policy = BNNPolicy(1, envs.single_action_space, hidden=(4,), posterior="gaussian")
+    collector = Collector(envs, policy, ObsCritic(), steps=6, seed=0)
+    collector.collect()
+    buf = collector.buffer
+    # Episodes of 3 steps: states 0, 1, 2, then a new episode from 0.
+    assert buf.values[:, 0].tolist() == [0, 1, 2, 0, 1, 2]
+    # V'_t: the next state's value in the episode; at its end 0 (termination) or V(s_final) = 3
+    # (truncation), never the value of the next episode's first state.
+    f = final_value
+    assert buf.next_values[:, 0].tolist() == [1, 2, f, 1, 2, f]
+    assert torch.equal(buf.values[:, 0], buf.values[:, 1])
+
+
+def test_last_step_bootstraps_from_the_state_after_the_rollout():
+    envs = make_envs("CountTerm-v0", 1, seed=0)
+    policy = BNNPolicy(1, envs.single_action_space, hidden=(4,), posterior="gaussian")
+    collector = Collector(envs, policy, ObsCritic(), steps=4, seed=0)
+    collector.collect()  # states 0, 1, 2 | 0: the rollout stops inside the second episode
+    assert collector.buffer.next_values[:, 0].tolist() == [1, 2, 0, 1]

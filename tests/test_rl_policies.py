@@ -82,3 +82,29 @@ def test_point_mass_posterior_has_zero_std_and_mean_is_loc():
     policy = BNNPolicy(3, DISCRETE, hidden=(4,), posterior="point")
     assert policy.point_mass and policy.posterior_std() == 0.0
     assert torch.equal(policy.mean_params(), policy.q.loc[None])
+
+
+def test_diag_gaussian_matches_independent_normal():
+    from torch.distributions import Independent, Normal, kl_divergence
+
+    from rl.distributions import DiagGaussian
+
+    gen = torch.Generator().manual_seed(0)
+    m1, m2 = (torch.randn(6, 3, dtype=torch.float64, generator=gen) for _ in range(2))
+    l1, l2 = (torch.randn(3, dtype=torch.float64, generator=gen) for _ in range(2))
+    ours, other = DiagGaussian(m1, l1), DiagGaussian(m2, l2)
+    ref = Independent(Normal(m1, l1.exp().expand_as(m1)), 1)
+    ref_other = Independent(Normal(m2, l2.exp().expand_as(m2)), 1)
+    x = torch.randn(6, 3, dtype=torch.float64, generator=gen)
+    torch.testing.assert_close(ours.log_prob(x), ref.log_prob(x))
+    torch.testing.assert_close(ours.entropy(), ref.entropy())
+    torch.testing.assert_close(kl_divergence(ours, other), kl_divergence(ref, ref_other))
+    torch.manual_seed(0)
+    draws = ours.sample((20000,))
+    assert draws.shape == (20000, 6, 3) and not draws.requires_grad
+    torch.testing.assert_close(draws.mean(0), m1, atol=0.05 * l1.exp().max(), rtol=0)
+    torch.testing.assert_close(draws.std(0), l1.exp().expand_as(m1), atol=0.03, rtol=0.03)
+    # rsample carries the gradient to the mean and the log-scale
+    loc, log_scale = m1.clone().requires_grad_(), l1.clone().requires_grad_()
+    DiagGaussian(loc, log_scale).rsample().sum().backward()
+    assert loc.grad is not None and log_scale.grad is not None

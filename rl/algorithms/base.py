@@ -10,7 +10,13 @@ from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.value import fit_value
 
-__all__ = ["Algorithm", "adam_step", "approx_kl", "reinforce_loss"]
+__all__ = ["Algorithm", "adam", "adam_step", "approx_kl", "reinforce_loss"]
+
+
+def adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Adam:
+    """Adam with the fused kernel: one call per step instead of a Python loop over parameters
+    (the optimizer was ~15 % of a PPO update in the profile of small networks)."""
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
 
 
 def adam_step(loss: Tensor, optimizer: torch.optim.Optimizer, max_grad_norm: float) -> float:
@@ -18,7 +24,8 @@ def adam_step(loss: Tensor, optimizer: torch.optim.Optimizer, max_grad_norm: flo
     optimizer.zero_grad()
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    norm = nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    limit = max_grad_norm if max_grad_norm > 0 else float("inf")
+    norm = nn.utils.clip_grad_norm_(params, limit, foreach=True)
     optimizer.step()
     return float(norm)
 
@@ -43,7 +50,7 @@ class Algorithm:
 
     def __init__(self, cfg: TrainConfig, policy: nn.Module, critic: nn.Module) -> None:
         self.cfg, self.policy, self.critic = cfg, policy, critic
-        self.value_opt = torch.optim.Adam(critic.parameters(), lr=cfg.value_lr)
+        self.value_opt = adam(critic.parameters(), lr=cfg.value_lr)
         #: The policy's Adam optimizer, when the update uses one (TRPO's natural step does not).
         self.opt: torch.optim.Optimizer | None = None
         self.generator = torch.Generator().manual_seed(cfg.seed)

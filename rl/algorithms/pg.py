@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rl.algorithms.base import Algorithm, adam_step, approx_kl, reinforce_loss
+from rl.algorithms.base import Algorithm, adam, adam_step, approx_kl, reinforce_loss
 from rl.buffer import Batch
 from rl.config import TrainConfig
 
@@ -32,7 +32,7 @@ class PolicyGradient(Algorithm):
 
     def __init__(self, cfg: PGConfig, policy: nn.Module, critic: nn.Module) -> None:
         super().__init__(cfg, policy, critic)
-        self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+        self.opt = adam(policy.parameters(), lr=cfg.lr)
 
     def update(self, batch: Batch, alpha: float) -> dict[str, float]:
         loss, norm = torch.zeros(()), 0.0

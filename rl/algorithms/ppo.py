@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from rl.adapter import clipped_objective, kl_penalty_objective
-from rl.algorithms.base import Algorithm, adam_step, approx_kl
+from rl.algorithms.base import Algorithm, adam, adam_step, approx_kl
 from rl.buffer import Batch
 from rl.config import TrainConfig
 
@@ -47,7 +47,7 @@ class PPO(Algorithm):
         super().__init__(cfg, policy, critic)
         if cfg.objective not in {"clip", "kl-penalty"}:
             raise ValueError(f"unknown PPO objective {cfg.objective!r}: clip or kl-penalty")
-        self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
+        self.opt = adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
         self.beta = cfg.kl_coef
 
     def update(self, batch: Batch, alpha: float) -> dict[str, float]:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rl.adapter import clipped_objective, surrogate_log_density
-from rl.algorithms.base import Algorithm, approx_kl
+from rl.algorithms.base import Algorithm, adam, approx_kl
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from vi_flows.svgd import svgd_direction_from_score
@@ -47,7 +47,7 @@ class SVPG(Algorithm):
 
     def __init__(self, cfg: SVPGConfig, policy: nn.Module, critic: nn.Module) -> None:
         super().__init__(cfg, policy, critic)
-        self.opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
+        self.opt = adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
 
     def update(self, batch: Batch, alpha: float) -> dict[str, float]:
         cfg, policy = self.cfg, self.policy

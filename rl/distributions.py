@@ -1,0 +1,70 @@
+"""A diagonal Gaussian action distribution without the generic wrappers' overhead.
+
+``Independent(Normal(μ, σ), 1)`` is what this computes; building and querying that pair showed up
+in the trainer's profile (about 3× the cost of the arithmetic at the batch sizes of acting), so
+the Box action head uses this class. KL(p‖q) is registered for TRPO's ``kl_divergence``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, constraints, register_kl
+
+__all__ = ["DiagGaussian"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class DiagGaussian(Distribution):
+    """N(μ, diag σ²) over the last dimension, σ = exp(log σ) broadcast against μ.
+
+    >>> d = DiagGaussian(torch.zeros(4, 2), torch.zeros(2))
+    >>> d.log_prob(torch.zeros(4, 2)).shape, round(float(d.entropy()[0]), 4)  # log(2πe), 2 dims
+    (torch.Size([4]), 2.8379)
+    """
+
+    arg_constraints = {"loc": constraints.real_vector}
+    support = constraints.real_vector
+    has_rsample = True
+
+    def __init__(self, loc: Tensor, log_scale: Tensor) -> None:
+        self.loc = loc
+        self.log_scale = log_scale.expand_as(loc)
+        super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
+
+    @property
+    def scale(self) -> Tensor:
+        return self.log_scale.exp()
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc
+
+    @property
+    def mode(self) -> Tensor:
+        return self.loc
+
+    @property
+    def stddev(self) -> Tensor:
+        return self.scale
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        eps = torch.randn(torch.Size(sample_shape) + self.loc.shape, dtype=self.loc.dtype)
+        return self.loc + eps * self.scale
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        z = (value - self.loc) * torch.exp(-self.log_scale)
+        return -(0.5 * z.square() + self.log_scale + _HALF_LOG_2PI).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return (self.log_scale + 0.5 + _HALF_LOG_2PI).sum(-1)
+
+
+@register_kl(DiagGaussian, DiagGaussian)
+def _kl_diag_gaussian(p: DiagGaussian, q: DiagGaussian) -> Tensor:
+    var_ratio = torch.exp(2 * (p.log_scale - q.log_scale))
+    t = ((p.loc - q.loc) * torch.exp(-q.log_scale)).square()
+    return 0.5 * (var_ratio + t - 1 - torch.log(var_ratio)).sum(-1)
