@@ -51,7 +51,7 @@ class DiagGaussian(Distribution):
     def stddev(self) -> Tensor:
         return self.scale
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: tuple[int, ...] | torch.Size = ()) -> Tensor:
         eps = torch.randn(torch.Size(sample_shape) + self.loc.shape, dtype=self.loc.dtype)
         return self.loc + eps * self.scale
 

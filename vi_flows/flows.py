@@ -171,7 +171,7 @@ def _full_gaussian(dim: int, init_scale: float = 1.0) -> Transform:
 
 @register("lowrank-gaussian")
 def _lowrank_gaussian(dim: int, rank: int = 4, init_scale: float = 1.0) -> Transform:
-    """Low-rank-plus-diagonal Gaussian θ = μ + (D + U Uᵀ) ξ."""
+    """Low-rank-plus-diagonal Gaussian θ = μ + D (I + V Vᵀ) ξ."""
     return LowRankAffine(dim, rank=rank, init_scale=init_scale)
 
 

@@ -3,8 +3,8 @@
 Three structures of A, in increasing cost:
 
 * :class:`ElementwiseAffine` — A = diag(σ): the paper's Example 1, O(d).
-* :class:`LowRankAffine` — A = diag(s) + U Uᵀ (rank r): O(d r) per sample with the log-det from
-  the matrix determinant lemma; cheap at d = 5,000 (the policy-weight posterior).
+* :class:`LowRankAffine` — A = D (I + V Vᵀ), D diagonal, V of rank r: O(d r) per sample with the
+  log-det from the matrix determinant lemma; cheap at d = 5,000 (the policy-weight posterior).
 * :class:`LowerTriangularAffine` — A = L lower triangular with positive diagonal: any Gaussian,
   O(d²) per sample.
 """
@@ -119,21 +119,27 @@ class LowerTriangularAffine(Transform):
 
 
 class LowRankAffine(Transform):
-    """θ = μ + (D + U Uᵀ) ξ with D = diag(softplus(ρ)) and U ∈ ℝ^{d×r}.
+    """θ = μ + D (I + V Vᵀ) ξ with D = diag(softplus(ρ)) and V ∈ ℝ^{d×r}.
 
-    A = D + U Uᵀ is symmetric positive definite for every U, so the map is always invertible and
-    the matrix determinant lemma gives the log-det in O(d r²):
+    The covariance D(I + VVᵀ)²D = D² + D V (2I + VᵀV) Vᵀ D is diagonal plus rank r. The low-rank
+    part is written relative to D (U = DV rather than a free U in D + UUᵀ) so that an optimizer
+    step of a given size changes the correlations in proportion to the marginal scales: with a
+    free U, Adam moves U by ~lr per step whatever D is, and at d = 4,000 policy weights with
+    D = 0.01 the UUᵀξ term (∝ |U|² √d) outgrew D within a few thousand steps (V-PPO's weight
+    noise grew 25× on Pendulum and the policy never learned).
 
-    .. math:: \\log\\det A = \\textstyle\\sum_i \\log D_{ii} + \\log\\det(I_r + U^T D^{-1} U),
+    I + VVᵀ is symmetric positive definite for every V, so A is always invertible; the matrix
+    determinant lemma gives the log-det in O(d r²),
 
-    and Woodbury gives the inverse, A⁻¹ = D⁻¹ − D⁻¹U (I_r + UᵀD⁻¹U)⁻¹ UᵀD⁻¹. Nothing d × d is
-    ever formed, so d = 5,000 weights with r = 8 costs a few d r multiply-adds per sample.
+    .. math:: \\log|\\det A| = \\textstyle\\sum_i \\log D_{ii} + \\log\\det(I_r + V^T V),
+
+    and Woodbury the inverse, A⁻¹ = (I − V (I_r + VᵀV)⁻¹ Vᵀ) D⁻¹. Nothing d × d is ever formed.
 
     Args:
         dim: event size d.
-        rank: r, the number of columns of U.
+        rank: r, the number of columns of V.
         init_scale: initial diagonal D.
-        init_factor: standard deviation of U's initial entries (U = 0 is a saddle of the KL).
+        init_factor: standard deviation of V's initial entries (V = 0 is a saddle of the KL).
     """
 
     def __init__(
@@ -151,11 +157,17 @@ class LowRankAffine(Transform):
         """The constrained, strictly positive diagonal D."""
         return F.softplus(self.raw_diag)
 
-    def _capacitance(self, diag: Tensor) -> Tensor:
-        """I_r + Uᵀ D⁻¹ U, symmetric positive definite (r × r)."""
-        u = self.factor
-        eye = torch.eye(self.rank, dtype=u.dtype, device=u.device)
-        return eye + (u / diag[:, None]).mT @ u
+    def matrix(self) -> Tensor:
+        """A as a dense d × d matrix (for tests and small d only)."""
+        v = self.factor
+        eye = torch.eye(self.dim, dtype=v.dtype, device=v.device)
+        return self.diag()[:, None] * (eye + v @ v.mT)
+
+    def _capacitance_cholesky(self) -> Tensor:
+        """Cholesky factor of I_r + VᵀV (r × r, symmetric positive definite)."""
+        v = self.factor
+        eye = torch.eye(self.rank, dtype=v.dtype, device=v.device)
+        return torch.linalg.cholesky(eye + v.mT @ v)
 
     def _log_det(self, diag: Tensor, chol: Tensor) -> Tensor:
         return diag.log().sum() + 2.0 * chol.diagonal().log().sum()
@@ -163,20 +175,20 @@ class LowRankAffine(Transform):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
         diag = self.diag()
-        chol = torch.linalg.cholesky(self._capacitance(diag))
-        y = self.loc + diag * x + (x @ self.factor) @ self.factor.mT
+        chol = self._capacitance_cholesky()
+        y = self.loc + diag * (x + (x @ self.factor) @ self.factor.mT)
         return y, self._log_det(diag, chol).expand(x.shape[:-1])
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         self._check(y)
         diag = self.diag()
-        chol = torch.linalg.cholesky(self._capacitance(diag))
+        chol = self._capacitance_cholesky()
         z = (y - self.loc) / diag
-        # Woodbury: x = D⁻¹z' - D⁻¹U C⁻¹ Uᵀ D⁻¹z', with z = D⁻¹(y - μ) already computed.
+        # Woodbury: (I + VVᵀ)⁻¹ z = z − V (I + VᵀV)⁻¹ Vᵀ z.
         proj = z @ self.factor  # (..., r)
         flat = proj.reshape(-1, self.rank)
         solved = torch.cholesky_solve(flat.mT, chol).mT.reshape(proj.shape)
-        x = z - (solved @ self.factor.mT) / diag
+        x = z - solved @ self.factor.mT
         return x, -self._log_det(diag, chol).expand(y.shape[:-1])
 
     def extra_repr(self) -> str:
