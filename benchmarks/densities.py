@@ -199,7 +199,9 @@ def run_grid(
     n_diag = 5000 if quick else 20_000
     tlist, mlist = target_list(quick, only), methods()
     rows: list[dict] = []
-    fig, axes = plt.subplots(len(tlist), len(mlist), figsize=(1.6 * len(mlist), 1.6 * len(tlist)))
+    fig, axes = plt.subplots(
+        len(tlist), len(mlist), figsize=(1.6 * len(mlist), 1.6 * len(tlist)), squeeze=False
+    )
     for i, (label, target) in enumerate(tlist):
         ref = reference(target, 20_000)
         # Posteriors are fitted in Laplace-whitened coordinates (the same for every method, and

@@ -46,7 +46,10 @@ def _describe(row: dict) -> str:
 def run_2d(out: Path, steps: int, eval_n: int, families: list[str]) -> list[dict]:
     rows = []
     fig, axes = plt.subplots(
-        len(TARGETS_2D), len(families), figsize=(2.2 * len(families), 2.2 * len(TARGETS_2D))
+        len(TARGETS_2D),
+        len(families),
+        figsize=(2.2 * len(families), 2.2 * len(TARGETS_2D)),
+        squeeze=False,  # a 2-D grid even for one family (--families X)
     )
     for i, name in enumerate(TARGETS_2D):
         target = targets.get(name, dim=2) if name in {"funnel", "mixture"} else targets.get(name)

@@ -79,7 +79,8 @@ def test_evaluate_policy_leaves_the_rng_alone():
 
 @pytest.mark.parametrize("posterior", ["gaussian", "point"])
 @pytest.mark.parametrize("discrete", [False, True])
-def test_grouped_log_prob_matches_per_sample(posterior, discrete):
+@pytest.mark.parametrize("uneven", [False, True])
+def test_grouped_log_prob_matches_per_sample(posterior, discrete, uneven):
     torch.manual_seed(0)
     space = gym.spaces.Discrete(3) if discrete else gym.spaces.Box(-1, 1, (2,))
     policy = make_policy("bnn", 4, space, hidden=(8, 8), posterior=posterior)
@@ -89,6 +90,8 @@ def test_grouped_log_prob_matches_per_sample(posterior, discrete):
     )
     theta = theta.clone().requires_grad_(True)
     rows = torch.randint(0, k, (m,))
+    if uneven:  # one big group, two small ones, θ rows 1 and 3 unused: groups get chunked
+        rows = torch.tensor([0] * 30 + [2] * 5 + [4] * 2)[torch.randperm(m)]
     obs = torch.randn(m, 4)
     actions = policy.distribution(theta[rows], obs).sample()
     fast = policy.log_prob_grouped(theta, rows, obs, actions)
