@@ -101,7 +101,6 @@ PEND_TRPO = {**env_preset("Pendulum-v1", "trpo"), "value_lr": 1e-3, "max_kl": 0.
 PEND_PG = env_preset("Pendulum-v1", "vreinforce")
 MC = {"num_envs": 8, "rollout_steps": 256, **env_preset("MountainCarContinuous-v0", "ppo")}
 CARTPOLE = {**env_preset("CartPole-v1", "ppo"), "clip_coef": 0.2}
-MUJOCO = {"num_envs": 1, "rollout_steps": 2048, "normalize_obs": True, "minibatch_size": 64}
 
 SB3_PPO_PEND_ZOO = {
     "n_envs": 4,
@@ -151,6 +150,47 @@ SB3_PPO_CARTPOLE_ZOO = {
     "ent_coef": 0.0,
     "learning_rate": 1e-3,
     "clip_range": 0.2,
+}
+
+# rl-baselines3-zoo hyperparams/ppo.yml (HalfCheetah-v3 / Hopper-v3 entries, used for v5); rl/'s
+# presets for these envs (rl.config.ENV_PRESETS) repeat them field for field.
+_ZOO_MUJOCO_POLICY = {
+    "log_std_init": -2,
+    "ortho_init": False,
+    "activation_fn": torch.nn.ReLU,
+    "net_arch": {"pi": [256, 256], "vf": [256, 256]},
+}
+SB3_PPO_MUJOCO_ZOO = {
+    "HalfCheetah-v5": {
+        "normalize": True,
+        "n_envs": 1,
+        "batch_size": 64,
+        "n_steps": 512,
+        "gamma": 0.98,
+        "learning_rate": 2.0633e-05,
+        "ent_coef": 0.000401762,
+        "clip_range": 0.1,
+        "n_epochs": 20,
+        "gae_lambda": 0.92,
+        "max_grad_norm": 0.8,
+        "vf_coef": 0.58096,
+        "policy_kwargs": _ZOO_MUJOCO_POLICY,
+    },
+    "Hopper-v5": {
+        "normalize": True,
+        "n_envs": 1,
+        "batch_size": 32,
+        "n_steps": 512,
+        "gamma": 0.999,
+        "learning_rate": 9.80828e-05,
+        "ent_coef": 0.00229519,
+        "clip_range": 0.2,
+        "n_epochs": 5,
+        "gae_lambda": 0.99,
+        "max_grad_norm": 0.7,
+        "vf_coef": 0.835671,
+        "policy_kwargs": _ZOO_MUJOCO_POLICY,
+    },
 }
 
 FAMILIES = ("gaussian", "lowrank-gaussian", "planar")
@@ -213,9 +253,11 @@ def _suites(quick: bool) -> dict[str, dict[str, Task]]:
                 300_000,
                 3,
                 (
-                    Method("sb3-ppo-default", "sb3-ppo", {"n_envs": 1, "normalize": True}),
-                    ours("ppo", "ppo", **MUJOCO),
-                    ours("vppo-gaussian", "vppo", posterior="gaussian", **MUJOCO),
+                    Method("sb3-ppo-zoo", "sb3-ppo", SB3_PPO_MUJOCO_ZOO[env_id]),
+                    ours("ppo", "ppo", **env_preset(env_id, "ppo")),
+                    ours(
+                        "vppo-gaussian", "vppo", posterior="gaussian", **env_preset(env_id, "vppo")
+                    ),
                 ),
             )
     ablation = {}
@@ -518,6 +560,8 @@ def plot_task(suite: str, task: Task, results: dict[str, list[dict]], root: Path
 def run_suite(name: str, tasks: dict[str, Task], root: Path) -> list[dict[str, Any]]:
     rows = []
     for task in tasks.values():
+        if not task.methods:  # everything filtered out by --only
+            continue
         results: dict[str, list[dict]] = defaultdict(list)
         # Seed-major order: every method has a result for seed 0 before any has seed 1.
         for seed in range(task.seeds):
@@ -535,8 +579,9 @@ def run_suite(name: str, tasks: dict[str, Task], root: Path) -> list[dict[str, A
 
 def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
     """Training env-steps/s, in this one process, alternating between methods (median of
-    repeats): every rl/ algorithm, SB3 PPO with the same network / n_envs / n_steps / minibatch /
-    epochs, and the random-action stepping rate of the same vector env (the ceiling)."""
+    repeats): rl/ algorithms, SB3 PPO with the same network / n_envs / n_steps / minibatch /
+    epochs, and the random-action stepping rate of the same vector env (the ceiling). Pendulum-v1
+    with every rl/ algorithm; HalfCheetah-v5 (when mujoco is installed) with PPO and V-PPO."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
@@ -544,59 +589,79 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
     from rl.envs import make_envs
     from rl.trainer import train
 
-    env_id, n_envs, n_steps = "Pendulum-v1", 8, 256
+    n_envs, n_steps = 8, 256
     steps, repeats = (10_240, 3) if quick else (20_480, 3)
-    shared = {"env_id": env_id, "num_envs": n_envs, "rollout_steps": n_steps, "tensorboard": False}
-    algos = ["ppo", "vppo", "trpo", "vtrpo", "reinforce", "vreinforce", "svpg"]
-    timings: dict[str, list[float]] = defaultdict(list)
+    envs_algos = [
+        ("Pendulum-v1", ["ppo", "vppo", "trpo", "vtrpo", "reinforce", "vreinforce", "svpg"])
+    ]
+    try:
+        import mujoco  # noqa: F401
+
+        envs_algos.append(("HalfCheetah-v5", ["ppo", "vppo"]))
+    except ImportError:
+        print("HalfCheetah-v5 throughput skipped: the mujoco package is not installed")
+    timings: dict[tuple[str, str], list[float]] = defaultdict(list)
     tmp = root / "throughput-runs"
     for rep in range(repeats):
-        envs = make_envs(env_id, n_envs, rep)
-        envs.reset(seed=rep)
-        start = time.perf_counter()
-        for _ in range(steps // n_envs):
-            envs.step(envs.action_space.sample())
-        timings["random actions (ceiling)"].append(steps / (time.perf_counter() - start))
-        envs.close()
-        for algo in algos:
-            cfg = default_config(algo, **shared, total_steps=steps, seed=rep)
-            cfg = dataclasses.replace(cfg, checkpoint_every=10**9)
+        for env_id, algos in envs_algos:
+            shared = {"env_id": env_id, "num_envs": n_envs, "rollout_steps": n_steps}
+            envs = make_envs(env_id, n_envs, rep)
+            envs.reset(seed=rep)
             start = time.perf_counter()
-            train(cfg, tmp / algo, progress=False)
-            timings[algo].append(steps / (time.perf_counter() - start))
-        venv = make_vec_env(env_id, n_envs=n_envs, seed=rep)
-        model = PPO(
-            "MlpPolicy", venv, n_steps=n_steps, batch_size=256, n_epochs=10, seed=rep, device="cpu"
-        )
-        start = time.perf_counter()
-        model.learn(total_timesteps=steps)
-        timings["sb3-ppo"].append(steps / (time.perf_counter() - start))
-        venv.close()
+            for _ in range(steps // n_envs):
+                envs.step(envs.action_space.sample())
+            timings[env_id, "random actions (ceiling)"].append(
+                steps / (time.perf_counter() - start)
+            )
+            envs.close()
+            for algo in algos:
+                cfg = default_config(algo, **shared, total_steps=steps, seed=rep)
+                cfg = dataclasses.replace(cfg, checkpoint_every=10**9, tensorboard=False)
+                start = time.perf_counter()
+                train(cfg, tmp / algo, progress=False)
+                timings[env_id, algo].append(steps / (time.perf_counter() - start))
+            venv = make_vec_env(env_id, n_envs=n_envs, seed=rep)
+            model = PPO(
+                "MlpPolicy",
+                venv,
+                n_steps=n_steps,
+                batch_size=256,
+                n_epochs=10,
+                seed=rep,
+                device="cpu",
+            )
+            start = time.perf_counter()
+            model.learn(total_timesteps=steps)
+            timings[env_id, "sb3-ppo"].append(steps / (time.perf_counter() - start))
+            venv.close()
     shutil.rmtree(tmp, ignore_errors=True)
-    ref = float(np.median(timings["sb3-ppo"]))
-    rows = [
-        {
-            "method": name,
-            "median_steps_per_s": float(np.median(v)),
-            "ratio_to_sb3_ppo": float(np.median(v)) / ref,
-            "repeats": len(v),
-        }
-        for name, v in timings.items()
-    ]
+    rows = []
+    for (env_id, name), v in timings.items():
+        ref = float(np.median(timings[env_id, "sb3-ppo"]))
+        rows.append(
+            {
+                "env": env_id,
+                "method": name,
+                "median_steps_per_s": float(np.median(v)),
+                "ratio_to_sb3_ppo": float(np.median(v)) / ref,
+                "repeats": len(v),
+            }
+        )
     with (root / "throughput.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        f"Training env steps/s on {env_id}, n_envs {n_envs}, n_steps {n_steps}, {steps} steps, "
+        f"Training env steps/s, n_envs {n_envs}, n_steps {n_steps}, {steps} steps per run, "
         f"median of {repeats} alternating repeats in one process (1 torch thread). PPO-style "
-        "methods: 10 epochs, minibatch 256, 64-64 tanh networks.",
+        "methods: 10 epochs, minibatch 256, 64-64 tanh networks (rl/ defaults otherwise).",
         "",
-        "| method | env steps/s | ratio to SB3 PPO |",
-        "|---|---|---|",
+        "| env | method | env steps/s | ratio to SB3 PPO |",
+        "|---|---|---|---|",
     ]
     lines += [
-        f"| {r['method']} | {r['median_steps_per_s']:.0f} | {r['ratio_to_sb3_ppo']:.2f} |"
+        f"| {r['env']} | {r['method']} | {r['median_steps_per_s']:.0f} | "
+        f"{r['ratio_to_sb3_ppo']:.2f} |"
         for r in rows
     ]
     (root / "throughput.md").write_text("\n".join(lines) + "\n")
@@ -616,6 +681,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--quick", action="store_true", help="small steps/seeds (minutes)")
     p.add_argument("--seeds", type=int, default=None, help="use only the first N seeds")
+    p.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated method labels or env ids to run (others are skipped, not erased); "
+        "e.g. two processes on two cores, then one plain rerun to write the tables",
+    )
     p.add_argument("--out", default="/tmp/bench/rl")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -629,6 +700,17 @@ def main(argv: list[str] | None = None) -> int:
         suites = {
             name: {
                 k: dataclasses.replace(t, seeds=min(t.seeds, args.seeds)) for k, t in tasks.items()
+            }
+            for name, tasks in suites.items()
+        }
+    if args.only:
+        keep = set(args.only.split(","))
+        suites = {
+            name: {
+                k: dataclasses.replace(
+                    t, methods=tuple(m for m in t.methods if m.label in keep or k in keep)
+                )
+                for k, t in tasks.items()
             }
             for name, tasks in suites.items()
         }
