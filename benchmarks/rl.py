@@ -16,16 +16,19 @@ Usage::
 
 Suites: exploration, pendulum, cartpole, mujoco, ablation, throughput, all (everything but
 throughput). ``--quick`` shrinks steps and seeds: ``--suite all --quick`` took 3 min 10 s and
-``--suite throughput`` 1 min on one core. ``--seeds N`` keeps only the first N seeds of every task.
-The full sizes are the issue's; expected run times on one core (ours ≈ 3–10k env steps/s, SB3
-PPO ≈ 4k, SB3 PPO with the MountainCar zoo settings ≈ 0.5k): exploration ≈ 35 min (half of it the
-SB3 zoo runs), pendulum ≈ 25 min, cartpole ≈ 10 min, ablation ≈ 30 min, mujoco ≈ 2–3 h (only with
-``mujoco`` installed; skipped with a message otherwise).
+``--suite throughput`` 1 min on one core. ``--seeds N`` keeps only the first N seeds of every task;
+``--only a,b`` runs only the methods (labels) or environments named (e.g. two processes on two
+cores, then one plain rerun, which finds every cell cached, writes the tables and figures).
+The full sizes are the issue's. Measured wall time, one process per core on a 2-core machine:
+exploration 26 min (most of it the SB3 zoo runs at ≈ 550 steps/s), pendulum 16 min, cartpole
+9 min, ablation 53 min, mujoco 1 h 45 min (SB3 43 min + ours 60 min; only with ``mujoco``
+installed, skipped with a message otherwise), throughput 1 min.
 
 Runs are resumable: a cell (suite, env, label, seed) with a ``result.json`` is skipped; a cell
 without one is started again from scratch.
 
-Fairness: both sides use 64-64 tanh actor and critic networks, the same n_envs and steps per update
+Fairness: both sides use 64-64 tanh actor and critic networks (MuJoCo: the zoo's 256-256 ReLU,
+observation normalisation and reward scaling on both sides), the same n_envs and steps per update
 within a suite (stated in the table), the same seeds, and the same evaluation: every
 ``eval_every`` env steps, N episodes (episode i reset with seed 12345 + i) acting with the mode of
 π — for the variational methods at the posterior-mean θ ("eval") and with θ ~ q drawn per episode
