@@ -68,11 +68,15 @@ def load_env_state(envs: gym.vector.SyncVectorEnv, blob: bytes) -> None:
     envs.envs = pickle.loads(blob)
 
 
-def check_finite(name: str, value: np.ndarray, step: int) -> None:
-    """Raise ``FloatingPointError`` naming the env step and slots if ``value`` is not finite."""
+def check_finite(name: str, value: np.ndarray, step: int, slots: list[int] | None = None) -> None:
+    """Raise ``FloatingPointError`` naming the env step and slots if ``value`` is not finite.
+
+    Row i of ``value`` belongs to vector slot ``slots[i]`` (default: slot i).
+    """
     finite = np.isfinite(value)
     if not finite.all():
-        slots = np.nonzero(~finite.reshape(finite.shape[0], -1).all(-1))[0].tolist()
+        bad = np.nonzero(~finite.reshape(finite.shape[0], -1).all(-1))[0].tolist()
+        slots = [slots[i] for i in bad] if slots is not None else bad
         raise FloatingPointError(
             f"non-finite {name} from the environment at env step {step} (vector slots {slots})"
         )

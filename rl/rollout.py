@@ -93,7 +93,7 @@ class Collector:
             ended = np.logical_or(term, trunc)
             for j in np.nonzero(trunc & ~term)[0]:
                 final = np.asarray(info["final_obs"][j])
-                check_finite("final observation", final[None], self.global_step)
+                check_finite("final observation", final[None], self.global_step, [int(j)])
                 truncated.append((t, int(j), final))
             train_reward = reward
             if self.reward_scaler is not None:

@@ -151,3 +151,13 @@ def test_last_step_bootstraps_from_the_state_after_the_rollout():
     collector = Collector(envs, policy, ObsCritic(), steps=4, seed=0)
     collector.collect()  # states 0, 1, 2 | 0: the rollout stops inside the second episode
     assert collector.buffer.next_values[:, 0].tolist() == [1, 2, 0, 1]
+
+
+def test_check_finite_names_the_vector_slot():
+    from rl.envs import check_finite
+
+    check_finite("final observation", np.zeros((1, 3)), 7, [5])  # finite: no error
+    with pytest.raises(FloatingPointError, match=r"env step 7 \(vector slots \[5\]\)"):
+        check_finite("final observation", np.array([[0.0, np.nan, 1.0]]), 7, [5])
+    with pytest.raises(FloatingPointError, match=r"slots \[1\]"):
+        check_finite("reward", np.array([0.0, np.inf]), 3)
