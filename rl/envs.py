@@ -125,9 +125,9 @@ class RewardScaler:
     """Rewards divided by the running std of the discounted return (SB3's ``VecNormalize``).
 
     Each slot keeps G ← γG + r (reset to 0 when its episode ends); the running variance σ² of G
-    over all slots and steps so far gives r̃ = clip(r / sqrt(σ² + ε), −c, c). Only the scale
-    changes, not the sign or the mean, so the optimal policy is unchanged; it keeps value targets
-    O(1) on environments whose returns are in the thousands (MuJoCo).
+    over all slots and steps so far gives r̃ = clip(r / sqrt(σ² + ε), −c, c). Rewards are only
+    rescaled (not centred), so short of the clip the optimal policy is unchanged; it keeps value
+    targets O(1) on environments whose returns are in the thousands (MuJoCo).
     """
 
     def __init__(self, num_envs: int, gamma: float, clip: float = 10.0) -> None:
