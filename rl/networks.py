@@ -62,18 +62,11 @@ class FlatMLP:
         """Outputs (*S, B, n_out) for weights θ (*S, d) and inputs x (*S, B, n_in)."""
         if theta.shape[-1] != self.num_params:
             raise ValueError(f"expected θ with {self.num_params} entries, got {theta.shape[-1]}")
-        batch = theta.shape[:-1]
-        if x.shape[:-2] != batch:  # broadcasting inputs: the general (slower) path
-            for i, (w, b, n_in, n_out) in enumerate(self.slices):
-                weight = theta[..., w].reshape(*batch, n_in, n_out)
-                x = torch.matmul(x, weight) + theta[..., b].unsqueeze(-2)
-                if i < len(self.slices) - 1:
-                    x = self.activation(x)
-            return x
-        # One fused multiply-add per layer over the K = prod(batch) networks (baddbmm), the
-        # common case in training, where it is markedly faster than matmul + add.
-        flat = theta.reshape(-1, self.num_params)
-        h = x.reshape(flat.shape[0], *x.shape[-2:])
+        # One fused multiply-add per layer over the K = prod(S) networks (baddbmm), markedly
+        # faster than matmul + add; inputs whose leading shapes only broadcast are expanded.
+        batch = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-2])
+        flat = theta.expand(*batch, -1).reshape(-1, self.num_params)
+        h = x.expand(*batch, *x.shape[-2:]).reshape(flat.shape[0], *x.shape[-2:])
         for i, (w, b, n_in, n_out) in enumerate(self.slices):
             weight = flat[:, w].reshape(-1, n_in, n_out)
             h = torch.baddbmm(flat[:, b].unsqueeze(-2), h, weight)
