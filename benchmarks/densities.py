@@ -51,11 +51,12 @@ from common import (  # noqa: E402
     write_csv,
 )
 
-from vi_flows import flows, posteriordb, targets  # noqa: E402
+from vi_flows import flows, targets  # noqa: E402
 from vi_flows.fit import fit  # noqa: E402
 from vi_flows.laplace import Whitened  # noqa: E402
 from vi_flows.metrics import mmd2, modes_covered, moment_errors, sliced_wasserstein  # noqa: E402
 from vi_flows.svgd import amortized_svgd, mlp_generator, svgd  # noqa: E402
+from vi_flows.targets import posteriordb  # noqa: E402
 from vi_flows.transforms import Compose, ElementwiseAffine, NflowsTransform  # noqa: E402
 from vi_flows.transforms.coupling import alternating_mask, mlp  # noqa: E402
 

@@ -9,6 +9,7 @@ import torch
 
 from vi_flows import flows
 from vi_flows.fit import fit
+from vi_flows.registry import UnknownNameError
 
 FAMILIES = flows.names()
 
@@ -75,7 +76,7 @@ def test_save_and_load_round_trip(name: str, tmp_path) -> None:
 
 
 def test_unknown_family_lists_the_known_ones() -> None:
-    with pytest.raises(KeyError, match="known flows: .*realnvp"):
+    with pytest.raises(UnknownNameError, match="known: .*realnvp"):
         flows.build("glow", 2)
 
 

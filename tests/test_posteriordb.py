@@ -11,8 +11,9 @@ import torch
 from scipy import stats
 from scipy.special import expit, logsumexp
 
-from vi_flows import posteriordb, targets
-from vi_flows.posteriordb import PosteriorTarget, available, implemented, load
+from vi_flows import targets
+from vi_flows.targets import posteriordb
+from vi_flows.targets.posteriordb import PosteriorTarget, available, implemented, load
 
 NAMES = available()
 needs_data = pytest.mark.skipif(

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vi_flows.registry import Registry
 from vi_flows.transforms import (
     AffineCoupling,
     Compose,
@@ -30,7 +31,16 @@ from vi_flows.transforms import (
 from vi_flows.transforms.coupling import alternating_mask
 from vi_flows.transforms.external import nflows_spline, pyro_coupling, pyro_planar
 
-__all__ = ["Flow", "build", "register", "names", "save", "load", "standard_normal_log_prob"]
+__all__ = [
+    "FLOWS",
+    "Flow",
+    "build",
+    "load",
+    "names",
+    "register",
+    "save",
+    "standard_normal_log_prob",
+]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -118,22 +128,18 @@ class Flow(nn.Module):
         return theta.mean(0), theta.std(0)
 
 
-_REGISTRY: dict[str, Callable[..., Transform]] = {}
+#: The flow families: ``factory(dim, **options) -> Transform`` by name.
+FLOWS: Registry[Callable[..., Transform]] = Registry("flow")
 
 
 def register(name: str) -> Callable[[Callable[..., Transform]], Callable[..., Transform]]:
     """Decorator adding a factory ``factory(dim, **options) -> Transform`` to :func:`build`."""
-
-    def add(factory: Callable[..., Transform]) -> Callable[..., Transform]:
-        _REGISTRY[name] = factory
-        return factory
-
-    return add
+    return FLOWS.register(name)
 
 
 def names() -> list[str]:
     """The flow families :func:`build` knows."""
-    return sorted(_REGISTRY)
+    return FLOWS.names()
 
 
 def build(name: str, dim: int, **options: Any) -> Flow:
@@ -149,11 +155,10 @@ def build(name: str, dim: int, **options: Any) -> Flow:
         **options: passed to the family's factory.
 
     Raises:
-        KeyError: for an unknown family (the message lists the known ones).
+        UnknownNameError: for an unknown family (the message lists the known ones).
     """
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown flow {name!r}; known flows: {', '.join(names())}")
-    transform = _REGISTRY[name](dim, **options)
+    factory = FLOWS.get(name)
+    transform = factory(dim, **options)
     return Flow(transform, config={"name": name, "dim": dim, "options": options})
 
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm import trange
 
 from vi_flows.objectives import LogProb, as_log_prob
+from vi_flows.registry import Registry
 
 __all__ = [
     "IMQ",
@@ -31,6 +32,7 @@ __all__ = [
     "MLPGenerator",
     "SteinKernel",
     "amortized_svgd",
+    "KERNELS",
     "get_kernel",
     "median_bandwidth",
     "mlp_generator",
@@ -201,16 +203,21 @@ class IMQ(IsotropicKernel):
         return k, (-2.0 * self.beta) * k / base
 
 
+#: The kernels by name: ``factory() -> SteinKernel`` (median-heuristic bandwidth).
+KERNELS: Registry[Callable[[], SteinKernel]] = Registry("kernel")
+KERNELS.register("rbf", RBF)
+KERNELS.register("imq", IMQ)
+
+
 def get_kernel(kernel: str | SteinKernel) -> SteinKernel:
-    """``"rbf"`` / ``"imq"`` (median bandwidth) or any object following :class:`SteinKernel`."""
+    """A registered kernel by name (``"rbf"``, ``"imq"``) or any :class:`SteinKernel` as is.
+
+    Raises:
+        UnknownNameError: for an unknown name (the message lists the known ones).
+    """
     if isinstance(kernel, SteinKernel):
         return kernel
-    kernels: dict[str, type[IsotropicKernel]] = {"rbf": RBF, "imq": IMQ}
-    if not isinstance(kernel, str) or kernel.lower() not in kernels:
-        raise ValueError(
-            f"kernel must be one of {sorted(kernels)} or a SteinKernel, got {kernel!r}"
-        )
-    return kernels[kernel.lower()]()
+    return KERNELS.get(kernel)()
 
 
 def _score(log_prob: LogProb, x: Tensor, step: int | None = None) -> tuple[Tensor, Tensor]:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 from torch.nn.functional import logsigmoid
 
-from vi_flows.targets import Target, normal_log_prob
+from vi_flows.targets.base import Target, normal_log_prob, register_prefix
 
 __all__ = ["ENV_VAR", "PosteriorTarget", "available", "implemented", "load", "root"]
 
@@ -49,7 +49,7 @@ def root() -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "posteriordb"
+    return Path(__file__).resolve().parents[2].parent / "shared" / "posteriordb"
 
 
 def _read_json_zip(path: Path) -> Any:
@@ -422,3 +422,6 @@ def load(name: str, root_dir: str | Path | None = None) -> PosteriorTarget:
             "folder holding the posteriordb posteriors)"
         )
     return _MODELS[name](name, folder)
+
+
+register_prefix("posteriordb", load, available)

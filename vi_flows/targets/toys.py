@@ -1,14 +1,10 @@
-"""A registry of unnormalized toy target densities p̃ = Z·p for variational inference.
+"""Toy target densities p̃ = Z·p with known answers: Rezende & Mohamed's U1–U4, banana, funnel,
+ring, moons, Gaussians and mixtures.
 
-Every target maps x of shape ``(..., dim)`` to log p̃(x) of shape ``(...)`` in the dtype and on
-the device of ``x`` (differentiably), and says what is known about it: ``log_z`` (log ∫ p̃), an
-exact sampler, moments, mode locations and a plotting box.
-
+>>> from vi_flows.targets import get
 >>> t = get("funnel", dim=3)
 >>> t.log_prob(torch.zeros(5, 3)).shape, t.log_z, t.has_sample
 (torch.Size([5]), 0.0, True)
->>> sorted(names())[:3]
-['banana', 'correlated-gaussian', 'funnel']
 """
 
 from __future__ import annotations
@@ -16,91 +12,27 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Target", "as_target", "get", "names", "register", "grid_log_z"]
+from vi_flows.targets.base import Bounds, Target, normal_log_prob, register
 
-Bounds = tuple[tuple[float, float], ...]
+__all__ = [
+    "Banana",
+    "CorrelatedGaussian",
+    "Funnel",
+    "Gaussian",
+    "GaussianMixture",
+    "Moons",
+    "RezendeEnergy",
+    "RezendeU1",
+    "grid_log_z",
+]
+
 _LOG_2PI = math.log(2.0 * math.pi)
 _F64 = torch.float64
-
-
-def normal_log_prob(x: Tensor, loc: Tensor | float, scale: Tensor | float) -> Tensor:
-    """Elementwise log N(x; loc, scale²), constants included (also used by posteriordb)."""
-    z = (x - loc) / scale
-    log_scale = torch.log(scale) if isinstance(scale, Tensor) else math.log(scale)
-    return -0.5 * z * z - log_scale - 0.5 * _LOG_2PI
-
-
-class Target:
-    """An unnormalized density p̃ on R^dim and what is known about it.
-
-    Subclasses implement ``_log_prob`` (and ``_sample`` when exact sampling is possible).
-
-    Attributes:
-        name: registry name.
-        dim: dimension d of x.
-        log_z: log ∫ p̃(x) dx where known (0.0 for normalized densities), else ``None``.
-        bounds: plotting box ``((lo, hi), (lo, hi))`` for 2-D targets, else ``None``.
-        mean, std: float64 tensors (d,) of the exact moments where known, else ``None``.
-        modes: float64 tensor (k, d) of the mode (component) locations of mixtures, else ``None``.
-    """
-
-    log_z: float | None = None
-    bounds: Bounds | None = None
-    mean: Tensor | None = None
-    std: Tensor | None = None
-    modes: Tensor | None = None
-
-    def __init__(self, name: str, dim: int, **known: Any) -> None:
-        """Set ``name``, ``dim`` and any of the known attributes above, e.g. ``log_z=0.0``."""
-        if int(dim) < 1:
-            raise ValueError(f"{name}: dim must be >= 1, got {dim}")
-        self.name, self.dim = name, int(dim)
-        for key, value in known.items():
-            setattr(self, key, value)
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        """log p̃(x) for x of shape ``(..., dim)``; returns shape ``(...)``."""
-        if not isinstance(x, Tensor) or x.ndim == 0 or x.shape[-1] != self.dim:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
-                f"{self.name}: expected a tensor of shape (..., {self.dim}), got {got}"
-            )
-        return self._log_prob(x)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return self.log_prob(x)
-
-    def _log_prob(self, x: Tensor) -> Tensor:
-        raise NotImplementedError
-
-    def _sample(self, n: int, gen: torch.Generator | None, device: torch.device) -> Tensor:
-        raise NotImplementedError
-
-    @property
-    def has_sample(self) -> bool:
-        """Whether :meth:`sample` draws exact samples (else it raises ``NotImplementedError``)."""
-        return type(self)._sample is not Target._sample
-
-    def sample(
-        self, n: int, generator: torch.Generator | None = None, *, dtype: torch.dtype | None = None
-    ) -> Tensor:
-        """``n`` exact samples (n, dim), drawn in float64 on ``generator``'s device (CPU if
-        ``None``; a seeded generator makes them reproducible), returned in ``dtype`` (default:
-        ``torch.get_default_dtype()``)."""
-        if not self.has_sample:
-            raise NotImplementedError(f"target {self.name!r} has no exact sampler")
-        device = generator.device if generator is not None else torch.device("cpu")
-        x = self._sample(int(n), generator, device)
-        return x.to(dtype or torch.get_default_dtype())
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, log_z={self.log_z})"
 
 
 def _randn(n: int, d: int, gen: torch.Generator | None, device: torch.device) -> Tensor:
@@ -114,7 +46,7 @@ def grid_log_z(log_prob: Callable[[Tensor], Tensor], box: Bounds, n: int = 1201)
     """log ∫_box exp(log_prob) by the midpoint rule on an ``n × n`` float64 grid; for smooth
     densities that vanish at the edges of the box it converges exponentially fast in ``n``.
 
-    >>> round(grid_log_z(get("gaussian").log_prob, ((-9.0, 9.0), (-9.0, 9.0)), 201), 6)
+    >>> round(grid_log_z(Gaussian().log_prob, ((-9.0, 9.0), (-9.0, 9.0)), 201), 6)
     0.0
     """
     return _grid_stats(log_prob, box, n)[0]
@@ -467,107 +399,13 @@ class CorrelatedGaussian(Target):
         return _randn(n, self.dim, gen, device) @ chol.T
 
 
-# Wrapping user callables and the registry
-
-
-class CallableTarget(Target):
-    """A user log-density ``fn: (n, d) -> (n,)`` as a :class:`Target` (``log_z`` unknown).
-
-    Inputs of any batch shape are flattened to ``(n, d)`` before calling ``fn``, so ``fn`` only
-    needs to handle 2-D batches.
-    """
-
-    def __init__(self, fn: Callable[[Tensor], Tensor], dim: int, name: str | None = None) -> None:
-        super().__init__(name or getattr(fn, "__name__", type(fn).__name__), dim)
-        self._fn = fn
-
-    def _log_prob(self, x: Tensor) -> Tensor:
-        flat = x.reshape(-1, self.dim)
-        out = self._fn(flat)
-        if not isinstance(out, Tensor) or out.shape not in ((flat.shape[0],), (flat.shape[0], 1)):
-            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
-                f"{self.name}: the log-density returned {shape} for inputs {tuple(flat.shape)}; "
-                f"expected ({flat.shape[0]},)"
-            )
-        return out.reshape(x.shape[:-1])
-
-
-_REGISTRY: dict[str, Callable[..., Target]] = {
-    "u1": RezendeU1,
-    **{f"u{k}": functools.partial(RezendeEnergy, k) for k in (2, 3, 4)},
-    "banana": Banana,
-    "funnel": Funnel,
-    "ring": _ring,
-    "moons": Moons,
-    "gaussian": Gaussian,
-    "correlated-gaussian": CorrelatedGaussian,
-    "mixture": _mixture,
-}
-
-
-def register(name: str, factory: Callable[..., Target]) -> None:
-    """Add ``factory(**options) -> Target`` to the registry under ``name`` (lowercase)."""
-    _REGISTRY[name.lower()] = factory
-
-
-def names() -> list[str]:
-    """The registered target names."""
-    return sorted(_REGISTRY)
-
-
-def get(name: str, **options: Any) -> Target:
-    """Build the registered target ``name`` (case-insensitive, ``_`` = ``-``) with ``options``.
-
-    Names ``posteriordb:<posterior>`` load a real posterior via :func:`vi_flows.posteriordb.load`.
-
-    >>> get("gaussian", dim=4).dim
-    4
-    """
-    key = name.lower().replace("_", "-")
-    if key.startswith("posteriordb:"):
-        from vi_flows import posteriordb  # lazy: posteriordb imports this module
-
-        return posteriordb.load(name.split(":", 1)[1], **options)
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown target {name!r}; registered targets: {', '.join(names())}")
-    return _REGISTRY[key](**options)
-
-
-def as_target(obj: Any, dim: int | None = None) -> Target:
-    """Turn ``obj`` into a :class:`Target`.
-
-    Args:
-        obj: a ``Target``; a registered name (``dim`` is passed on as the ``dim`` option); an
-            object with a ``log_prob`` method (its ``dim``, or ``event_shape`` for a torch
-            distribution, gives the dimension); or any callable x (n, d) -> log p̃(x) (n,).
-        dim: the dimension; required for bare callables, checked against ``obj`` otherwise.
-
-    Raises:
-        ValueError: when ``dim`` is needed but missing, or disagrees with ``obj``.
-        TypeError: when ``obj`` is none of the above.
-    """
-    if isinstance(obj, Target):
-        target = obj
-    elif isinstance(obj, str):
-        target = get(obj) if dim is None else get(obj, dim=dim)
-    elif callable(getattr(obj, "log_prob", None)) or callable(obj):
-        fn = obj.log_prob if callable(getattr(obj, "log_prob", None)) else obj
-        d = dim if dim is not None else getattr(obj, "dim", None)
-        if d is None and len(getattr(obj, "event_shape", ())) == 1:
-            d = obj.event_shape[0]
-        if d is None:
-            raise ValueError(
-                "as_target needs dim=... for a bare callable log-density (the dimension cannot "
-                "be inferred from a function)"
-            )
-        name = getattr(obj, "name", None) or getattr(obj, "__name__", type(obj).__name__)
-        target = CallableTarget(fn, int(d), name)
-    else:
-        raise TypeError(
-            f"cannot make a target from {type(obj).__name__}: expected a Target, a registered "
-            f"name ({', '.join(names())}), an object with log_prob or a callable x -> log p(x)"
-        )
-    if dim is not None and target.dim != dim:
-        raise ValueError(f"target {target.name!r} has dim {target.dim}, but dim={dim} was given")
-    return target
+register("u1", RezendeU1)
+for _k in (2, 3, 4):
+    register(f"u{_k}", functools.partial(RezendeEnergy, _k))
+register("banana", Banana)
+register("funnel", Funnel)
+register("ring", _ring)
+register("moons", Moons)
+register("gaussian", Gaussian)
+register("correlated-gaussian", CorrelatedGaussian)
+register("mixture", _mixture)
