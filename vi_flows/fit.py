@@ -14,7 +14,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from vi_flows.flows import Flow
-from vi_flows.objectives import as_log_prob, elbo_terms
+from vi_flows.losses import STL, Loss, get_loss
+from vi_flows.objectives import as_log_prob
 from vi_flows.schedules import Schedule, as_schedule
 
 __all__ = ["fit", "History", "NonFiniteError"]
@@ -79,6 +80,7 @@ def fit(
     log_prob: Any,
     steps: int = 1000,
     *,
+    loss: str | Loss = "kl",
     num_samples: int = 256,
     lr: float = 1e-2,
     optimizer: Callable[..., torch.optim.Optimizer] | None = None,
@@ -103,13 +105,16 @@ def fit(
         q: the flow to train (modified in place).
         log_prob: a target (anything with ``log_prob``) or a callable θ (n, d) ↦ log p̃(θ) (n,).
         steps: total number of steps (a resumed fit runs until this many are done).
+        loss: the objective, a name registered in :data:`vi_flows.losses.LOSSES` (``"kl"``,
+            Eq. 2, the default; ``"stl"``; ...) or a :class:`~vi_flows.losses.Loss` object.
         num_samples: samples per step.
         lr: learning rate of the default Adam optimizer.
         optimizer: a factory ``optimizer(params, lr=lr)``; Adam by default.
         lr_schedule: ``None``, ``"cosine"`` or a factory ``schedule(optimizer)`` stepped once per
             step.
         beta: temperature on log p̃, a number or a schedule β_t (annealing).
-        stl: use the path-derivative ("sticking the landing") gradient (invertible flows only).
+        stl: shorthand for ``loss="stl"``, the path-derivative ("sticking the landing")
+            gradient (invertible flows only).
         grad_clip: clip the gradient norm to this value.
         seed: seed for the global torch RNG (ignored when resuming: the checkpoint's RNG state
             is restored so that the continuation is identical).
@@ -129,6 +134,11 @@ def fit(
         ValueError / TypeError: when ``log_prob`` returns the wrong shape or type (at step 0).
     """
     log_p_fn = as_log_prob(log_prob)
+    objective = get_loss(loss)
+    if stl:
+        if loss != "kl":
+            raise ValueError(f"stl=True means loss='stl'; it cannot be combined with loss={loss!r}")
+        objective = STL()
     schedule = as_schedule(beta)
     params = [p for p in q.parameters() if p.requires_grad]
     opt = (optimizer or torch.optim.Adam)(params, lr=lr)
@@ -169,7 +179,8 @@ def fit(
     for step in bar:
         b = schedule(step)
         opt.zero_grad(set_to_none=True)
-        theta, log_p, log_q = elbo_terms(q, log_p_fn, num_samples, stl=stl)
+        out = objective(q, log_p_fn, num_samples, beta=b)
+        theta, log_p = out.theta, out.log_p
         problem = None
         if not torch.isfinite(log_p).all():
             bad = ~torch.isfinite(log_p)
@@ -179,8 +190,7 @@ def fit(
             )
         else:
             theta.retain_grad()
-            loss = (log_q - b * log_p).mean()
-            loss.backward()
+            out.loss.backward()
             grads_ok = all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
             if not grads_ok:
                 bad_rows = int((~torch.isfinite(theta.grad)).any(-1).sum())
@@ -202,8 +212,7 @@ def fit(
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
-            elbo = float((log_p - log_q).detach().mean())
-            info = {"loss": float(loss.detach()), "elbo": elbo}
+            info = {"loss": float(out.loss.detach()), "elbo": float(out.elbo)}
         info.update(beta=b, lr=float(opt.param_groups[0]["lr"]))
         if scheduler is not None:
             scheduler.step()
