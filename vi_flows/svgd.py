@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import trange
 
+from vi_flows import distributed
 from vi_flows.objectives import LogProb, as_log_prob
 from vi_flows.registry import Registry
 
@@ -51,9 +52,11 @@ _ADAGRAD_ALPHA = 0.9
 _ADAGRAD_FUDGE = 1e-6
 
 
-def _row_chunks(n: int, chunk_size: int | None) -> Iterator[slice]:
-    """Row blocks such that a (rows, n) block stays within the memory budget."""
-    size = chunk_size if chunk_size is not None else max(1, _BLOCK_ELEMENTS // max(n, 1))
+def _row_chunks(n: int, chunk_size: int | None, n_cols: int | None = None) -> Iterator[slice]:
+    """Row blocks of ``range(n)`` such that a (rows, n_cols) block (default n_cols = n) stays
+    within the memory budget."""
+    cols = n if n_cols is None else n_cols
+    size = chunk_size if chunk_size is not None else max(1, _BLOCK_ELEMENTS // max(cols, 1))
     if size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     for start in range(0, n, size):
@@ -246,12 +249,15 @@ def svgd_direction_from_score(
     kernel: str | SteinKernel = "rbf",
     bandwidth: float | Tensor | None = None,
     chunk_size: int | None = None,
+    rows: slice | None = None,
 ) -> Tensor:
     r"""φ(x_i) = (1/n) Σ_j [k(x_j, x_i) s_j + ∇_{x_j} k(x_j, x_i)] for a given score s_j.
 
     Used by SVPG, whose score (a policy-gradient estimate) is computed elsewhere. ``x`` and
     ``score`` have shape (n, d); ``bandwidth`` overrides the kernel's rule; ``chunk_size`` is the
-    number of rows per block of the O(n²) pair terms (None: automatic). Returns φ, shape (n, d).
+    number of rows per block of the O(n²) pair terms (None: automatic); ``rows`` restricts the
+    output to φ(x_i) for i in that slice (a rank's own particles under sharding; the sums still
+    run over all n). Returns φ, shape (n, d) or (len(rows), d).
     """
     if x.dim() != 2 or score.shape != x.shape:
         raise ValueError(f"need x (n, d) and score of the same shape, got {x.shape}, {score.shape}")
@@ -264,11 +270,35 @@ def svgd_direction_from_score(
         h = torch.as_tensor(bandwidth, dtype=x.dtype, device=x.device)
         if not h > 0:
             raise ValueError(f"bandwidth must be positive, got {bandwidth}")
-    phi = torch.empty_like(xc)
-    for rows in _row_chunks(x.shape[0], chunk_size):
-        k, repulsion = kern.gram_and_repulsion(xc[rows], xc, h)
-        phi[rows] = k @ score + repulsion
+    start, stop, _ = (rows or slice(0, x.shape[0])).indices(x.shape[0])
+    phi = xc.new_empty((stop - start, x.shape[1]))
+    for block in _row_chunks(stop - start, chunk_size, x.shape[0]):
+        own = slice(start + block.start, start + block.stop)
+        k, repulsion = kern.gram_and_repulsion(xc[own], xc, h)
+        phi[block] = k @ score + repulsion
     return phi / x.shape[0]
+
+
+def _sharded_direction(
+    x: Tensor,
+    score: Tensor,
+    kern: SteinKernel,
+    bandwidth: float | Tensor | None,
+    chunk_size: int | None,
+) -> Tensor:
+    """φ at this rank's particles ``x`` against the particles of every rank.
+
+    On one process this is :func:`svgd_direction_from_score`. Under ``torch.distributed`` each
+    rank all-gathers the particles and scores (O(n·d) memory) and computes only its own rows of
+    the pair terms (O((n/N)·n) per rank, in row blocks), which equals the single-process φ.
+    """
+    if not distributed.is_distributed():
+        return svgd_direction_from_score(x, score, kern, bandwidth, chunk_size)
+    x_all, s_all = distributed.all_gather_cat(x), distributed.all_gather_cat(score)
+    counts = distributed.all_gather_cat(torch.tensor([x.shape[0]]))
+    offset = int(counts[: distributed.rank()].sum())
+    own = slice(offset, offset + x.shape[0])
+    return svgd_direction_from_score(x_all, s_all, kern, bandwidth, chunk_size, rows=own)
 
 
 def svgd_direction(
@@ -352,7 +382,7 @@ def svgd(
     for step in trange(steps, desc="svgd", disable=not progress):
         _, score = _score(fn, x, step)
         with torch.no_grad():
-            phi = svgd_direction_from_score(x, score, kern, bandwidth, chunk_size)
+            phi = _sharded_direction(x, score, kern, bandwidth, chunk_size)
             if opt is None:
                 g2 = phi.square()
                 hist = g2 if hist is None else _ADAGRAD_ALPHA * hist + (1 - _ADAGRAD_ALPHA) * g2
@@ -443,21 +473,24 @@ def amortized_svgd(
     sample = getattr(generator, "sample", None)
     nz = noise_dim or getattr(generator, "noise_dim", None) or dim
     history: list[dict[str, float]] = []
+    local_b = distributed.shard(batch_size)[1]  # this rank's share of the batch (all of it on 1)
     for step in trange(steps, desc="amortized svgd", disable=not progress):
         if callable(sample):
-            x = sample(batch_size)
+            x = sample(local_b)
         else:
-            x = generator(params[0].new_empty(batch_size, nz).normal_())
-        if tuple(x.shape) != (batch_size, dim):
+            x = generator(params[0].new_empty(local_b, nz).normal_())
+        if tuple(x.shape) != (local_b, dim):
             raise ValueError(
-                f"generator produced shape {tuple(x.shape)}, expected ({batch_size}, {dim})"
+                f"generator produced shape {tuple(x.shape)}, expected ({local_b}, {dim})"
             )
         lp, score = _score(fn, x, step)
         with torch.no_grad():
-            phi = svgd_direction_from_score(x.detach(), score, kern, bandwidth, chunk_size)
+            phi = _sharded_direction(x.detach(), score, kern, bandwidth, chunk_size)
         loss = -(x * phi).sum() / batch_size
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        # Each rank's loss already divides by the global B: the gradients add up.
+        distributed.all_reduce_grads(params, weights=1.0)
         opt.step()
         record = {"step": float(step), "phi_sq": phi.square().mean().item()}
         record["mean_log_prob"] = lp.mean().item()
