@@ -345,9 +345,8 @@ def _run_ours(task: Task, method: Method, seed: int, out: Path) -> dict[str, Any
             start = time.perf_counter()
             res = evaluate_policy(run.policy, task.env_id, task.episodes, EVAL_SEED, run.normalizer)
             eval_seconds[0] += time.perf_counter() - start
-            sampled = res["sampled"]["return_mean"] if not run.policy.point_mass else math.nan
-            if algo == "svpg":  # "sampled" = a random particle per episode
-                sampled = res["sampled"]["return_mean"]
+            # "sampled": θ ~ q per episode (SVPG: a random particle); none for a point mass.
+            sampled = res["sampled"]["return_mean"] if run.policy.random_theta else math.nan
             log.add(row["env_steps"], res["mean"]["return_mean"], sampled, row["wall_time"])
 
     start = time.perf_counter()

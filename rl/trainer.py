@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from rl import config as config_io
-from rl.algorithms import ALGORITHMS
+from rl.algorithms import ALGORITHMS, check_config
 from rl.envs import RewardScaler, RunningMeanStd, env_state, load_env_state, make_envs
 from rl.logger import ProgressLog
 from rl.networks import mlp
@@ -31,13 +31,7 @@ __all__ = ["train", "build_policy", "load_run"]
 
 def build_policy(cfg: Any, obs_dim: int, action_space) -> torch.nn.Module:
     """The policy family the config asks for (see :mod:`rl.policies`)."""
-    spec = ALGORITHMS[cfg.algo]
-    if not spec.variational and cfg.algo != "svpg":
-        if cfg.posterior != "point" or cfg.policy != "bnn":
-            raise ValueError(
-                f"{cfg.algo!r} is the plain (point-mass) algorithm; use 'v{cfg.algo}' for "
-                f"posterior={cfg.posterior!r} / policy={cfg.policy!r}"
-            )
+    check_config(cfg)
     common = {
         "hidden": cfg.hidden,
         "activation": cfg.activation,

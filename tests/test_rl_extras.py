@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rl.algorithms import ALGORITHMS, default_config
+from rl.buffer import Batch
 from rl.config import ENV_PRESETS, env_preset, with_overrides
 from rl.evaluate import evaluate_policy, run_episodes
 from rl.policies import ActionHead, make_policy
@@ -94,7 +95,9 @@ def test_grouped_log_prob_matches_per_sample(posterior, discrete, uneven):
         rows = torch.tensor([0] * 30 + [2] * 5 + [4] * 2)[torch.randperm(m)]
     obs = torch.randn(m, 4)
     actions = policy.distribution(theta[rows], obs).sample()
-    fast = policy.log_prob_grouped(theta, rows, obs, actions)
+    zeros = torch.zeros(m)
+    batch = Batch(obs, actions, zeros, zeros, zeros, zeros, rows, torch.zeros(k, 0))
+    fast = policy.log_prob(batch, theta)
     slow = policy.distribution(theta[rows], obs).log_prob(actions)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
     (g_fast,) = torch.autograd.grad(fast.sum(), theta)

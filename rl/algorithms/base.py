@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from rl.adapter import Objective, policy_log_density, posterior_loss, reinforce_objective
 from rl.buffer import Batch
 from rl.config import TrainConfig
+from rl.policy_api import PolicyFamily
 from rl.value import fit_value
 
 __all__ = ["Algorithm", "adam", "adam_step", "approx_kl", "reinforce_loss"]
@@ -31,24 +32,17 @@ def adam_step(loss: Tensor, optimizer: torch.optim.Optimizer, max_grad_norm: flo
 
 
 @torch.no_grad()
-def approx_kl(policy: nn.Module, batch: Batch) -> float:
+def approx_kl(policy: PolicyFamily, batch: Batch) -> float:
     """Mean KL̂(π_old‖π_θ) = E[(r − 1) − log r] over the batch, r = π_θ(a|s)/π_old(a|s)."""
-    captured = {}
-
-    def objective(logp: Tensor) -> Tensor:
-        captured["logp"] = logp
-        return logp
-
-    q, xi, log_p = policy_log_density(policy, batch, objective, 1.0)
-    log_p(q(xi)[0])
-    log_ratio = captured["logp"] - batch.logp
+    q, xi, _ = policy.variational(batch)
+    log_ratio = policy.log_prob(batch, q(xi)[0]) - batch.logp
     return float((log_ratio.exp() - 1 - log_ratio).mean())
 
 
 class Algorithm:
     """Base of the update rules: owns the value baseline's optimizer and the minibatch RNG."""
 
-    def __init__(self, cfg: TrainConfig, policy: nn.Module, critic: nn.Module) -> None:
+    def __init__(self, cfg: TrainConfig, policy: PolicyFamily, critic: nn.Module) -> None:
         self.cfg, self.policy, self.critic = cfg, policy, critic
         self.value_opt = adam(critic.parameters(), lr=cfg.value_lr)
         #: The policy's Adam optimizer, when the update uses one (TRPO's natural step does not).
@@ -73,10 +67,10 @@ class Algorithm:
     def loss(self, batch: Batch, objective: Objective, alpha: float) -> Tensor:
         """α · kl_loss(q, log p̃) (Eq. 4), or −mean s for the point mass (α·KL has KL's minimiser
         and a gradient on the plain algorithm's scale, so lr and clipping mean the same)."""
-        if self.policy.point_mass:
+        if not self.policy.has_kl_term:
             alpha = 1.0
         q, xi, log_p = policy_log_density(self.policy, batch, objective, alpha)
-        return alpha * posterior_loss(q, log_p, xi, self.policy.point_mass)
+        return alpha * posterior_loss(q, log_p, xi, self.policy.has_kl_term)
 
     def state_dict(self) -> dict:
         state = {"value_opt": self.value_opt.state_dict(), "generator": self.generator.get_state()}

@@ -15,6 +15,7 @@ from torch import nn
 from rl.algorithms.base import Algorithm, adam, adam_step, approx_kl, reinforce_loss
 from rl.buffer import Batch
 from rl.config import TrainConfig
+from rl.policy_api import PolicyFamily
 
 __all__ = ["PGConfig", "PolicyGradient"]
 
@@ -30,7 +31,7 @@ class PGConfig(TrainConfig):
 class PolicyGradient(Algorithm):
     """The update of reinforce and vreinforce."""
 
-    def __init__(self, cfg: PGConfig, policy: nn.Module, critic: nn.Module) -> None:
+    def __init__(self, cfg: PGConfig, policy: PolicyFamily, critic: nn.Module) -> None:
         super().__init__(cfg, policy, critic)
         self.opt = adam(policy.parameters(), lr=cfg.lr)
 

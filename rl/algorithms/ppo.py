@@ -15,6 +15,7 @@ from rl.adapter import clipped_objective, kl_penalty_objective
 from rl.algorithms.base import Algorithm, adam, adam_step, approx_kl
 from rl.buffer import Batch
 from rl.config import TrainConfig
+from rl.policy_api import PolicyFamily
 
 __all__ = ["PPOConfig", "PPO"]
 
@@ -43,7 +44,7 @@ class PPOConfig(TrainConfig):
 class PPO(Algorithm):
     """The update of ppo and vppo."""
 
-    def __init__(self, cfg: PPOConfig, policy: nn.Module, critic: nn.Module) -> None:
+    def __init__(self, cfg: PPOConfig, policy: PolicyFamily, critic: nn.Module) -> None:
         super().__init__(cfg, policy, critic)
         if cfg.objective not in {"clip", "kl-penalty"}:
             raise ValueError(f"unknown PPO objective {cfg.objective!r}: clip or kl-penalty")
