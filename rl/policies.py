@@ -32,8 +32,10 @@ from torch.distributions import Categorical, Distribution
 from rl.buffer import Batch
 from rl.distributions import DiagGaussian
 from rl.networks import FlatMLP, mlp
+from rl.policy_api import PolicyFamily
 from rl.posteriors import Particles, PointMass, StateGaussian, flow_std
 from vi_flows.flows import build
+from vi_flows.registry import Registry
 
 __all__ = [
     "ActionHead",
@@ -41,6 +43,7 @@ __all__ = [
     "ParticlePolicy",
     "ActionMeanPolicy",
     "AuxiliaryPolicy",
+    "POLICIES",
     "make_policy",
 ]
 
@@ -329,14 +332,18 @@ class AuxiliaryPolicy(ActionMeanPolicy):
         return self.head(self.aux(torch.cat([theta, obs], dim=-1)))
 
 
-def make_policy(kind: str, obs_dim: int, action_space: gym.Space, **options: Any) -> nn.Module:
-    """Build a policy family by name: ``bnn``, ``particles``, ``action-mean``, ``auxiliary``."""
-    families = {
-        "bnn": BNNPolicy,
-        "particles": ParticlePolicy,
-        "action-mean": ActionMeanPolicy,
-        "auxiliary": AuxiliaryPolicy,
-    }
-    if kind not in families:
-        raise ValueError(f"unknown policy family {kind!r}; known: {sorted(families)}")
-    return families[kind](obs_dim, action_space, **options)
+#: The policy families by name (:class:`vi_flows.registry.Registry`).
+POLICIES: Registry[type[nn.Module]] = Registry("policy family")
+POLICIES.register("bnn", BNNPolicy)
+POLICIES.register("particles", ParticlePolicy)
+POLICIES.register("action-mean", ActionMeanPolicy)
+POLICIES.register("auxiliary", AuxiliaryPolicy)
+
+
+def make_policy(kind: str, obs_dim: int, action_space: gym.Space, **options: Any) -> PolicyFamily:
+    """Build a registered policy family by name (:data:`POLICIES`).
+
+    Raises:
+        UnknownNameError: for an unknown name (the message lists the known ones).
+    """
+    return POLICIES.get(kind)(obs_dim, action_space, **options)

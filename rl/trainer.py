@@ -74,7 +74,7 @@ class _Run:
         obs_dim = int(np.prod(self.envs.single_observation_space.shape))
         self.policy = build_policy(cfg, obs_dim, self.envs.single_action_space)
         self.critic = mlp(obs_dim, 1, cfg.hidden, cfg.activation, out_gain=1.0)
-        self.algo = ALGORITHMS[cfg.algo].algorithm(cfg, self.policy, self.critic)
+        self.algo = ALGORITHMS.get(cfg.algo).algorithm(cfg, self.policy, self.critic)
         self.normalizer = RunningMeanStd((obs_dim,)) if cfg.normalize_obs else None
         scaler = RewardScaler(cfg.num_envs, cfg.gamma) if cfg.normalize_reward else None
         self.collector = Collector(
@@ -117,7 +117,7 @@ def load_run(out: Path, **overrides: Any) -> _Run:
     """Rebuild a run from ``out/config.json`` and ``out/checkpoint.pt``."""
     data = config_io.load_dict(out / "config.json")
     algo = data["algo"]
-    cfg = config_io.with_overrides(ALGORITHMS[algo].config(), {**data, **overrides})
+    cfg = config_io.with_overrides(ALGORITHMS.get(algo).config(), {**data, **overrides})
     run = _Run(cfg)
     run.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=False))
     return run

@@ -13,6 +13,7 @@ from rl.cli import main
 from rl.config import with_overrides
 from rl.testing import register
 from rl.trainer import train
+from vi_flows.registry import UnknownNameError
 
 register()
 SMALL = {
@@ -116,6 +117,7 @@ def test_cli_train_eval_plot(tmp_path, capsys):
         (["--learning_rate", "1e-3"], "config field 'learning_rate' does not exist"),
         (["--algo", "ppo", "--posterior", "gaussian"], "plain (point-mass) algorithm"),
         (["--set", "lr=fast"], "bad value for lr"),
+        (["--set", "policy=nope"], "unknown policy family 'nope'; known: action-mean, auxiliary"),
     ],
 )
 def test_cli_errors_are_clear(argv, message, tmp_path, capsys):
@@ -142,5 +144,5 @@ def test_config_override_parsing():
     )
     assert cfg.hidden == (32, 32) and cfg.max_kl == 0.05 and cfg.normalize_obs
     assert cfg.total_steps == 100_000
-    with pytest.raises(ValueError, match="unknown algorithm"):
+    with pytest.raises(UnknownNameError, match="unknown algorithm 'a2c'; known: ppo, reinforce"):
         default_config("a2c")

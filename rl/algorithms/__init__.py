@@ -14,13 +14,13 @@ from rl.algorithms.pg import PGConfig, PolicyGradient
 from rl.algorithms.ppo import PPO, PPOConfig
 from rl.algorithms.svpg import SVPG, SVPGConfig
 from rl.algorithms.trpo import TRPO, TRPOConfig
+from vi_flows.registry import Registry
 
 __all__ = ["ALGORITHMS", "PLAIN", "Spec", "check_config", "default_config"]
 
 
 def _plain(variational: str) -> str:
     return f"the plain (point-mass) algorithm (use {variational!r} for a posterior)"
-
 
 
 #: What the plain (point-mass) forms fix: a point mass on the MLP's weights.
@@ -40,32 +40,32 @@ class Spec:
     """What it is, for the message when a fixed field is overridden."""
 
 
-ALGORITHMS: dict[str, Spec] = {
-    "reinforce": Spec(PGConfig, PolicyGradient, PLAIN, _plain("vreinforce")),
-    "vreinforce": Spec(PGConfig, PolicyGradient),
-    "trpo": Spec(TRPOConfig, TRPO, PLAIN, _plain("vtrpo")),
-    "vtrpo": Spec(TRPOConfig, TRPO),
-    "ppo": Spec(PPOConfig, PPO, PLAIN, _plain("vppo")),
-    "vppo": Spec(PPOConfig, PPO),
-    "svpg": Spec(SVPGConfig, SVPG, {"posterior": "point", "policy": "particles"}, "SVPG"),
-}
+#: The algorithms by name (:class:`vi_flows.registry.Registry`).
+ALGORITHMS: Registry[Spec] = Registry("algorithm")
+ALGORITHMS.register("reinforce", Spec(PGConfig, PolicyGradient, PLAIN, _plain("vreinforce")))
+ALGORITHMS.register("vreinforce", Spec(PGConfig, PolicyGradient))
+ALGORITHMS.register("trpo", Spec(TRPOConfig, TRPO, PLAIN, _plain("vtrpo")))
+ALGORITHMS.register("vtrpo", Spec(TRPOConfig, TRPO))
+ALGORITHMS.register("ppo", Spec(PPOConfig, PPO, PLAIN, _plain("vppo")))
+ALGORITHMS.register("vppo", Spec(PPOConfig, PPO))
+ALGORITHMS.register(
+    "svpg", Spec(SVPGConfig, SVPG, {"posterior": "point", "policy": "particles"}, "SVPG")
+)
 
 
 def default_config(algo: str, **fields: Any) -> Any:
     """The algorithm's config with ``algo`` and the fields it fixes set.
 
     Raises:
-        ValueError: for an unknown algorithm name.
+        UnknownNameError: for an unknown algorithm name (a ValueError).
     """
-    if algo not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algo!r}; known: {', '.join(ALGORITHMS)}")
-    spec = ALGORITHMS[algo]
+    spec = ALGORITHMS.get(algo)
     return spec.config(**{"algo": algo, **spec.fixed, **fields})
 
 
 def check_config(cfg: Any) -> None:
     """Raise ValueError when ``cfg`` overrides a field its algorithm fixes."""
-    spec = ALGORITHMS[cfg.algo]
+    spec = ALGORITHMS.get(cfg.algo)
     got = {name: getattr(cfg, name) for name in spec.fixed}
     if got != dict(spec.fixed):
         needs = ", ".join(f"{k}={v!r}" for k, v in spec.fixed.items())
