@@ -50,6 +50,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ sys.path.insert(0, str(_HERE.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from rl.config import env_preset  # noqa: E402
+from rl.presets import LINEAR_PREFIX, env_preset, sb3_zoo  # noqa: E402
 
 EVAL_SEED = 12345
 
@@ -98,103 +99,36 @@ def ours(label: str, algo: str, **params: Any) -> Method:
     return Method(label, "ours", {"algo": algo, **params})
 
 
-# Per-env settings of rl/ (rl.config.ENV_PRESETS); every field is stated in the summary table.
+# Per-env settings of rl/ (rl/presets/*.yaml); every field is stated in the summary table.
 PEND = env_preset("Pendulum-v1", "ppo")
 PEND_TRPO = {**env_preset("Pendulum-v1", "trpo"), "value_lr": 1e-3, "max_kl": 0.01}
 PEND_PG = env_preset("Pendulum-v1", "vreinforce")
 MC = {"num_envs": 8, "rollout_steps": 256, **env_preset("MountainCarContinuous-v0", "ppo")}
 CARTPOLE = {**env_preset("CartPole-v1", "ppo"), "clip_coef": 0.2}
 
-SB3_PPO_PEND_ZOO = {
-    "n_envs": 4,
-    "n_steps": 1024,
-    "gae_lambda": 0.95,
-    "gamma": 0.9,
-    "n_epochs": 10,
-    "ent_coef": 0.0,
-    "learning_rate": 1e-3,
-    "clip_range": 0.2,
-    "use_sde": True,
-    "sde_sample_freq": 4,
-}
-SB3_TRPO_PEND_ZOO = {
-    "n_envs": 2,
-    "n_steps": 1024,
-    "gamma": 0.9,
-    "gae_lambda": 0.95,
-    "n_critic_updates": 20,
-    "learning_rate": 1e-3,
-    "use_sde": True,
-    "sde_sample_freq": 4,
-}
-SB3_PPO_MC_ZOO = {
-    "normalize": True,
-    "n_envs": 1,
-    "batch_size": 256,
-    "n_steps": 8,
-    "gamma": 0.9999,
-    "learning_rate": 7.77e-05,
-    "ent_coef": 0.00429,
-    "clip_range": 0.1,
-    "n_epochs": 10,
-    "gae_lambda": 0.9,
-    "max_grad_norm": 5,
-    "vf_coef": 0.19,
-    "use_sde": True,
-    "policy_kwargs": {"log_std_init": -3.29, "ortho_init": False, "net_arch": [64, 64]},
-}
-SB3_PPO_CARTPOLE_ZOO = {
-    "n_envs": 8,
-    "n_steps": 32,
-    "batch_size": 256,
-    "gae_lambda": 0.8,
-    "gamma": 0.98,
-    "n_epochs": 20,
-    "ent_coef": 0.0,
-    "learning_rate": 1e-3,
-    "clip_range": 0.2,
-}
 
-# rl-baselines3-zoo hyperparams/ppo.yml (HalfCheetah-v3 / Hopper-v3 entries, used for v5); rl/'s
-# presets for these envs (rl.config.ENV_PRESETS) repeat them field for field.
-_ZOO_MUJOCO_POLICY = {
-    "log_std_init": -2,
-    "ortho_init": False,
-    "activation_fn": torch.nn.ReLU,
-    "net_arch": {"pi": [256, 256], "vf": [256, 256]},
-}
-SB3_PPO_MUJOCO_ZOO = {
-    "HalfCheetah-v5": {
-        "normalize": True,
-        "n_envs": 1,
-        "batch_size": 64,
-        "n_steps": 512,
-        "gamma": 0.98,
-        "learning_rate": 2.0633e-05,
-        "ent_coef": 0.000401762,
-        "clip_range": 0.1,
-        "n_epochs": 20,
-        "gae_lambda": 0.92,
-        "max_grad_norm": 0.8,
-        "vf_coef": 0.58096,
-        "policy_kwargs": _ZOO_MUJOCO_POLICY,
-    },
-    "Hopper-v5": {
-        "normalize": True,
-        "n_envs": 1,
-        "batch_size": 32,
-        "n_steps": 512,
-        "gamma": 0.999,
-        "learning_rate": 9.80828e-05,
-        "ent_coef": 0.00229519,
-        "clip_range": 0.2,
-        "n_epochs": 5,
-        "gae_lambda": 0.99,
-        "max_grad_norm": 0.7,
-        "vf_coef": 0.835671,
-        "policy_kwargs": _ZOO_MUJOCO_POLICY,
-    },
-}
+def linear_schedule(initial: float) -> Callable[[float], float]:
+    """The zoo's ``lin_X``: SB3 calls it with progress_remaining, 1 → 0 over training."""
+    return lambda progress_remaining: progress_remaining * initial
+
+
+def sb3_translate(params: dict[str, Any]) -> dict[str, Any]:
+    """SB3 kwargs written as in rl-baselines3-zoo's files (rl/presets/*.yaml) for SB3's API:
+    ``lin_X`` becomes SB3's linear schedule (X · progress_remaining), ``activation_fn`` a
+    torch.nn class."""
+
+    def translate(value: Any) -> Any:
+        if isinstance(value, str) and value.startswith(LINEAR_PREFIX):
+            return linear_schedule(float(value[len(LINEAR_PREFIX) :]))
+        return value
+
+    kw = {k: translate(v) for k, v in params.items()}
+    if "activation_fn" in kw.get("policy_kwargs", {}):
+        policy = dict(kw["policy_kwargs"])
+        policy["activation_fn"] = getattr(torch.nn, policy["activation_fn"])
+        kw["policy_kwargs"] = policy
+    return kw
+
 
 FAMILIES = ("gaussian", "lowrank-gaussian", "planar")
 
@@ -211,7 +145,7 @@ def _suites(quick: bool) -> dict[str, dict[str, Task]]:
         seeds,
         (
             Method("sb3-ppo-default", "sb3-ppo", {"n_envs": 1}),
-            Method("sb3-ppo-zoo", "sb3-ppo", SB3_PPO_MC_ZOO),
+            Method("sb3-ppo-zoo", "sb3-ppo", sb3_zoo("MountainCarContinuous-v0", "ppo")),
             ours("ppo", "ppo", **MC),
             *(ours(f"vppo-{f}", "vppo", posterior=f, **MC) for f in FAMILIES),
             ours("svpg", "svpg", **MC),
@@ -226,10 +160,10 @@ def _suites(quick: bool) -> dict[str, dict[str, Task]]:
         steps,
         seeds,
         (
-            Method("sb3-ppo-zoo", "sb3-ppo", SB3_PPO_PEND_ZOO),
+            Method("sb3-ppo-zoo", "sb3-ppo", sb3_zoo("Pendulum-v1", "ppo")),
             ours("ppo", "ppo", **PEND),
             ours("vppo-gaussian", "vppo", posterior="gaussian", **PEND),
-            Method("sb3-trpo-zoo", "sb3-trpo", SB3_TRPO_PEND_ZOO),
+            Method("sb3-trpo-zoo", "sb3-trpo", sb3_zoo("Pendulum-v1", "trpo")),
             ours("trpo", "trpo", **PEND_TRPO),
             ours("vtrpo-gaussian", "vtrpo", posterior="gaussian", **PEND_TRPO),
             ours("vreinforce-gaussian", "vreinforce", posterior="gaussian", **PEND_PG),
@@ -242,7 +176,7 @@ def _suites(quick: bool) -> dict[str, dict[str, Task]]:
         steps,
         seeds,
         (
-            Method("sb3-ppo-zoo", "sb3-ppo", SB3_PPO_CARTPOLE_ZOO),
+            Method("sb3-ppo-zoo", "sb3-ppo", sb3_zoo("CartPole-v1", "ppo")),
             ours("ppo", "ppo", **CARTPOLE),
             ours("vppo-gaussian", "vppo", posterior="gaussian", **CARTPOLE),
         ),
@@ -256,7 +190,7 @@ def _suites(quick: bool) -> dict[str, dict[str, Task]]:
                 300_000,
                 3,
                 (
-                    Method("sb3-ppo-zoo", "sb3-ppo", SB3_PPO_MUJOCO_ZOO[env_id]),
+                    Method("sb3-ppo-zoo", "sb3-ppo", sb3_zoo(env_id, "ppo")),
                     ours("ppo", "ppo", **env_preset(env_id, "ppo")),
                     ours(
                         "vppo-gaussian", "vppo", posterior="gaussian", **env_preset(env_id, "vppo")
@@ -360,7 +294,7 @@ def _run_ours(task: Task, method: Method, seed: int, out: Path) -> dict[str, Any
 
 
 def _sb3_kwargs(method: Method) -> tuple[dict[str, Any], int, bool]:
-    kw = dict(method.params)
+    kw = dict(method.params)  # as in the presets: method.params stays JSON-friendly
     n_envs = kw.pop("n_envs", 1)
     normalize = kw.pop("normalize", False)
     return kw, n_envs, normalize
@@ -383,7 +317,7 @@ def _run_sb3(task: Task, method: Method, seed: int, out: Path) -> dict[str, Any]
         from sb3_contrib import TRPO as Algo
     else:
         Algo = PPO
-    model = Algo("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **kw)
+    model = Algo("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **sb3_translate(kw))
     model.set_logger(configure(str(out), ["csv"]))
     log = _EvalLog(out, _eval_points(task))
     clock = {"eval": 0.0, "start": time.perf_counter()}

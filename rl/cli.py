@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from rl.algorithms import ALGORITHMS, default_config
-from rl.config import env_preset, field_docs, load_dict, with_overrides
+from rl.config import field_docs, load_dict, with_overrides
+from rl.presets import env_preset
 from vi_flows.registry import UnknownNameError
 
 __all__ = ["main"]
@@ -117,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--preset",
         action="store_true",
-        help="apply the recommended settings for --env (rl.config.ENV_PRESETS) before --set",
+        help="apply the recommended settings for --env (rl/presets/*.yaml) before --set",
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     e = sub.add_parser("eval", help="evaluate a run (posterior mean and sampled θ)")

@@ -33,6 +33,8 @@ class Spec:
 
     config: type
     algorithm: type
+    family: str
+    """Key of its settings in the presets (rl/presets/*.yaml): pg, trpo, ppo or svpg."""
     fixed: Mapping[str, str] = field(default_factory=dict)
     """Config fields the algorithm requires (set by :func:`default_config`, checked by
     :func:`check_config`)."""
@@ -42,14 +44,14 @@ class Spec:
 
 #: The algorithms by name (:class:`vi_flows.registry.Registry`).
 ALGORITHMS: Registry[Spec] = Registry("algorithm")
-ALGORITHMS.register("reinforce", Spec(PGConfig, PolicyGradient, PLAIN, _plain("vreinforce")))
-ALGORITHMS.register("vreinforce", Spec(PGConfig, PolicyGradient))
-ALGORITHMS.register("trpo", Spec(TRPOConfig, TRPO, PLAIN, _plain("vtrpo")))
-ALGORITHMS.register("vtrpo", Spec(TRPOConfig, TRPO))
-ALGORITHMS.register("ppo", Spec(PPOConfig, PPO, PLAIN, _plain("vppo")))
-ALGORITHMS.register("vppo", Spec(PPOConfig, PPO))
+ALGORITHMS.register("reinforce", Spec(PGConfig, PolicyGradient, "pg", PLAIN, _plain("vreinforce")))
+ALGORITHMS.register("vreinforce", Spec(PGConfig, PolicyGradient, "pg"))
+ALGORITHMS.register("trpo", Spec(TRPOConfig, TRPO, "trpo", PLAIN, _plain("vtrpo")))
+ALGORITHMS.register("vtrpo", Spec(TRPOConfig, TRPO, "trpo"))
+ALGORITHMS.register("ppo", Spec(PPOConfig, PPO, "ppo", PLAIN, _plain("vppo")))
+ALGORITHMS.register("vppo", Spec(PPOConfig, PPO, "ppo"))
 ALGORITHMS.register(
-    "svpg", Spec(SVPGConfig, SVPG, {"posterior": "point", "policy": "particles"}, "SVPG")
+    "svpg", Spec(SVPGConfig, SVPG, "svpg", {"posterior": "point", "policy": "particles"}, "SVPG")
 )
 
 
