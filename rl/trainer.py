@@ -170,6 +170,7 @@ def train(
                 "return_max": float(np.max(returns)) if returns else nan,
                 "alpha": alpha,
                 "posterior_std": run.policy.posterior_std(),
+                "sps": run.collector.global_step / max(run.elapsed, 1e-9),
                 **stats,
             }
             log.log(row)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rl.algorithms.base import Algorithm, adam, adam_step, approx_kl, reinforce_loss
+from rl.algorithms.base import Algorithm, adam, adam_step, reinforce_loss
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
@@ -40,11 +40,11 @@ class PolicyGradient(Algorithm):
         for _ in range(self.cfg.epochs):
             loss = reinforce_loss(self, batch, alpha)
             norm = adam_step(loss, self.opt, self.cfg.max_grad_norm)
-        kl = approx_kl(self.policy, batch)
+        stats = self.diagnostics(batch)
         value_loss = self.fit_value(batch)
         return {
+            **stats,
             "policy_loss": float(loss.detach()),
             "value_loss": value_loss,
-            "kl": kl,
             "grad_norm": norm,
         }

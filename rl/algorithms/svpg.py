@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from rl.adapter import clipped_objective, policy_log_density
-from rl.algorithms.base import Algorithm, adam, approx_kl
+from rl.algorithms.base import Algorithm, adam
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
@@ -68,10 +68,10 @@ class SVPG(Algorithm):
             phi = svgd_direction_from_score(particles.detach(), score, "rbf", bandwidth)
             particles.grad = -alpha * phi
             self.opt.step()
-        kl = approx_kl(policy, batch)
+        stats = self.diagnostics(batch)
         value_loss = self.fit_value(batch)
         return {
+            **stats,
             "policy_loss": -float(total.detach()) * alpha / n,
             "value_loss": value_loss,
-            "kl": kl,
         }

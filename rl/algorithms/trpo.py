@@ -138,8 +138,10 @@ class TRPO(Algorithm):
             else:
                 vector_to_parameters(start, self.params)
                 kl = 0.0
+        stats = self.diagnostics(batch)
         value_loss = self.fit_value(batch)
         return {
+            **stats,
             "policy_loss": -float(value.detach()),
             "value_loss": value_loss,
             "kl": kl,
