@@ -40,11 +40,26 @@ def _rows(out):
         ]
 
 
-@pytest.mark.parametrize("algo", ["vppo", "vtrpo", "svpg", "vreinforce"])
-def test_resume_gives_identical_next_update(algo, tmp_path):
-    train(_cfg(algo, 3, checkpoint_every=1), tmp_path / "a", progress=False)
-    train(_cfg(algo, 2, checkpoint_every=1), tmp_path / "b", progress=False)
-    train(_cfg(algo, 3, checkpoint_every=1), tmp_path / "b", resume=True, progress=False)
+NORMALIZED = {"env_id": "Pendulum-v1", "normalize_obs": True, "normalize_reward": True}
+
+
+@pytest.mark.parametrize(
+    "algo, fields",
+    [
+        ("vppo", {}),
+        ("vtrpo", {}),
+        ("svpg", {}),
+        ("vreinforce", {}),
+        ("vppo", NORMALIZED),
+        ("ppo", NORMALIZED),
+        ("vppo", {"policy": "action-mean"}),
+        ("vppo", {"policy": "auxiliary"}),
+    ],
+)
+def test_resume_gives_identical_next_update(algo, fields, tmp_path):
+    train(_cfg(algo, 3, checkpoint_every=1, **fields), tmp_path / "a", progress=False)
+    train(_cfg(algo, 2, checkpoint_every=1, **fields), tmp_path / "b", progress=False)
+    train(_cfg(algo, 3, checkpoint_every=1, **fields), tmp_path / "b", resume=True, progress=False)
     a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
     assert b["update"] == 3
     for key in a["policy"]:
