@@ -51,7 +51,14 @@ ALGORITHMS.register("vtrpo", Spec(TRPOConfig, TRPO, "trpo"))
 ALGORITHMS.register("ppo", Spec(PPOConfig, PPO, "ppo", PLAIN, _plain("vppo")))
 ALGORITHMS.register("vppo", Spec(PPOConfig, PPO, "ppo"))
 ALGORITHMS.register(
-    "svpg", Spec(SVPGConfig, SVPG, "svpg", {"posterior": "point", "policy": "particles"}, "SVPG")
+    "svpg",
+    Spec(
+        SVPGConfig,
+        SVPG,
+        "svpg",
+        {"posterior": "point", "policy": "particles"},
+        "SVPG over policy particles",
+    ),
 )
 
 
