@@ -21,8 +21,8 @@ its n particles (all it has). Posteriors are fitted in Laplace-whitened coordina
 every method; ``--no-whiten`` fits the raw unconstrained space instead) and scored after mapping
 back.
 
-    python benchmarks/densities.py --quick --out bench-out/densities   # < 5 min (d ∈ {1, 10, 100})
-    python benchmarks/densities.py --out bench-out/densities           # budget 10 s/cell, ~1 h
+    python -m benchmarks.densities --quick --out bench-out/densities   # < 5 min (d ∈ {1, 10, 100})
+    python -m benchmarks.densities --out bench-out/densities           # budget 10 s/cell, ~1 h
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from benchmarks.common import (  # noqa: E402
     FAMILIES,
     NEEDS_TWO_DIMS,
     evaluate,
@@ -50,7 +48,6 @@ from common import (  # noqa: E402
     markdown_table,
     write_csv,
 )
-
 from vi_flows import flows, targets  # noqa: E402
 from vi_flows.fit import fit  # noqa: E402
 from vi_flows.laplace import Whitened  # noqa: E402

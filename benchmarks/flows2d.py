@@ -4,15 +4,14 @@ Writes under ``--out``: ``flows2d.csv``/``flows2d.md`` (KL = log Z − ELBO, ESS
 target), ``gaussian100.csv``, ``funnel10.csv``, ``summary.md`` and ``flows2d.png`` (a grid of
 sample histograms, rows = targets, columns = families); and prints the Markdown.
 
-    python benchmarks/flows2d.py --out bench-out/flows2d            # full (~40 min on 2 cores)
-    python benchmarks/flows2d.py --out bench-out/flows2d --quick    # ~4 min
+    python -m benchmarks.flows2d --out bench-out/flows2d            # full (~40 min on 2 cores)
+    python -m benchmarks.flows2d --out bench-out/flows2d --quick    # ~4 min
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -22,8 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from benchmarks.common import (  # noqa: E402
     FAMILIES,
     evaluate,
     fit_or_fail,
@@ -31,7 +29,6 @@ from common import (  # noqa: E402
     read_csv,
     write_csv,
 )
-
 from vi_flows import targets  # noqa: E402
 
 TARGETS_2D = ["u1", "u2", "u3", "u4", "banana", "ring", "moons", "funnel", "mixture"]

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from rl.buffer import Batch
+from rl.policy_api import PolicyFamily
 from vi_flows.objectives import LogProb, kl_loss
 
 __all__ = [
@@ -78,23 +79,21 @@ def kl_penalty_objective(logp_old: Tensor, adv: Tensor, beta: float) -> Objectiv
 
 
 def surrogate_log_density(
-    log_prob_rows: Callable[[Tensor], Tensor],
+    log_prob: Callable[[Tensor], Tensor],
     objective: Objective,
     rows: Tensor,
     num_thetas: int,
     alpha: float,
-    log_prob_grouped: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> LogProb:
     """θ (K, d) ↦ (1/α)(K/M) Σ_{i: rows_i = k} s_i(θ_k), shape (K,).
 
     Args:
-        log_prob_rows: maps θ rows (M, d), one per sample, to log π_θ(a_i|s_i) (M,).
+        log_prob: maps the θ table (K, d) to log π_{θ[rows_i]}(a_i|s_i) (M,)
+            (:meth:`rl.policy_api.PolicyFamily.log_prob` bound to a batch).
         objective: the per-sample surrogate s (see the ``*_objective`` factories).
         rows: for each sample i the index k(i) ∈ [0, K) of the θ it was collected under.
         num_thetas: K.
         alpha: the temperature α > 0.
-        log_prob_grouped: optional faster equivalent of ``log_prob_rows(θ[rows])`` taking
-            (θ (K, d), rows) — e.g. one network pass per distinct θ instead of per sample.
     """
     if alpha <= 0:
         raise ValueError(f"alpha must be positive, got {alpha}")
@@ -103,10 +102,7 @@ def surrogate_log_density(
     def log_p(theta: Tensor) -> Tensor:
         if theta.shape[0] != num_thetas:
             raise ValueError(f"expected {num_thetas} θ rows, got {theta.shape[0]}")
-        if log_prob_grouped is not None:
-            per_sample = objective(log_prob_grouped(theta, rows))
-        else:
-            per_sample = objective(log_prob_rows(theta[rows]))
+        per_sample = objective(log_prob(theta))
         total = per_sample.new_zeros(num_thetas).index_add(0, rows, per_sample)
         return scale * total
 
@@ -114,25 +110,20 @@ def surrogate_log_density(
 
 
 def policy_log_density(
-    policy: nn.Module, batch: Batch, objective: Objective, alpha: float
+    policy: PolicyFamily, batch: Batch, objective: Objective, alpha: float
 ) -> tuple[nn.Module, Tensor, LogProb]:
-    """``(q, ξ, log p̃)`` for a policy family and a batch (see :mod:`rl.policies`)."""
-    q, xi, rows = policy.variational(batch.obs, batch.xi, batch.session)
+    """``(q, ξ, log p̃)`` for a policy family and a batch (see :mod:`rl.policy_api`)."""
+    q, xi, rows = policy.variational(batch)
 
-    def log_prob_rows(theta_rows: Tensor) -> Tensor:
-        return policy.distribution(theta_rows, batch.obs).log_prob(batch.actions)
+    def log_prob(theta: Tensor) -> Tensor:
+        return policy.log_prob(batch, theta)
 
-    grouped = None
-    if hasattr(policy, "log_prob_grouped"):
-
-        def grouped(theta: Tensor, rows: Tensor) -> Tensor:
-            return policy.log_prob_grouped(theta, rows, batch.obs, batch.actions)
-
-    return q, xi, surrogate_log_density(log_prob_rows, objective, rows, xi.shape[0], alpha, grouped)
+    return q, xi, surrogate_log_density(log_prob, objective, rows, xi.shape[0], alpha)
 
 
-def posterior_loss(q: nn.Module, log_p: LogProb, xi: Tensor, point_mass: bool) -> Tensor:
-    """The loss to minimise over φ: ``kl_loss`` (Eq. 4), or −mean log p̃ for a point mass."""
-    if point_mass:
+def posterior_loss(q: nn.Module, log_p: LogProb, xi: Tensor, has_kl_term: bool) -> Tensor:
+    """The loss to minimise over φ: ``kl_loss`` (Eq. 4), or −mean log p̃ without a KL term (a point
+    mass)."""
+    if not has_kl_term:
         return -log_p(q(xi)[0]).mean()
     return kl_loss(q, log_p, xi=xi, beta=1.0)

@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 
 from rl.algorithms import ALGORITHMS, default_config
-from rl.config import env_preset, field_docs, load_dict, with_overrides
+from rl.config import field_docs, load_dict, with_overrides
+from rl.presets import env_preset
+from vi_flows.registry import UnknownNameError
 
 __all__ = ["main"]
 
@@ -62,7 +64,7 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         if not (out / "checkpoint.pt").exists():
             raise ValueError(f"--resume: {out} has no checkpoint.pt")
         saved = load_dict(out / "config.json")
-        cfg = with_overrides(ALGORITHMS[saved["algo"]].config(), saved)
+        cfg = with_overrides(ALGORITHMS.get(saved["algo"]).config(), saved)
         if args.steps is not None:
             cfg = dataclasses.replace(cfg, total_steps=args.steps)
     else:
@@ -116,7 +118,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--preset",
         action="store_true",
-        help="apply the recommended settings for --env (rl.config.ENV_PRESETS) before --set",
+        help="apply the recommended settings for --env (rl/presets/*.yaml) before --set",
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     e = sub.add_parser("eval", help="evaluate a run (posterior mean and sampled θ)")
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return _train(args, extra)
         return {"eval": _eval, "plot": _plot, "config": _config}[args.command](args)
-    except (ValueError, FloatingPointError, FileNotFoundError) as err:
+    except (UnknownNameError, ValueError, FloatingPointError, FileNotFoundError) as err:
         print(f"vi-rl: error: {err}", file=sys.stderr)
         return 2
 

@@ -22,8 +22,6 @@ from vi_flows.schedules import Constant, ExponentialSchedule, LinearSchedule, Sc
 
 __all__ = [
     "TrainConfig",
-    "ENV_PRESETS",
-    "env_preset",
     "field_docs",
     "with_overrides",
     "alpha_schedule",
@@ -111,83 +109,6 @@ class TrainConfig:
     @property
     def num_updates(self) -> int:
         return -(-self.total_steps // self.batch_size)
-
-
-_MUJOCO: dict[str, Any] = {
-    "num_envs": 1,
-    "rollout_steps": 512,
-    "normalize_obs": True,
-    "normalize_reward": True,
-    "hidden": (256, 256),
-    "activation": "relu",
-    "init_log_std": -2.0,
-}
-
-#: Recommended per-environment settings (``vi-rl train --preset``), by env id, then "common" or
-#: algorithm family ("ppo" covers ppo/vppo, "pg" reinforce/vreinforce, "trpo" trpo/vtrpo). The
-#: class defaults were validated on CartPole only; on Pendulum they do not learn in 100k steps
-#: (PPO ≈ −1000), the preset (rl-baselines3-zoo's PPO settings without gSDE) reaches ≈ −150 to −250.
-ENV_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "Pendulum-v1": {
-        # α = 1e-3 lets the posterior σ grow to ≈ 2.5 here (V-PPO ≈ −1170); 1e-4 keeps the
-        # posterior-mean policy at PPO's level (≈ −190 over 3 seeds).
-        "common": {"gamma": 0.9, "gae_lambda": 0.95, "rollout_steps": 1024, "alpha": 1e-4},
-        "ppo": {
-            "num_envs": 4,
-            "lr": 1e-3,
-            "epochs": 10,
-            "minibatch_size": 64,
-            "clip_coef": 0.2,
-            "value_epochs": 10,
-            "value_minibatch_size": 64,
-        },
-        "pg": {"num_envs": 4, "lr": 1e-3},
-        "trpo": {"num_envs": 2, "value_epochs": 20, "value_minibatch_size": 128},
-        "svpg": {"num_envs": 4, "lr": 1e-3},
-    },
-    "MountainCarContinuous-v0": {"common": {"normalize_obs": True}},
-    "CartPole-v1": {
-        "common": {"num_envs": 8, "rollout_steps": 32, "gamma": 0.98, "gae_lambda": 0.8},
-        "ppo": {"lr": 1e-3, "epochs": 20, "minibatch_size": 256},
-    },
-    # MuJoCo (gymnasium[mujoco]): rl-baselines3-zoo's tuned PPO settings. The zoo fits V with
-    # the same lr and batches as π (joint loss), so value_* repeat them; its tiny entropy bonus
-    # (4e-4 / 2.3e-3) has no counterpart here.
-    "HalfCheetah-v5": {
-        "common": {**_MUJOCO, "gamma": 0.98, "gae_lambda": 0.92, "alpha": 1e-4},
-        "ppo": {
-            "lr": 2.0633e-5,
-            "value_lr": 2.0633e-5,
-            "epochs": 20,
-            "value_epochs": 20,
-            "minibatch_size": 64,
-            "value_minibatch_size": 64,
-            "clip_coef": 0.1,
-            "max_grad_norm": 0.8,
-        },
-    },
-    "Hopper-v5": {
-        "common": {**_MUJOCO, "gamma": 0.999, "gae_lambda": 0.99, "alpha": 1e-4},
-        "ppo": {
-            "lr": 9.80828e-5,
-            "value_lr": 9.80828e-5,
-            "epochs": 5,
-            "value_epochs": 5,
-            "minibatch_size": 32,
-            "value_minibatch_size": 32,
-            "clip_coef": 0.2,
-            "max_grad_norm": 0.7,
-        },
-    },
-}
-
-_FAMILY = {"vppo": "ppo", "vtrpo": "trpo", "reinforce": "pg", "vreinforce": "pg"}
-
-
-def env_preset(env_id: str, algo: str) -> dict[str, Any]:
-    """The :data:`ENV_PRESETS` fields for ``env_id`` and ``algo`` ({} for other environments)."""
-    table = ENV_PRESETS.get(env_id, {})
-    return {**table.get("common", {}), **table.get(_FAMILY.get(algo, algo), {})}
 
 
 def field_docs(cls: type) -> dict[str, str]:

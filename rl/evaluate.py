@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.distributions import Distribution
 
 from rl.envs import RunningMeanStd, make_envs
+from rl.policy_api import PolicyFamily
 
 __all__ = ["evaluate", "evaluate_policy", "run_episodes"]
 
@@ -52,7 +51,7 @@ def _summary(returns: np.ndarray) -> dict[str, float]:
 
 @torch.no_grad()
 def evaluate_policy(
-    policy: nn.Module,
+    policy: PolicyFamily,
     env_id: str,
     episodes: int = 10,
     seed: int = 12345,
@@ -68,13 +67,7 @@ def evaluate_policy(
     rng = torch.get_rng_state()
     torch.manual_seed(seed)
     results = {}
-    mean_dist = policy.mean_act_distribution
-    if hasattr(policy, "theta0"):  # weight posteriors: the mean θ once, not once per step
-        mean = policy.mean_params()
-
-        def mean_dist(x: torch.Tensor) -> Distribution:
-            return policy.distribution(mean.expand(x.shape[0], -1), x)
-
+    mean_dist = policy.mean_policy()  # the mean θ once, not once per step
     try:
         for mode in modes:
             params = policy.session_params(policy.new_noise(torch.arange(episodes)))

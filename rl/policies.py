@@ -1,15 +1,8 @@
 """Policy families: π(a|s) with parameters drawn from a posterior q_φ, one draw per session.
 
-All families share one small interface used by the collector and the algorithms:
-
-* ``new_noise(slots)`` — base noise ξ for new sessions in those env slots (a session is one
-  episode in one env slot);
-* ``session_params(ξ)`` — what acting needs for the whole session (computed once per session);
-* ``act_distribution(params, obs)`` — π(·|s) while acting;
-* ``variational(obs, ξ_table, session)`` — ``(q, ξ, rows)``: a posterior with ``q(ξ) -> (θ, log q)``
-  and, for each sample, the row of θ it was collected under;
-* ``distribution(θ_rows, obs)`` — π_θ(·|s) for one θ row per sample (what the adapter
-  differentiates).
+Every family implements :class:`rl.policy_api.PolicyFamily` (acting: ``new_noise``,
+``session_params``, ``act_distribution``; fitting: ``variational``, ``log_prob``,
+``grouped_distribution``). Families are registered by name in :data:`POLICIES`.
 
 Families (the paper's sections):
 
@@ -26,7 +19,7 @@ Discrete ones (a = argmax(logits + Gumbel ζ)).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,10 +29,13 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution
 
+from rl.buffer import Batch
 from rl.distributions import DiagGaussian
 from rl.networks import FlatMLP, mlp
+from rl.policy_api import PolicyFamily
 from rl.posteriors import Particles, PointMass, StateGaussian, flow_std
 from vi_flows.flows import build
+from vi_flows.registry import Registry
 
 __all__ = [
     "ActionHead",
@@ -47,6 +43,7 @@ __all__ = [
     "ParticlePolicy",
     "ActionMeanPolicy",
     "AuxiliaryPolicy",
+    "POLICIES",
     "make_policy",
 ]
 
@@ -100,6 +97,9 @@ class ActionHead(nn.Module):
 class BNNPolicy(nn.Module):
     """§2: an MLP policy whose flat weight vector θ is drawn from q_φ once per session.
 
+    Implements :class:`rl.policy_api.PolicyFamily`; the θ table of :meth:`variational` has one row
+    per session and ``rows`` is the batch's session index.
+
     Args:
         obs_dim: observation size.
         action_space: Box or Discrete.
@@ -127,13 +127,10 @@ class BNNPolicy(nn.Module):
         self.net = FlatMLP([obs_dim, *hidden, self.head.num_outputs], activation)
         self.register_buffer("theta0", self.net.init_flat())
         dim = self.net.num_params
-        self.point_mass = posterior == "point"
-        self.q = (
-            PointMass(dim)
-            if self.point_mass
-            else build(posterior, dim, **(posterior_options or {}))
-        )
-        self.noise_dim = 0 if self.point_mass else dim
+        point = posterior == "point"
+        self.q = PointMass(dim) if point else build(posterior, dim, **(posterior_options or {}))
+        self.noise_dim = 0 if point else dim
+        self.has_kl_term = self.random_theta = not point
 
     def new_noise(self, slots: Tensor) -> Tensor:
         """ξ ~ N(0, I) for new sessions in the env slots ``slots``."""
@@ -147,21 +144,31 @@ class BNNPolicy(nn.Module):
         return self.head(self.net(self.theta0 + theta, obs))
 
     def distribution(self, theta: Tensor, obs: Tensor) -> Distribution:
+        """π_{θ_i}(·|s_i) with one θ row per observation row."""
         return self.head(self.net(self.theta0 + theta, obs.unsqueeze(-2)).squeeze(-2))
 
     def act_distribution(self, params: Tensor, obs: Tensor) -> Distribution:
         return self.distribution(params, obs)
 
-    def grouped_distribution(self, theta: Tensor, rows: Tensor, obs: Tensor) -> Distribution:
-        """π_{θ_rows[i]}(·|s_i) for M samples, equal to ``distribution(θ[rows], obs)``.
+    def rows(self, batch: Batch) -> Tensor:
+        """The θ-table row of every sample: its session."""
+        return batch.session
+
+    def variational(self, batch: Batch) -> tuple[nn.Module, Tensor, Tensor]:
+        return self.q, batch.xi, self.rows(batch)
+
+    def grouped_distribution(self, batch: Batch, theta: Tensor) -> Distribution:
+        """π_{θ[rows_i]}(·|s_i), equal to ``distribution(θ[rows], obs)``.
 
         The samples are grouped by their θ row and padded to (K, B_max, n_obs), so each layer is
         one batched matmul over the K distinct weight vectors instead of M per-sample
         matrix-vector products over M gathered copies of θ (which dominated the update's time).
         A point mass has one θ for all rows.
         """
-        if isinstance(self.q, PointMass):
+        obs = batch.obs
+        if not self.random_theta:
             return self.head(self.net(self.theta0 + theta[:1], obs[None])[0])
+        rows = self.rows(batch)
         k, m = theta.shape[0], rows.shape[0]
         order = torch.argsort(rows, stable=True)
         sorted_rows = rows[order]
@@ -173,24 +180,19 @@ class BNNPolicy(nn.Module):
         out = self.net(self.theta0 + theta, padded)[sorted_rows, pos]
         return self.head(torch.empty_like(out).index_copy(0, order, out))
 
-    def log_prob_grouped(self, theta: Tensor, rows: Tensor, obs: Tensor, actions: Tensor) -> Tensor:
-        """log π_{θ_rows[i]}(a_i|s_i) (M,) through :meth:`grouped_distribution`."""
-        return self.grouped_distribution(theta, rows, obs).log_prob(actions)
-
-    def variational(
-        self, obs: Tensor, xi: Tensor, session: Tensor
-    ) -> tuple[nn.Module, Tensor, Tensor]:
-        return self.q, xi, session
+    def log_prob(self, batch: Batch, theta: Tensor) -> Tensor:
+        return self.grouped_distribution(batch, theta).log_prob(batch.actions)
 
     @torch.no_grad()
     def mean_params(self, num: int = 1024) -> Tensor:
         """The posterior mean of θ (Monte Carlo for flows), shape (1, d)."""
-        if self.point_mass:
+        if isinstance(self.q, PointMass):
             return self.q.loc[None].clone()
         return self.q(torch.randn(num, self.noise_dim))[0].mean(0, keepdim=True)
 
-    def mean_act_distribution(self, obs: Tensor) -> Distribution:
-        return self.distribution(self.mean_params().expand(obs.shape[0], -1), obs)
+    def mean_policy(self) -> Callable[[Tensor], Distribution]:
+        mean = self.mean_params()
+        return lambda obs: self.distribution(mean.expand(obs.shape[0], -1), obs)
 
     def posterior_std(self) -> float:
         """Mean marginal σ of the weight posterior."""
@@ -198,7 +200,11 @@ class BNNPolicy(nn.Module):
 
 
 class ParticlePolicy(BNNPolicy):
-    """SVPG: n deterministic weight vectors; env slot j always runs particle j mod n."""
+    """SVPG: n deterministic weight vectors; env slot j always runs particle j mod n.
+
+    The θ table of :meth:`variational` is the n particles and ``rows`` each sample's particle
+    (:class:`rl.posteriors.Particles` encodes the index in ξ).
+    """
 
     def __init__(
         self,
@@ -211,11 +217,18 @@ class ParticlePolicy(BNNPolicy):
         super().__init__(obs_dim, action_space, posterior="point", **kwargs)
         self.num_particles = num_particles
         self.q = Particles(num_particles, self.net.num_params, init_std)
-        self.noise_dim = 1
+        self.noise_dim = Particles.noise_dim
+        self.has_kl_term, self.random_theta = False, True
 
     def new_noise(self, slots: Tensor) -> Tensor:
-        """The particle index of each slot, as a (len, 1) float "noise"."""
-        return (slots % self.num_particles).float()[:, None]
+        """The particle index of each slot, as the particles' ξ."""
+        return self.q.noise(slots % self.num_particles)
+
+    def rows(self, batch: Batch) -> Tensor:
+        return self.q.index(batch.xi)[batch.session]
+
+    def variational(self, batch: Batch) -> tuple[nn.Module, Tensor, Tensor]:
+        return self.q, self.q.noise(torch.arange(self.num_particles)), self.rows(batch)
 
     @torch.no_grad()
     def mean_params(self, num: int = 1024) -> Tensor:
@@ -226,10 +239,12 @@ class ActionMeanPolicy(nn.Module):
     """§3.1: θ = μ_φ(s) + ξ ⊙ σ_φ(s) (ξ drawn per session), π(a|s, θ) = head(θ).
 
     For Box actions a = θ + ζ, ζ ~ N(0, diag exp(log_std)²); for Discrete actions θ are the logits.
-    The KL gradient is Eq. 8: (1/α) ∂R/∂θ ∂h_φ/∂φ + Σ_i ∂ log σ_φ^i(s)/∂φ.
+    The KL gradient is Eq. 8: (1/α) ∂R/∂θ ∂h_φ/∂φ + Σ_i ∂ log σ_φ^i(s)/∂φ. The θ table of
+    :meth:`variational` has one row per sample (θ depends on the state).
     """
 
-    point_mass = False
+    has_kl_term = True
+    random_theta = True
 
     def __init__(
         self,
@@ -260,18 +275,25 @@ class ActionMeanPolicy(nn.Module):
         return StateGaussian(self.posterior_net, obs, self.bounds)
 
     def distribution(self, theta: Tensor, obs: Tensor) -> Distribution:
+        """π(·|s_i, θ_i) with one θ row per observation row."""
         return self.head(theta)
 
     def act_distribution(self, params: Tensor, obs: Tensor) -> Distribution:
         return self.distribution(self.q_at(obs)(params)[0], obs)
 
-    def variational(
-        self, obs: Tensor, xi: Tensor, session: Tensor
-    ) -> tuple[nn.Module, Tensor, Tensor]:
-        return self.q_at(obs), xi[session], torch.arange(obs.shape[0])
+    def variational(self, batch: Batch) -> tuple[nn.Module, Tensor, Tensor]:
+        rows = torch.arange(batch.obs.shape[0])
+        return self.q_at(batch.obs), batch.xi[batch.session], rows
 
-    def mean_act_distribution(self, obs: Tensor) -> Distribution:
-        return self.distribution(self.q_at(obs).moments()[0], obs)
+    def grouped_distribution(self, batch: Batch, theta: Tensor) -> Distribution:
+        return self.distribution(theta, batch.obs)
+
+    def log_prob(self, batch: Batch, theta: Tensor) -> Tensor:
+        return self.grouped_distribution(batch, theta).log_prob(batch.actions)
+
+    def mean_policy(self) -> Callable[[Tensor], Distribution]:
+        """π at θ = μ_φ(s)."""
+        return lambda obs: self.distribution(self.q_at(obs).moments()[0], obs)
 
     @torch.no_grad()
     def mean_params(self, num: int = 1) -> Tensor:
@@ -310,14 +332,18 @@ class AuxiliaryPolicy(ActionMeanPolicy):
         return self.head(self.aux(torch.cat([theta, obs], dim=-1)))
 
 
-def make_policy(kind: str, obs_dim: int, action_space: gym.Space, **options: Any) -> nn.Module:
-    """Build a policy family by name: ``bnn``, ``particles``, ``action-mean``, ``auxiliary``."""
-    families = {
-        "bnn": BNNPolicy,
-        "particles": ParticlePolicy,
-        "action-mean": ActionMeanPolicy,
-        "auxiliary": AuxiliaryPolicy,
-    }
-    if kind not in families:
-        raise ValueError(f"unknown policy family {kind!r}; known: {sorted(families)}")
-    return families[kind](obs_dim, action_space, **options)
+#: The policy families by name (:class:`vi_flows.registry.Registry`).
+POLICIES: Registry[type[nn.Module]] = Registry("policy family")
+POLICIES.register("bnn", BNNPolicy)
+POLICIES.register("particles", ParticlePolicy)
+POLICIES.register("action-mean", ActionMeanPolicy)
+POLICIES.register("auxiliary", AuxiliaryPolicy)
+
+
+def make_policy(kind: str, obs_dim: int, action_space: gym.Space, **options: Any) -> PolicyFamily:
+    """Build a registered policy family by name (:data:`POLICIES`).
+
+    Raises:
+        UnknownNameError: for an unknown name (the message lists the known ones).
+    """
+    return POLICIES.get(kind)(obs_dim, action_space, **options)

@@ -1,6 +1,6 @@
 """Posteriors over policy parameters that are not plain vi_flows flows.
 
-Each is duck-typed to what :func:`vi_flows.objectives.kl_loss` uses of a flow,
+Each provides what :func:`vi_flows.objectives.kl_loss` uses of a flow,
 ``q(ξ) -> (θ, log q)``:
 
 * :class:`PointMass` — the plain algorithms' "posterior": θ = μ for every ξ (no entropy term).
@@ -32,7 +32,7 @@ class PointMass(nn.Module):
 
 
 class Particles(nn.Module):
-    """n particles θ_1..θ_n (SVPG); ``ξ[:, 0]`` is the particle index of each row.
+    """n particles θ_1..θ_n (SVPG); ξ encodes a particle index (:meth:`noise`, :meth:`index`).
 
     Args:
         num: n.
@@ -40,14 +40,26 @@ class Particles(nn.Module):
         init_std: particles start at θ₀ + N(0, init_std²) so that they differ.
     """
 
+    #: Width of the ξ that encodes a particle index.
+    noise_dim = 1
+
     def __init__(self, num: int, dim: int, init_std: float = 0.0) -> None:
         super().__init__()
         self.dim = dim
         self.theta = nn.Parameter(init_std * torch.randn(num, dim))
 
+    @staticmethod
+    def noise(index: Tensor) -> Tensor:
+        """The ξ (len, 1) that selects the particles ``index``."""
+        return index.float()[:, None]
+
+    @staticmethod
+    def index(xi: Tensor) -> Tensor:
+        """The particle index (long) that each row of ξ selects."""
+        return xi[:, 0].long()
+
     def forward(self, xi: Tensor) -> tuple[Tensor, Tensor]:
-        index = xi[:, 0].long()
-        return self.theta[index], self.theta.new_zeros(xi.shape[0])
+        return self.theta[self.index(xi)], self.theta.new_zeros(xi.shape[0])
 
 
 class StateGaussian(nn.Module):

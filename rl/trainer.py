@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from rl import config as config_io
-from rl.algorithms import ALGORITHMS
+from rl.algorithms import ALGORITHMS, check_config
 from rl.envs import RewardScaler, RunningMeanStd, env_state, load_env_state, make_envs
 from rl.logger import ProgressLog
 from rl.networks import mlp
@@ -31,13 +31,7 @@ __all__ = ["train", "build_policy", "load_run"]
 
 def build_policy(cfg: Any, obs_dim: int, action_space) -> torch.nn.Module:
     """The policy family the config asks for (see :mod:`rl.policies`)."""
-    spec = ALGORITHMS[cfg.algo]
-    if not spec.variational and cfg.algo != "svpg":
-        if cfg.posterior != "point" or cfg.policy != "bnn":
-            raise ValueError(
-                f"{cfg.algo!r} is the plain (point-mass) algorithm; use 'v{cfg.algo}' for "
-                f"posterior={cfg.posterior!r} / policy={cfg.policy!r}"
-            )
+    check_config(cfg)
     common = {
         "hidden": cfg.hidden,
         "activation": cfg.activation,
@@ -80,7 +74,7 @@ class _Run:
         obs_dim = int(np.prod(self.envs.single_observation_space.shape))
         self.policy = build_policy(cfg, obs_dim, self.envs.single_action_space)
         self.critic = mlp(obs_dim, 1, cfg.hidden, cfg.activation, out_gain=1.0)
-        self.algo = ALGORITHMS[cfg.algo].algorithm(cfg, self.policy, self.critic)
+        self.algo = ALGORITHMS.get(cfg.algo).algorithm(cfg, self.policy, self.critic)
         self.normalizer = RunningMeanStd((obs_dim,)) if cfg.normalize_obs else None
         scaler = RewardScaler(cfg.num_envs, cfg.gamma) if cfg.normalize_reward else None
         self.collector = Collector(
@@ -123,7 +117,7 @@ def load_run(out: Path, **overrides: Any) -> _Run:
     """Rebuild a run from ``out/config.json`` and ``out/checkpoint.pt``."""
     data = config_io.load_dict(out / "config.json")
     algo = data["algo"]
-    cfg = config_io.with_overrides(ALGORITHMS[algo].config(), {**data, **overrides})
+    cfg = config_io.with_overrides(ALGORITHMS.get(algo).config(), {**data, **overrides})
     run = _Run(cfg)
     run.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=False))
     return run
@@ -176,6 +170,7 @@ def train(
                 "return_max": float(np.max(returns)) if returns else nan,
                 "alpha": alpha,
                 "posterior_std": run.policy.posterior_std(),
+                "sps": run.collector.global_step / max(run.elapsed, 1e-9),
                 **stats,
             }
             log.log(row)

@@ -115,11 +115,16 @@ def test_kl_loss_gradient_is_example_1():
 @pytest.mark.parametrize("posterior", ["lowrank-gaussian", "planar", "realnvp", "full-gaussian"])
 def test_kl_loss_reaches_every_flow_parameter(posterior):
     policy, batch, _ = _bandit(posterior, k=3, per_theta=50)
+    with torch.no_grad():  # move off the zero-initialised layers, whose zeros block gradients
+        for p in policy.q.parameters():
+            p.add_(0.1 * torch.randn_like(p))
     q, xi, log_p = policy_log_density(policy, batch, reinforce_objective(batch.advantages), ALPHA)
     kl_loss(q, log_p, xi=xi).backward()
-    grads = [p.grad for p in policy.q.parameters()]
-    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert any(g.abs().sum() > 0 for g in grads)
+    named = list(policy.q.named_parameters())
+    assert named
+    for name, p in named:
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
 
 
 def test_surrogate_rejects_bad_alpha_and_shapes():

@@ -13,6 +13,7 @@ from rl.cli import main
 from rl.config import with_overrides
 from rl.testing import register
 from rl.trainer import train
+from vi_flows.registry import UnknownNameError
 
 register()
 SMALL = {
@@ -34,14 +35,31 @@ def _state(out):
 
 def _rows(out):
     with (out / "progress.csv").open() as f:
-        return [{k: v for k, v in r.items() if k != "wall_time"} for r in csv.DictReader(f)]
+        return [
+            {k: v for k, v in r.items() if k not in {"wall_time", "sps"}} for r in csv.DictReader(f)
+        ]
 
 
-@pytest.mark.parametrize("algo", ["vppo", "vtrpo", "svpg", "vreinforce"])
-def test_resume_gives_identical_next_update(algo, tmp_path):
-    train(_cfg(algo, 3, checkpoint_every=1), tmp_path / "a", progress=False)
-    train(_cfg(algo, 2, checkpoint_every=1), tmp_path / "b", progress=False)
-    train(_cfg(algo, 3, checkpoint_every=1), tmp_path / "b", resume=True, progress=False)
+NORMALIZED = {"env_id": "Pendulum-v1", "normalize_obs": True, "normalize_reward": True}
+
+
+@pytest.mark.parametrize(
+    "algo, fields",
+    [
+        ("vppo", {}),
+        ("vtrpo", {}),
+        ("svpg", {}),
+        ("vreinforce", {}),
+        ("vppo", NORMALIZED),
+        ("ppo", NORMALIZED),
+        ("vppo", {"policy": "action-mean"}),
+        ("vppo", {"policy": "auxiliary"}),
+    ],
+)
+def test_resume_gives_identical_next_update(algo, fields, tmp_path):
+    train(_cfg(algo, 3, checkpoint_every=1, **fields), tmp_path / "a", progress=False)
+    train(_cfg(algo, 2, checkpoint_every=1, **fields), tmp_path / "b", progress=False)
+    train(_cfg(algo, 3, checkpoint_every=1, **fields), tmp_path / "b", resume=True, progress=False)
     a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
     assert b["update"] == 3
     for key in a["policy"]:
@@ -116,6 +134,7 @@ def test_cli_train_eval_plot(tmp_path, capsys):
         (["--learning_rate", "1e-3"], "config field 'learning_rate' does not exist"),
         (["--algo", "ppo", "--posterior", "gaussian"], "plain (point-mass) algorithm"),
         (["--set", "lr=fast"], "bad value for lr"),
+        (["--set", "policy=nope"], "unknown policy family 'nope'; known: action-mean, auxiliary"),
     ],
 )
 def test_cli_errors_are_clear(argv, message, tmp_path, capsys):
@@ -142,5 +161,5 @@ def test_config_override_parsing():
     )
     assert cfg.hidden == (32, 32) and cfg.max_kl == 0.05 and cfg.normalize_obs
     assert cfg.total_steps == 100_000
-    with pytest.raises(ValueError, match="unknown algorithm"):
+    with pytest.raises(UnknownNameError, match="unknown algorithm 'a2c'; known: ppo, reinforce"):
         default_config("a2c")

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from rl.algorithms import ALGORITHMS, default_config
-from rl.config import ENV_PRESETS, env_preset, with_overrides
+from rl.buffer import Batch
+from rl.config import with_overrides
 from rl.evaluate import evaluate_policy, run_episodes
 from rl.policies import ActionHead, make_policy
+from rl.presets import env_ids, env_preset, sb3_zoo
 from rl.trainer import train
 
 SMALL = {"num_envs": 2, "rollout_steps": 16, "hidden": (8,), "tensorboard": False}
@@ -50,14 +52,23 @@ def test_callback_runs_every_update_and_can_stop(tmp_path):
     assert seen == [1, 2] and row["update"] == 2
 
 
-@pytest.mark.parametrize("env_id", list(ENV_PRESETS))
+@pytest.mark.parametrize("env_id", env_ids())
 def test_presets_apply_to_every_algorithm(env_id):
     for algo in ALGORITHMS:
-        cfg = with_overrides(default_config(algo), env_preset(env_id, algo))
-        assert cfg.algo == algo
+        preset = env_preset(env_id, algo)
+        cfg = with_overrides(default_config(algo), preset)
+        assert {k: getattr(cfg, k) for k in preset} == preset
     assert env_preset("Pendulum-v1", "vppo")["minibatch_size"] == 64
     assert "epochs" not in env_preset("Pendulum-v1", "trpo")
     assert env_preset("Acrobot-v1", "ppo") == {}
+    assert env_preset("HalfCheetah-v5", "vppo")["hidden"] == (256, 256)
+
+
+def test_sb3_zoo_presets_keep_the_zoo_notation():
+    zoo = sb3_zoo("CartPole-v1", "ppo")
+    assert zoo["learning_rate"] == "lin_0.001" and zoo["clip_range"] == "lin_0.2"
+    with pytest.raises(KeyError, match="no sb3-zoo preset"):
+        sb3_zoo("Acrobot-v1", "ppo")
 
 
 def test_vectorised_episodes_match_one_at_a_time():
@@ -94,7 +105,9 @@ def test_grouped_log_prob_matches_per_sample(posterior, discrete, uneven):
         rows = torch.tensor([0] * 30 + [2] * 5 + [4] * 2)[torch.randperm(m)]
     obs = torch.randn(m, 4)
     actions = policy.distribution(theta[rows], obs).sample()
-    fast = policy.log_prob_grouped(theta, rows, obs, actions)
+    zeros = torch.zeros(m)
+    batch = Batch(obs, actions, zeros, zeros, zeros, zeros, rows, torch.zeros(k, 0))
+    fast = policy.log_prob(batch, theta)
     slow = policy.distribution(theta[rows], obs).log_prob(actions)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
     (g_fast,) = torch.autograd.grad(fast.sum(), theta)

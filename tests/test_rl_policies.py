@@ -62,7 +62,7 @@ def test_families_act_and_train_on_both_action_spaces(space, family):
         xi=xi,
     )
     q, qxi, log_p = policy_log_density(policy, batch, reinforce_objective(batch.advantages), 0.1)
-    posterior_loss(q, log_p, qxi, policy.point_mass).backward()
+    posterior_loss(q, log_p, qxi, policy.has_kl_term).backward()
     assert all(p.grad is not None for p in policy.parameters() if p.requires_grad)
 
 
@@ -80,7 +80,7 @@ def test_state_gaussian_log_q_is_eq_8_log_det():
 
 def test_point_mass_posterior_has_zero_std_and_mean_is_loc():
     policy = BNNPolicy(3, DISCRETE, hidden=(4,), posterior="point")
-    assert policy.point_mass and policy.posterior_std() == 0.0
+    assert not policy.has_kl_term and policy.posterior_std() == 0.0
     assert torch.equal(policy.mean_params(), policy.q.loc[None])
 
 

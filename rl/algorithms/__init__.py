@@ -6,47 +6,77 @@ a point mass (``posterior = "point"``) and no KL/entropy term, so comparisons ar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from rl.algorithms.pg import PGConfig, PolicyGradient
 from rl.algorithms.ppo import PPO, PPOConfig
 from rl.algorithms.svpg import SVPG, SVPGConfig
 from rl.algorithms.trpo import TRPO, TRPOConfig
+from vi_flows.registry import Registry
 
-__all__ = ["ALGORITHMS", "Spec", "default_config"]
+__all__ = ["ALGORITHMS", "PLAIN", "Spec", "check_config", "default_config"]
+
+
+def _plain(variational: str) -> str:
+    return f"the plain (point-mass) algorithm (use {variational!r} for a posterior)"
+
+
+#: What the plain (point-mass) forms fix: a point mass on the MLP's weights.
+PLAIN: dict[str, str] = {"posterior": "point", "policy": "bnn"}
 
 
 @dataclass(frozen=True)
 class Spec:
+    """An algorithm by name: its config class, its update rule and what it fixes."""
+
     config: type
     algorithm: type
-    variational: bool
+    family: str
+    """Key of its settings in the presets (rl/presets/*.yaml): pg, trpo, ppo or svpg."""
+    fixed: Mapping[str, str] = field(default_factory=dict)
+    """Config fields the algorithm requires (set by :func:`default_config`, checked by
+    :func:`check_config`)."""
+    role: str = "a variational algorithm"
+    """What it is, for the message when a fixed field is overridden."""
 
 
-ALGORITHMS: dict[str, Spec] = {
-    "reinforce": Spec(PGConfig, PolicyGradient, False),
-    "vreinforce": Spec(PGConfig, PolicyGradient, True),
-    "trpo": Spec(TRPOConfig, TRPO, False),
-    "vtrpo": Spec(TRPOConfig, TRPO, True),
-    "ppo": Spec(PPOConfig, PPO, False),
-    "vppo": Spec(PPOConfig, PPO, True),
-    "svpg": Spec(SVPGConfig, SVPG, False),
-}
+#: The algorithms by name (:class:`vi_flows.registry.Registry`).
+ALGORITHMS: Registry[Spec] = Registry("algorithm")
+ALGORITHMS.register("reinforce", Spec(PGConfig, PolicyGradient, "pg", PLAIN, _plain("vreinforce")))
+ALGORITHMS.register("vreinforce", Spec(PGConfig, PolicyGradient, "pg"))
+ALGORITHMS.register("trpo", Spec(TRPOConfig, TRPO, "trpo", PLAIN, _plain("vtrpo")))
+ALGORITHMS.register("vtrpo", Spec(TRPOConfig, TRPO, "trpo"))
+ALGORITHMS.register("ppo", Spec(PPOConfig, PPO, "ppo", PLAIN, _plain("vppo")))
+ALGORITHMS.register("vppo", Spec(PPOConfig, PPO, "ppo"))
+ALGORITHMS.register(
+    "svpg",
+    Spec(
+        SVPGConfig,
+        SVPG,
+        "svpg",
+        {"posterior": "point", "policy": "particles"},
+        "SVPG over policy particles",
+    ),
+)
 
 
 def default_config(algo: str, **fields: Any) -> Any:
-    """The algorithm's config with ``algo`` set and the plain forms on a point mass.
+    """The algorithm's config with ``algo`` and the fields it fixes set.
 
     Raises:
-        ValueError: for an unknown algorithm name.
+        UnknownNameError: for an unknown algorithm name (a ValueError).
     """
-    if algo not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algo!r}; known: {', '.join(ALGORITHMS)}")
-    spec = ALGORITHMS[algo]
-    base: dict[str, Any] = {"algo": algo}
-    if not spec.variational:
-        base["posterior"] = "point"
-    if algo == "svpg":
-        base["policy"] = "particles"
-    return spec.config(**base, **fields)
+    spec = ALGORITHMS.get(algo)
+    return spec.config(**{"algo": algo, **spec.fixed, **fields})
+
+
+def check_config(cfg: Any) -> None:
+    """Raise ValueError when ``cfg`` overrides a field its algorithm fixes."""
+    spec = ALGORITHMS.get(cfg.algo)
+    got = {name: getattr(cfg, name) for name in spec.fixed}
+    if got != dict(spec.fixed):
+        needs = ", ".join(f"{k}={v!r}" for k, v in spec.fixed.items())
+        have = ", ".join(f"{k}={v!r}" for k, v in got.items())
+        raise ValueError(f"{cfg.algo!r} is {spec.role}: it needs {needs}, got {have}")

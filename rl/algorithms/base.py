@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
 from rl.adapter import Objective, policy_log_density, posterior_loss, reinforce_objective
 from rl.buffer import Batch
 from rl.config import TrainConfig
+from rl.policy_api import PolicyFamily
 from rl.value import fit_value
 
-__all__ = ["Algorithm", "adam", "adam_step", "approx_kl", "reinforce_loss"]
+__all__ = [
+    "Algorithm",
+    "adam",
+    "adam_step",
+    "approx_kl",
+    "explained_variance",
+    "policy_stats",
+    "reinforce_loss",
+]
 
 
 def adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Adam:
@@ -31,24 +42,39 @@ def adam_step(loss: Tensor, optimizer: torch.optim.Optimizer, max_grad_norm: flo
 
 
 @torch.no_grad()
-def approx_kl(policy: nn.Module, batch: Batch) -> float:
-    """Mean KL̂(π_old‖π_θ) = E[(r − 1) − log r] over the batch, r = π_θ(a|s)/π_old(a|s)."""
-    captured = {}
+def policy_stats(policy: PolicyFamily, batch: Batch) -> dict[str, float]:
+    """Diagnostics of the updated policy on the batch, in one pass under the sessions' θ:
 
-    def objective(logp: Tensor) -> Tensor:
-        captured["logp"] = logp
-        return logp
+    * ``kl``: mean KL̂(π_old‖π_θ) = E[(r − 1) − log r], r = π_θ(a|s)/π_old(a|s);
+    * ``entropy``: mean entropy of π_θ(·|s);
+    * ``posterior_entropy``: H[q] ≈ −mean log q(θ) over the batch's draws (NaN without a density).
+    """
+    q, xi, _ = policy.variational(batch)
+    theta, log_q = q(xi)
+    dist = policy.grouped_distribution(batch, theta)
+    log_ratio = dist.log_prob(batch.actions) - batch.logp
+    return {
+        "kl": float((log_ratio.exp() - 1 - log_ratio).mean()),
+        "entropy": float(dist.entropy().mean()),
+        "posterior_entropy": float(-log_q.mean()) if policy.has_kl_term else math.nan,
+    }
 
-    q, xi, log_p = policy_log_density(policy, batch, objective, 1.0)
-    log_p(q(xi)[0])
-    log_ratio = captured["logp"] - batch.logp
-    return float((log_ratio.exp() - 1 - log_ratio).mean())
+
+def approx_kl(policy: PolicyFamily, batch: Batch) -> float:
+    """Mean KL̂(π_old‖π_θ) over the batch (see :func:`policy_stats`)."""
+    return policy_stats(policy, batch)["kl"]
+
+
+def explained_variance(values: Tensor, returns: Tensor) -> float:
+    """1 − Var[R̂ − V] / Var[R̂] of the collection-time V(s) (NaN when the returns are constant)."""
+    var = returns.var()
+    return float(1.0 - (returns - values).var() / var) if var > 0 else math.nan
 
 
 class Algorithm:
     """Base of the update rules: owns the value baseline's optimizer and the minibatch RNG."""
 
-    def __init__(self, cfg: TrainConfig, policy: nn.Module, critic: nn.Module) -> None:
+    def __init__(self, cfg: TrainConfig, policy: PolicyFamily, critic: nn.Module) -> None:
         self.cfg, self.policy, self.critic = cfg, policy, critic
         self.value_opt = adam(critic.parameters(), lr=cfg.value_lr)
         #: The policy's Adam optimizer, when the update uses one (TRPO's natural step does not).
@@ -57,6 +83,15 @@ class Algorithm:
 
     def update(self, batch: Batch, alpha: float) -> dict[str, float]:  # pragma: no cover
         raise NotImplementedError
+
+    def diagnostics(self, batch: Batch) -> dict[str, float]:
+        """:func:`policy_stats`, the explained variance and the policy's current learning rate."""
+        lr = self.opt.param_groups[0]["lr"] if self.opt is not None else math.nan
+        return {
+            **policy_stats(self.policy, batch),
+            "explained_variance": explained_variance(batch.values, batch.returns),
+            "lr": float(lr),
+        }
 
     def fit_value(self, batch: Batch) -> float:
         cfg = self.cfg
@@ -73,10 +108,10 @@ class Algorithm:
     def loss(self, batch: Batch, objective: Objective, alpha: float) -> Tensor:
         """α · kl_loss(q, log p̃) (Eq. 4), or −mean s for the point mass (α·KL has KL's minimiser
         and a gradient on the plain algorithm's scale, so lr and clipping mean the same)."""
-        if self.policy.point_mass:
+        if not self.policy.has_kl_term:
             alpha = 1.0
         q, xi, log_p = policy_log_density(self.policy, batch, objective, alpha)
-        return alpha * posterior_loss(q, log_p, xi, self.policy.point_mass)
+        return alpha * posterior_loss(q, log_p, xi, self.policy.has_kl_term)
 
     def state_dict(self) -> dict:
         state = {"value_opt": self.value_opt.state_dict(), "generator": self.generator.get_state()}

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rl.algorithms.base import Algorithm, adam, adam_step, approx_kl, reinforce_loss
+from rl.algorithms.base import Algorithm, adam, adam_step, reinforce_loss
 from rl.buffer import Batch
 from rl.config import TrainConfig
+from rl.policy_api import PolicyFamily
 
 __all__ = ["PGConfig", "PolicyGradient"]
 
@@ -30,7 +31,7 @@ class PGConfig(TrainConfig):
 class PolicyGradient(Algorithm):
     """The update of reinforce and vreinforce."""
 
-    def __init__(self, cfg: PGConfig, policy: nn.Module, critic: nn.Module) -> None:
+    def __init__(self, cfg: PGConfig, policy: PolicyFamily, critic: nn.Module) -> None:
         super().__init__(cfg, policy, critic)
         self.opt = adam(policy.parameters(), lr=cfg.lr)
 
@@ -39,11 +40,11 @@ class PolicyGradient(Algorithm):
         for _ in range(self.cfg.epochs):
             loss = reinforce_loss(self, batch, alpha)
             norm = adam_step(loss, self.opt, self.cfg.max_grad_norm)
-        kl = approx_kl(self.policy, batch)
+        stats = self.diagnostics(batch)
         value_loss = self.fit_value(batch)
         return {
+            **stats,
             "policy_loss": float(loss.detach()),
             "value_loss": value_loss,
-            "kl": kl,
             "grad_norm": norm,
         }

@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from rl.adapter import clipped_objective, kl_penalty_objective
-from rl.algorithms.base import Algorithm, adam, adam_step, approx_kl
+from rl.algorithms.base import Algorithm, adam, adam_step
 from rl.buffer import Batch
 from rl.config import TrainConfig
+from rl.policy_api import PolicyFamily
 
 __all__ = ["PPOConfig", "PPO"]
 
@@ -38,48 +39,74 @@ class PPOConfig(TrainConfig):
     rpo_alpha: float = 0.0
     """RPO (Rahman & Xue 2022): in the update, Box action means get U(−ρ, ρ) noise (0: plain PPO;
     rollouts and evaluation are unperturbed). The paper and CleanRL use ρ = 0.5."""
+    anneal_lr: bool = False
+    """Decay lr linearly to 0 over the run (CleanRL's anneal_lr; a preset's lr: lin_X)."""
+    target_kl: float = 0.0
+    """Stop the epochs early once a minibatch's KL̂(π_old‖π_θ) exceeds this (0: never)."""
 
 
 class PPO(Algorithm):
     """The update of ppo and vppo."""
 
-    def __init__(self, cfg: PPOConfig, policy: nn.Module, critic: nn.Module) -> None:
+    def __init__(self, cfg: PPOConfig, policy: PolicyFamily, critic: nn.Module) -> None:
         super().__init__(cfg, policy, critic)
         if cfg.objective not in {"clip", "kl-penalty"}:
             raise ValueError(f"unknown PPO objective {cfg.objective!r}: clip or kl-penalty")
         self.opt = adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
         self.beta = cfg.kl_coef
+        self.updates = 0
 
     def update(self, batch: Batch, alpha: float) -> dict[str, float]:
         cfg = self.cfg
+        if cfg.anneal_lr:  # CleanRL: lr · (1 − (update − 1) / num_updates) for updates 1, 2, …
+            for group in self.opt.param_groups:
+                group["lr"] = cfg.lr * (1.0 - self.updates / cfg.num_updates)
         loss, norm = torch.zeros(()), 0.0
+        clipped: list[float] = []
+        minibatch_kl = 0.0
         for _ in range(cfg.epochs):
             for mb in batch.minibatches(cfg.minibatch_size, self.generator):
                 if cfg.objective == "clip":
-                    objective = clipped_objective(mb.logp, mb.advantages, cfg.clip_coef)
+                    surrogate = clipped_objective(mb.logp, mb.advantages, cfg.clip_coef)
                 else:
-                    objective = kl_penalty_objective(mb.logp, mb.advantages, self.beta)
+                    surrogate = kl_penalty_objective(mb.logp, mb.advantages, self.beta)
+                seen: dict[str, Tensor] = {}
+
+                def objective(logp: Tensor, surrogate=surrogate, seen=seen) -> Tensor:
+                    seen["logp"] = logp.detach()  # for the clip fraction and the KL estimate
+                    return surrogate(logp)
+
                 with self.policy.head.perturbed(cfg.rpo_alpha):
                     loss = self.loss(mb, objective, alpha)
                 norm = adam_step(loss, self.opt, cfg.max_grad_norm)
-        kl = approx_kl(self.policy, batch)
+                log_ratio = seen["logp"] - mb.logp
+                clipped.append(
+                    float(((log_ratio.exp() - 1.0).abs() > cfg.clip_coef).float().mean())
+                )
+                minibatch_kl = float((log_ratio.exp() - 1.0 - log_ratio).mean())
+            if cfg.target_kl > 0 and minibatch_kl > cfg.target_kl:
+                break
+        self.updates += 1
+        stats = self.diagnostics(batch)
         if cfg.objective == "kl-penalty":
-            if kl > 1.5 * cfg.kl_target:
+            if stats["kl"] > 1.5 * cfg.kl_target:
                 self.beta *= 2.0
-            elif kl < cfg.kl_target / 1.5:
+            elif stats["kl"] < cfg.kl_target / 1.5:
                 self.beta /= 2.0
         value_loss = self.fit_value(batch)
         return {
+            **stats,
             "policy_loss": float(loss.detach()),
             "value_loss": value_loss,
-            "kl": kl,
             "kl_coef": self.beta,
             "grad_norm": norm,
+            "clipfrac": sum(clipped) / len(clipped),
         }
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "beta": self.beta}
+        return {**super().state_dict(), "beta": self.beta, "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.beta = float(state["beta"])
+        self.updates = int(state.get("updates", 0))

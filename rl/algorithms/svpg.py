@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rl.adapter import clipped_objective, surrogate_log_density
-from rl.algorithms.base import Algorithm, adam, approx_kl
+from rl.adapter import clipped_objective, policy_log_density
+from rl.algorithms.base import Algorithm, adam
 from rl.buffer import Batch
 from rl.config import TrainConfig
+from rl.policy_api import PolicyFamily
 from vi_flows.svgd import svgd_direction_from_score
 
 __all__ = ["SVPGConfig", "SVPG"]
@@ -45,24 +46,17 @@ class SVPGConfig(TrainConfig):
 class SVPG(Algorithm):
     """The update of svpg."""
 
-    def __init__(self, cfg: SVPGConfig, policy: nn.Module, critic: nn.Module) -> None:
+    def __init__(self, cfg: SVPGConfig, policy: PolicyFamily, critic: nn.Module) -> None:
         super().__init__(cfg, policy, critic)
         self.opt = adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
 
     def update(self, batch: Batch, alpha: float) -> dict[str, float]:
         cfg, policy = self.cfg, self.policy
-        particles = policy.q.theta
-        rows = batch.xi[batch.session, 0].long()
-        n = particles.shape[0]
         objective = clipped_objective(batch.logp, batch.advantages, cfg.clip_coef)
-
-        def log_prob_rows(theta_rows):
-            return policy.distribution(theta_rows, batch.obs).log_prob(batch.actions)
-
-        def grouped(theta, rows):  # one network pass per particle (see BNNPolicy)
-            return policy.log_prob_grouped(theta, rows, batch.obs, batch.actions)
-
-        log_p = surrogate_log_density(log_prob_rows, objective, rows, n, alpha, grouped)
+        # The θ table is the n particles (Particles); differentiate at the leaf that holds them.
+        q, _, log_p = policy_log_density(policy, batch, objective, alpha)
+        particles = q.theta
+        n = particles.shape[0]
         total = torch.zeros(())
         for _ in range(cfg.epochs):
             self.opt.zero_grad()
@@ -74,10 +68,10 @@ class SVPG(Algorithm):
             phi = svgd_direction_from_score(particles.detach(), score, "rbf", bandwidth)
             particles.grad = -alpha * phi
             self.opt.step()
-        kl = approx_kl(policy, batch)
+        stats = self.diagnostics(batch)
         value_loss = self.fit_value(batch)
         return {
+            **stats,
             "policy_loss": -float(total.detach()) * alpha / n,
             "value_loss": value_loss,
-            "kl": kl,
         }

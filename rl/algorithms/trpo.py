@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import kl_divergence
+from torch.distributions import Distribution, kl_divergence
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from rl.adapter import ratio_objective
 from rl.algorithms.base import Algorithm
 from rl.buffer import Batch
 from rl.config import TrainConfig
+from rl.policy_api import PolicyFamily
 
 __all__ = ["TRPOConfig", "TRPO", "conjugate_gradient"]
 
@@ -66,17 +67,15 @@ def conjugate_gradient(fvp: Callable[[Tensor], Tensor], b: Tensor, iters: int) -
 class TRPO(Algorithm):
     """The update of trpo and vtrpo."""
 
-    def __init__(self, cfg: TRPOConfig, policy: nn.Module, critic: nn.Module) -> None:
+    def __init__(self, cfg: TRPOConfig, policy: PolicyFamily, critic: nn.Module) -> None:
         super().__init__(cfg, policy, critic)
         if cfg.fisher not in {"kl-hessian", "score"}:
             raise ValueError(f"unknown fisher {cfg.fisher!r}: kl-hessian or score")
         self.params = [p for p in policy.parameters() if p.requires_grad]
 
-    def _dists(self, batch: Batch):
-        q, xi, rows = self.policy.variational(batch.obs, batch.xi, batch.session)
-        if hasattr(self.policy, "grouped_distribution"):
-            return self.policy.grouped_distribution(q(xi)[0], rows, batch.obs)
-        return self.policy.distribution(q(xi)[0][rows], batch.obs)
+    def _dists(self, batch: Batch) -> Distribution:
+        q, xi, _ = self.policy.variational(batch)
+        return self.policy.grouped_distribution(batch, q(xi)[0])
 
     def _fvp(self, batch: Batch, old) -> Callable[[Tensor], Tensor]:
         damping = self.cfg.cg_damping
@@ -139,8 +138,10 @@ class TRPO(Algorithm):
             else:
                 vector_to_parameters(start, self.params)
                 kl = 0.0
+        stats = self.diagnostics(batch)
         value_loss = self.fit_value(batch)
         return {
+            **stats,
             "policy_loss": -float(value.detach()),
             "value_loss": value_loss,
             "kl": kl,

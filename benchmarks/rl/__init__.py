@@ -1,0 +1,44 @@
+"""Variational policy gradient (rl/) against Stable-Baselines3 (issue #5).
+
+Modules: :mod:`~benchmarks.rl.suites` (what runs), :mod:`~benchmarks.rl.runners` (one cell, ours or
+SB3), :mod:`~benchmarks.rl.reports` (tables and figures), :mod:`~benchmarks.rl.throughput`; the
+command line is :mod:`benchmarks.rl.__main__`.
+
+One command runs a named suite and writes under ``--out``::
+
+    OUT/runs/<suite>/<env>/<label>/seed<k>/   progress.csv (ours: rl.trainer's; SB3: its csv
+                                              logger), evals.csv, result.json, config.json
+    OUT/summary.csv, OUT/summary.md           one row per (suite, env, label), every hyperparameter
+    OUT/<suite>-<env>.png                     deterministic-eval return vs env steps, mean ± std
+    OUT/throughput.csv, OUT/throughput.md     (suite ``throughput``)
+
+Usage::
+
+    python -m benchmarks.rl --suite all --quick --out /tmp/bench/rl-quick
+    python -m benchmarks.rl --suite pendulum --out /tmp/bench/rl
+    python -m benchmarks.rl --suite throughput --out /tmp/bench/rl
+
+Suites: exploration, pendulum, cartpole, mujoco, ablation, throughput, all (everything but
+throughput). ``--quick`` shrinks steps and seeds: ``--suite all --quick`` took 3 min 10 s and
+``--suite throughput`` 1 min on one core. ``--seeds N`` keeps only the first N seeds of every task;
+``--only a,b`` runs only the methods (labels) or environments named (e.g. two processes on two
+cores, then one plain rerun, which finds every cell cached, writes the tables and figures).
+The full sizes are the issue's. Measured wall time, one process per core on a 2-core machine:
+exploration 26 min (most of it the SB3 zoo runs at ≈ 550 steps/s), pendulum 16 min, cartpole
+9 min, ablation 53 min, mujoco 1 h 45 min (SB3 43 min + ours 60 min; only with ``mujoco``
+installed, skipped with a message otherwise), throughput 1 min.
+
+Runs are resumable: a cell (suite, env, label, seed) with a ``result.json`` is skipped; a cell
+without one is started again from scratch.
+
+Fairness: both sides use 64-64 tanh actor and critic networks (MuJoCo: the zoo's 256-256 ReLU,
+observation normalisation and reward scaling on both sides), the same n_envs and steps per update
+within a suite (stated in the table), the same seeds, and the same evaluation: every
+``eval_every`` env steps, N episodes (episode i reset with seed 12345 + i) acting with the mode of
+π — for the variational methods at the posterior-mean θ ("eval") and with θ ~ q drawn per episode
+("eval θ~q"). SB3 is used through its public API (a callback runs the evaluation). Differences
+that remain are listed in each row's ``hyperparameters`` (e.g. SB3 zoo settings use gSDE, which rl/
+does not have; SB3 fits V jointly with the policy, rl/ in separate epochs).
+
+Each process runs with ``torch.set_num_threads(1)``; run one benchmark process at a time.
+"""

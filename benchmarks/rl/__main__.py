@@ -1,0 +1,68 @@
+"""``python -m benchmarks.rl``: run suites, write tables and figures (see :mod:`benchmarks.rl`)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import torch
+
+from benchmarks.rl import __doc__ as DOC
+from benchmarks.rl.reports import write_tables
+from benchmarks.rl.runners import run_suite
+from benchmarks.rl.suites import select, suites
+from benchmarks.rl.throughput import throughput
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse the arguments, run the suites, write and print the summary."""
+    p = argparse.ArgumentParser(description=DOC.split("\n")[0])
+    p.add_argument(
+        "--suite",
+        default="all",
+        choices=["all", "exploration", "pendulum", "cartpole", "mujoco", "ablation", "throughput"],
+    )
+    p.add_argument("--quick", action="store_true", help="small steps/seeds (minutes)")
+    p.add_argument("--seeds", type=int, default=None, help="use only the first N seeds")
+    p.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated method labels or env ids to run (others are skipped, not erased); "
+        "e.g. two processes on two cores, then one plain rerun to write the tables",
+    )
+    p.add_argument("--out", default="/tmp/bench/rl")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    root = Path(args.out)
+    root.mkdir(parents=True, exist_ok=True)
+    if args.suite == "throughput":
+        throughput(root, args.quick)
+        return 0
+    tasks = select(suites(args.quick), args.seeds, args.only)
+    names = ["exploration", "pendulum", "cartpole", "ablation"] if args.suite == "all" else []
+    names = names or [args.suite]
+    if not args.quick and args.suite == "all":
+        names.append("mujoco")
+    rows = []
+    summary = root / "summary.csv"
+    old = []
+    if summary.exists():
+        with summary.open() as f:
+            old = [r for r in csv.DictReader(f) if r["suite"] not in names]
+    for name in names:
+        if name == "mujoco":
+            try:
+                import mujoco  # noqa: F401
+            except ImportError:
+                print("mujoco suite skipped: the mujoco package is not installed", flush=True)
+                continue
+        rows += run_suite(name, tasks[name], root)
+        write_tables(old + rows, root)
+    print((root / "summary.md").read_text() if (root / "summary.md").exists() else "no results")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The RL benchmark's report writers on a tiny synthetic result (no training)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from benchmarks.rl.reports import plot_task, summarise, write_tables
+from benchmarks.rl.runners import sb3_translate
+from benchmarks.rl.suites import Method, Task, ours
+
+
+def _result(evals, seconds):
+    return {"evals": evals, "train_seconds": seconds, "hyperparameters": {"lr": 1e-3}}
+
+
+TASK = Task(
+    "MountainCarContinuous-v0",
+    steps=200,
+    seeds=2,
+    methods=(ours("ppo", "ppo"), Method("sb3-ppo-zoo", "sb3-ppo")),
+    success=90.0,
+)
+RESULTS = {
+    "ppo": [
+        _result([(100, 10.0, 12.0, 1.0), (200, 95.0, 80.0, 2.0)], 2.0),
+        _result([(100, 91.0, 50.0, 1.0), (200, 90.0, 70.0, 2.0)], 2.0),  # exactly at 90: solved
+    ],
+    "sb3-ppo-zoo": [
+        _result([(100, 0.0, math.nan, 1.0), (200, 20.0, math.nan, 4.0)], 4.0),
+        _result([(100, 0.0, math.nan, 1.0), (200, 40.0, math.nan, 4.0)], 4.0),
+    ],
+}
+
+
+def test_summary_rows_are_the_statistics_of_the_final_evaluations():
+    rows = {r["label"]: r for r in summarise("exploration", TASK, RESULTS)}
+    ppo, sb3 = rows["ppo"], rows["sb3-ppo-zoo"]
+    assert ppo["eval_mean"] == pytest.approx(92.5) and ppo["eval_std"] == pytest.approx(2.5)
+    assert ppo["eval_sampled_mean"] == pytest.approx(75.0)
+    assert ppo["success_rate"] == "2/2" and ppo["median_steps_to_success"] == pytest.approx(150.0)
+    assert ppo["train_steps_per_s"] == pytest.approx(400 / 4.0)
+    assert sb3["eval_mean"] == pytest.approx(30.0) and sb3["eval_sampled_mean"] == ""
+    assert sb3["success_rate"] == "0/2" and sb3["median_steps_to_success"] == ""
+
+
+def test_tables_and_figure_are_written(tmp_path):
+    rows = summarise("exploration", TASK, RESULTS)
+    write_tables(rows, tmp_path)
+    with (tmp_path / "summary.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [r["label"] for r in table] == ["ppo", "sb3-ppo-zoo"]
+    assert float(table[0]["eval_mean"]) == pytest.approx(92.5)
+    md = (tmp_path / "summary.md").read_text()
+    assert "| MountainCarContinuous-v0 | ppo | 2 | 200 | 92.5 ± 2.5 | 92.5 | 75.0 | 2/2 |" in md
+    assert "| sb3-ppo-zoo | 2 | 200 | 30.0 ± 10.0 | 30.0 | — | 0/2 | — | 50 |" in md
+    path = plot_task("exploration", TASK, RESULTS, tmp_path)
+    assert path.exists() and path.stat().st_size > 0
+
+
+def test_zoo_notation_is_translated_for_sb3():
+    kw = sb3_translate(
+        {
+            "learning_rate": "lin_0.001",
+            "clip_range": 0.2,
+            "policy_kwargs": {"activation_fn": "ReLU"},
+        }
+    )
+    assert kw["learning_rate"](1.0) == pytest.approx(1e-3)
+    assert kw["learning_rate"](0.25) == pytest.approx(2.5e-4)
+    assert kw["clip_range"] == 0.2 and kw["policy_kwargs"]["activation_fn"].__name__ == "ReLU"

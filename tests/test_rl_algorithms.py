@@ -1,0 +1,164 @@
+"""The update rules' pieces against hand or dense computations: PPO's KL penalty and β, TRPO's
+score-covariance Fisher (Eq. 12), conjugate gradient, the rejected line search, gradient clipping,
+and the linear α schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import gymnasium as gym
+import pytest
+import torch
+from torch.nn.utils import parameters_to_vector
+
+import rl.algorithms.trpo as trpo_module
+from rl.adapter import kl_penalty_objective
+from rl.algorithms import default_config
+from rl.algorithms.base import adam_step
+from rl.algorithms.ppo import PPO
+from rl.algorithms.trpo import TRPO, conjugate_gradient
+from rl.buffer import Batch
+from rl.config import alpha_schedule
+from rl.networks import mlp
+from rl.policies import make_policy
+
+BOX = gym.spaces.Box(-1.0, 1.0, (2,))
+
+
+def _setup(algo: str, m: int = 24, seed: int = 0, **fields):
+    """A small point-mass policy, its critic and a batch of its own actions."""
+    torch.manual_seed(seed)
+    cfg = default_config(algo, hidden=(4,), seed=seed, **fields)
+    policy = make_policy("bnn", 3, BOX, hidden=(4,), posterior="point")
+    critic = mlp(3, 1, (4,), "tanh", out_gain=1.0)
+    obs = torch.randn(m, 3)
+    with torch.no_grad():
+        dist = policy.act_distribution(policy.q.loc.expand(m, -1), obs)
+        actions = dist.sample()
+        logp = dist.log_prob(actions)
+    batch = Batch(
+        obs=obs,
+        actions=actions,
+        logp=logp,
+        advantages=torch.randn(m),
+        returns=torch.randn(m),
+        values=torch.zeros(m),
+        session=torch.zeros(m, dtype=torch.long),
+        xi=torch.zeros(1, 0),
+    )
+    return cfg, policy, critic, batch
+
+
+def test_kl_penalty_objective_is_ratio_times_advantage_minus_beta_kl():
+    logp_old = torch.tensor([-1.0, -0.5, -2.0])
+    adv = torch.tensor([1.0, -2.0, 0.5])
+    logp = torch.tensor([-0.8, -0.9, -2.0], requires_grad=True)
+    s = kl_penalty_objective(logp_old, adv, beta=3.0)(logp)
+    r = torch.exp(logp.detach() - logp_old)
+    expected = r * adv - 3.0 * ((r - 1.0) - torch.log(r))
+    torch.testing.assert_close(s.detach(), expected)
+    # d s / d log π = r Â − β (r − 1): the penalty pulls r back to 1 and vanishes there.
+    (grad,) = torch.autograd.grad(s.sum(), logp)
+    torch.testing.assert_close(grad, r * adv - 3.0 * (r - 1.0))
+
+
+@pytest.mark.parametrize("kl_target, factor", [(1e-12, 2.0), (1e6, 0.5)])
+def test_ppo_beta_doubles_above_and_halves_below_the_target(kl_target, factor):
+    cfg, policy, critic, batch = _setup(
+        "ppo", objective="kl-penalty", kl_coef=0.3, kl_target=kl_target, epochs=2, lr=1e-2
+    )
+    algo = PPO(cfg, policy, critic)
+    stats = algo.update(batch, alpha=1.0)
+    assert stats["kl"] > 0
+    assert algo.beta == pytest.approx(0.3 * factor) and stats["kl_coef"] == algo.beta
+
+
+def test_score_fisher_is_the_covariance_of_per_sample_scores():
+    cfg, policy, critic, batch = _setup("trpo", fisher="score", cg_damping=0.1)
+    algo = TRPO(cfg, policy, critic)
+    with torch.no_grad():
+        old = algo._dists(batch)
+    fvp = algo._fvp(batch, old)
+    # Dense Eq. 12: F = (1/M) Σ_i g_i g_iᵀ with g_i = ∇ log π(a_i|s_i), one autograd call each.
+    logp = algo._dists(batch).log_prob(batch.actions)
+    rows = []
+    for i in range(len(batch)):
+        grads = torch.autograd.grad(logp[i], algo.params, retain_graph=True, allow_unused=True)
+        rows.append(
+            torch.cat(
+                [
+                    (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                    for g, p in zip(grads, algo.params, strict=True)
+                ]
+            )
+        )
+    scores = torch.stack(rows)
+    dense = scores.T @ scores / len(batch) + 0.1 * torch.eye(scores.shape[1])
+    v = torch.randn(scores.shape[1])
+    torch.testing.assert_close(fvp(v), dense @ v, rtol=1e-4, atol=1e-5)
+
+
+def test_conjugate_gradient_matches_a_dense_solve():
+    torch.manual_seed(0)
+    a = torch.randn(6, 6, dtype=torch.float64)
+    spd = a @ a.T + 0.5 * torch.eye(6, dtype=torch.float64)
+    b = torch.randn(6, dtype=torch.float64)
+    x = conjugate_gradient(lambda v: spd @ v, b, iters=6)
+    torch.testing.assert_close(x, torch.linalg.solve(spd, b), rtol=1e-6, atol=1e-8)
+
+
+def test_rejected_line_search_restores_the_parameters(monkeypatch):
+    cfg, policy, critic, batch = _setup("trpo", backtrack_steps=4)
+    algo = TRPO(cfg, policy, critic)
+    start = parameters_to_vector(algo.params).detach().clone()
+    # Step against the gradient: every backtracked step lowers the surrogate and is rejected.
+    monkeypatch.setattr(trpo_module, "conjugate_gradient", lambda fvp, b, iters: -b)
+    stats = algo.update(batch, alpha=1.0)
+    assert stats["step_frac"] == 0.0 and stats["kl"] == 0.0
+    assert torch.equal(parameters_to_vector(algo.params).detach(), start)
+
+
+@pytest.mark.parametrize("max_norm, expected_step", [(0.5, 0.5), (0.0, 200.0)])
+def test_adam_step_clips_the_gradient_norm(max_norm, expected_step):
+    p = torch.nn.Parameter(torch.zeros(4))
+    opt = torch.optim.SGD([p], lr=1.0)
+    norm = adam_step(100.0 * p.sum(), opt, max_norm)
+    assert norm == pytest.approx(200.0)  # the pre-clipping norm, ‖(100, 100, 100, 100)‖
+    assert float(p.detach().norm()) == pytest.approx(expected_step)
+
+
+def test_linear_alpha_schedule_ramps_then_holds():
+    cfg = default_config(
+        "vppo", alpha=1e-2, alpha_end=1e-4, alpha_schedule="linear", alpha_updates=10
+    )
+    schedule = alpha_schedule(cfg)
+    assert schedule(0) == pytest.approx(1e-2)
+    assert schedule(5) == pytest.approx(0.5 * (1e-2 + 1e-4))
+    assert schedule(10) == pytest.approx(1e-4) and schedule(50) == pytest.approx(1e-4)
+    values = [schedule(t) for t in range(11)]
+    assert all(a > b for a, b in zip(values, values[1:], strict=False))
+
+
+def _adam_steps(algo) -> int:
+    return int(next(iter(algo.opt.state.values()))["step"])
+
+
+def test_ppo_target_kl_stops_the_epochs_early():
+    runs = {}
+    for target_kl in (0.0, 1e-12):
+        cfg, policy, critic, batch = _setup(
+            "ppo", epochs=10, minibatch_size=8, lr=1e-2, target_kl=target_kl
+        )
+        algo = PPO(cfg, policy, critic)
+        stats = algo.update(batch, alpha=1.0)
+        assert 0.0 <= stats["clipfrac"] <= 1.0
+        runs[target_kl] = _adam_steps(algo)
+    assert runs == {0.0: 30, 1e-12: 3}  # 3 minibatches per epoch; one epoch past the target
+
+
+def test_ppo_anneal_lr_decays_linearly_per_update():
+    cfg, policy, critic, batch = _setup("ppo", epochs=1, anneal_lr=True, lr=1e-3)
+    cfg = dataclasses.replace(cfg, total_steps=4 * cfg.batch_size)  # 4 updates in the run
+    algo = PPO(cfg, policy, critic)
+    lrs = [algo.update(batch, alpha=1.0)["lr"] for _ in range(3)]
+    assert lrs == pytest.approx([1e-3, 0.75e-3, 0.5e-3])
