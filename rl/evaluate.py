@@ -17,6 +17,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from rl.envs import RunningMeanStd, make_envs
+from vi_flows.runfiles import write_text
 
 __all__ = ["evaluate", "evaluate_policy", "run_episodes"]
 
@@ -107,11 +108,13 @@ def evaluate(
     """
     from rl.trainer import load_run
 
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"--episodes must be an integer >= 1, got {episodes!r}")
     out = Path(out)
     run = load_run(out)
     run.envs.close()
     results = evaluate_policy(
         run.policy, run.cfg.env_id, episodes, seed, run.normalizer, stochastic_actions
     )
-    (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text(out / "eval.json", json.dumps(results, indent=2) + "\n")
     return results
