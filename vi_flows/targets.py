@@ -531,6 +531,10 @@ def get(name: str, **options: Any) -> Target:
         return posteriordb.load(name.split(":", 1)[1], **options)
     if key not in _REGISTRY:
         raise ValueError(f"unknown target {name!r}; registered targets: {', '.join(names())}")
+    dim = options.get("dim", 1)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        # Checked here, before a target builds (dim,)-shaped tensors from it.
+        raise ValueError(f"target {name!r}: dim must be an integer >= 1, got {dim!r}")
     return _REGISTRY[key](**options)
 
 
