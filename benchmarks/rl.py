@@ -351,7 +351,7 @@ def _run_ours(task: Task, method: Method, seed: int, out: Path) -> dict[str, Any
             log.add(row["env_steps"], res["mean"]["return_mean"], sampled, row["wall_time"])
 
     start = time.perf_counter()
-    train(cfg, out, progress=False, callback=callback)
+    train(cfg, out, progress=False, callback=callback, overwrite=True)
     total = time.perf_counter() - start
     return {
         "evals": log.rows,
@@ -621,7 +621,7 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
                 cfg = default_config(algo, **shared, total_steps=steps, seed=rep)
                 cfg = dataclasses.replace(cfg, checkpoint_every=10**9, tensorboard=False)
                 start = time.perf_counter()
-                train(cfg, tmp / algo, progress=False)
+                train(cfg, tmp / algo, progress=False, overwrite=True)
                 timings[env_id, algo].append(steps / (time.perf_counter() - start))
             venv = make_vec_env(env_id, n_envs=n_envs, seed=rep)
             model = PPO(

@@ -49,16 +49,17 @@ def _state(out: Path) -> dict:
     return from_plain(runfiles.load(out / "checkpoint.pt"))
 
 
-def _intact_rl(out: Path) -> None:
+def _intact_rl(out: Path, min_rows: int = 0) -> None:
     """Every file the run left loads; progress rows are whole and numbered 1, 2, …"""
+    if (out / "progress.csv").exists():
+        rows = _rows(out)
+        assert len(rows) >= min_rows, f"progress rows lost: {len(rows)} left"
+        assert [int(r["update"]) for r in rows] == list(range(1, len(rows) + 1))
+        assert all(None not in r.values() for r in rows)
     if (out / "config.json").exists():
         json.loads((out / "config.json").read_text())
     if (out / "checkpoint.pt").exists():
         _state(out)
-    if (out / "progress.csv").exists():
-        rows = _rows(out)
-        assert [int(r["update"]) for r in rows] == list(range(1, len(rows) + 1))
-        assert all(None not in r.values() for r in rows)
 
 
 def _same_run(a: Path, b: Path) -> None:
@@ -91,7 +92,7 @@ def test_rl_kill_during_resume_then_resume_equals_uninterrupted(reference, tmp_p
     out = tmp_path / "run"
     assert rl_main(["train", *RL, "--steps", "128", "--out", str(out)]) == 0
     _faulted("rl.cli", ["train", *RL, "--steps", "192", "--out", str(out), "--resume"], file, at)
-    _intact_rl(out)
+    _intact_rl(out, min_rows=4)
     assert _state(out)["update"] == 4  # the last good checkpoint survived the kill
     assert rl_main(["eval", str(out), "--episodes", "1"]) == 0
     assert rl_main(["train", *RL, "--steps", "192", "--out", str(out), "--resume"]) == 0
@@ -188,15 +189,19 @@ def test_crafted_pickles_execute_nothing(reference, fit_reference, tmp_path, cap
     torch.save({"update": 1, "policy": _Opener(marker)}, run / "checkpoint.pt")
     torch.save({"config": _Opener(marker), "state_dict": {}}, fitted / "flow.pt")
     capsys.readouterr()
-    assert rl_main(["eval", str(run), "--episodes", "1"]) == 2
-    assert rl_main(["train", *RL, "--steps", "256", "--out", str(run), "--resume"]) == 2
+
+    def attempt(command, argv):
+        try:
+            return command(argv)
+        except (Exception, SystemExit):  # how a failure is worded is checked below
+            return "raised"
+        finally:
+            assert not marker.exists(), f"loading ran the file's code: {argv}"
+
+    assert attempt(rl_main, ["eval", str(run), "--episodes", "1"]) == 2
+    assert attempt(rl_main, ["train", *RL, "--steps", "256", "--out", str(run), "--resume"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all("refused" in line for line in err), err
+    assert attempt(flows_main, ["show", str(fitted), "--eval-samples", "500"]) != 0
     with pytest.raises(runfiles.RunFileError, match="refused"):
         flows.load(fitted / "flow.pt")
-    try:  # how show words it is vi_flows/cli.py's business; it must fail and run nothing
-        code = flows_main(["show", str(fitted), "--eval-samples", "500"])
-    except (Exception, SystemExit):
-        code = "raised"
-    assert code != 0
-    assert not marker.exists()
