@@ -112,13 +112,20 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (its usage block would make it several)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vi-rl", description=__doc__.split("\n")[0])
+    p = _Parser(prog="vi-rl", description=__doc__.split("\n")[0])
     p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     # SUPPRESS: a subcommand without --debug keeps the top-level value.
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     t = sub.add_parser(
         "train", parents=[common], help="train (or --resume) a run; extra --field value overrides"
     )

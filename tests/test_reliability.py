@@ -253,3 +253,11 @@ def test_checkpoint_holds_only_tensors_and_plain_data(tmp_path):
     state = torch.load(out / "checkpoint.pt", weights_only=True)  # no globals beyond torch's
     obs = from_plain(state)["collector"]["obs"]
     assert isinstance(obs, np.ndarray) and obs.dtype == np.float32
+
+
+def test_bad_options_and_unknown_names_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--algo", "a2c", "--out", str(tmp_path / "run")])
+    assert exit_.value.code == 2 and "invalid choice: 'a2c'" in _error(capsys)
+    assert _train(tmp_path / "run", *CARTPOLE, "--steps", "32", "--posterior", "nosuch") == 2
+    assert "unknown flow 'nosuch'; known flows:" in _error(capsys)

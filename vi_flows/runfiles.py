@@ -91,7 +91,8 @@ def load(path: str | Path, map_location: str | torch.device | None = None) -> An
         why = f" [{detail.strip()}]" if detail else ""
         raise RunFileError(
             f"{path}: refused, it holds Python objects other than tensors and plain data "
-            f"(not written by vi-flows, or tampered with; nothing in it was run){why}"
+            f"(written by another program or an older vi-flows, or tampered with; nothing in it "
+            f"was run){why}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         text = str(err).strip()
