@@ -9,7 +9,7 @@ Environments are rebuilt from the config and re-seeded, then their state is rest
 layer of each env slot (the wrappers and the unwrapped env) every instance attribute that is plain
 data (the physics state, time-limit counters, order/checker flags, the episode's constants) and
 the bit-generator state of every ``numpy.random.Generator`` attribute. That is the whole state of
-environments written in Python and numpy (gymnasium's classic control and toy text, the tests'
+environments written in Python and numpy (gymnasium's classic control, the tests'
 environments), so their resume is bit-for-bit. Environments whose state lives in other objects
 (MuJoCo's ``MjData``, Box2D's ``world``) are *opaque*: :func:`load_env_state` names those
 attributes and the trainer restarts the in-flight episodes (reset with a seed derived from the
@@ -37,7 +37,7 @@ def _is_plain(value: Any) -> bool:
     if isinstance(value, _SCALARS):
         return True
     if isinstance(value, np.ndarray):
-        return value.dtype != object
+        return value.dtype.kind in "biufc"  # torch.from_numpy's dtypes (not str, bytes, object)
     if isinstance(value, np.generic):
         return isinstance(value, np.number | np.bool_)
     if isinstance(value, tuple | list):

@@ -261,3 +261,20 @@ def test_bad_options_and_unknown_names_are_one_line(tmp_path, capsys):
     assert exit_.value.code == 2 and "invalid choice: 'a2c'" in _error(capsys)
     assert _train(tmp_path / "run", *CARTPOLE, "--steps", "32", "--posterior", "nosuch") == 2
     assert "unknown flow 'nosuch'; known flows:" in _error(capsys)
+
+
+def test_pendulum_resume_is_bit_for_bit_with_numpy_state(tmp_path):
+    """Pendulum's physics state, obs normaliser and reward scaler travel as plain data."""
+    args = ["--env", "Pendulum-v1", *BASE, "--set", "checkpoint_every=1"]
+    args += ["--set", "normalize_obs=true", "--set", "normalize_reward=true"]
+    assert _train(tmp_path / "a", *args, "--steps", "96") == 0
+    assert _train(tmp_path / "b", *args, "--steps", "64") == 0
+    assert _train(tmp_path / "b", "--resume", "--quiet", "--steps", "96") == 0
+    a, b = (from_plain(runfiles.load(tmp_path / n / "checkpoint.pt")) for n in "ab")
+    for part in ("policy", "critic"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part])
+    assert np.array_equal(a["normalizer"]["var"], b["normalizer"]["var"])
+    assert np.array_equal(a["collector"]["obs"], b["collector"]["obs"])
+    assert a["envs"]["slots"][0][-1]["attrs"]["state"].tolist() == (
+        b["envs"]["slots"][0][-1]["attrs"]["state"].tolist()
+    )
