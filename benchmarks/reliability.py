@@ -95,9 +95,9 @@ def rl_trials(n: int, sig: int, rng: random.Random, tmp: Path) -> dict[str, int]
     for i in range(n):
         out = tmp / f"{sig}-{i}"
         shutil.copytree(start, out)
-        _crash([*cmd, "--out", str(out)], sig, 0.2 * full, full, rng)
+        _crash([*cmd, "--out", str(out)], sig, 0.3 * full, 0.9 * full, rng)
         intact = _intact(out)
-        counts["mid_training"] += intact and _state(out)["update"] > 4
+        counts["mid_training"] += intact and 4 < _state(out)["update"] < 40
         if intact:
             counts["intact"] += 1
             resumed = main(["train", *RL, "--steps", str(STEPS), "--out", str(out), "--resume"])
@@ -145,7 +145,7 @@ def main() -> None:
         intr = rl_trials(args.interrupts, signal.SIGINT, rng, tmp)
         fit = fit_trials(args.fit_kills, rng, tmp)
     lines = [
-        "| fault (random instant) | trials | landed after a new checkpoint | files intact | "
+        "| fault (random instant) | trials | landed mid-training (update 5–39) | files intact | "
         "resumed = uninterrupted |",
         "|---|---|---|---|---|",
         f"| SIGKILL `vi-rl train --resume` (checkpoint every update) | {kill['trials']} | "

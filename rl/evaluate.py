@@ -111,7 +111,7 @@ def evaluate(
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"--episodes must be an integer >= 1, got {episodes!r}")
     out = Path(out)
-    run = load_run(out)
+    run = load_run(out, restore_envs=False)
     run.envs.close()
     results = evaluate_policy(
         run.policy, run.cfg.env_id, episodes, seed, run.normalizer, stochastic_actions

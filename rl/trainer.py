@@ -126,8 +126,11 @@ class _Run:
             }
         )
 
-    def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`; in-flight episodes of opaque envs restart (warned)."""
+    def load_state_dict(self, state: dict, restore_envs: bool = True) -> None:
+        """Restore :meth:`state_dict`; in-flight episodes of opaque envs restart (warned).
+
+        ``restore_envs=False`` skips the environments (evaluation runs its own).
+        """
         state = from_plain(state)
         self.update, self.elapsed = int(state["update"]), float(state["elapsed"])
         self.policy.load_state_dict(state["policy"])
@@ -136,7 +139,7 @@ class _Run:
         self.collector.load_state_dict(state["collector"])
         if self.normalizer is not None:
             self.normalizer.load_state_dict(state["normalizer"])
-        opaque = load_env_state(self.envs, state["envs"])
+        opaque = load_env_state(self.envs, state["envs"]) if restore_envs else []
         torch.set_rng_state(state["torch_rng"])
         if opaque:
             self._restart_episodes(opaque)
@@ -168,8 +171,11 @@ def saved_config(out: Path) -> Any:
         raise ValueError(f"{path}: {err}") from None
 
 
-def load_run(out: Path, **overrides: Any) -> _Run:
-    """Rebuild a run from ``out/config.json`` and ``out/checkpoint.pt`` (no code is loaded)."""
+def load_run(out: Path, restore_envs: bool = True, **overrides: Any) -> _Run:
+    """Rebuild a run from ``out/config.json`` and ``out/checkpoint.pt`` (no code is loaded).
+
+    ``overrides`` replace config fields; ``restore_envs=False`` leaves the environments fresh.
+    """
     out = Path(out)
     if not (out / "checkpoint.pt").exists():
         raise FileNotFoundError(f"{out} has no checkpoint.pt (not a vi-rl run, or not resumable)")
@@ -177,7 +183,7 @@ def load_run(out: Path, **overrides: Any) -> _Run:
     state = runfiles.load(out / "checkpoint.pt")
     run = _Run(cfg)
     try:
-        run.load_state_dict(state)
+        run.load_state_dict(state, restore_envs)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         run.envs.close()
         raise runfiles.RunFileError(
