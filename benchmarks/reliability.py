@@ -130,6 +130,36 @@ def fit_trials(n: int, rng: random.Random, tmp: Path) -> dict[str, int]:
     return counts
 
 
+def corruption_trials(flips: int, rng: random.Random, tmp: Path) -> dict[str, int]:
+    """Every truncation of a saved flow, and random single-bit flips: refused or identical."""
+    from vi_flows import flows, runfiles
+
+    q = flows.build("realnvp", 2, layers=2, hidden=(8,))
+    flows.save(q, tmp / "flow.pt")
+    data, ref = (tmp / "flow.pt").read_bytes(), q.state_dict()
+    counts = {"bytes": len(data), "cut_refused": 0, "flips": flips, "flip_refused": 0}
+    counts.update(flip_identical=0, flip_different=0)
+    bad = tmp / "bad.pt"
+    for cut in range(len(data)):
+        bad.write_bytes(data[:cut])
+        try:
+            flows.load(bad)
+        except runfiles.RunFileError:
+            counts["cut_refused"] += 1
+    for _ in range(flips):
+        damaged = bytearray(data)
+        damaged[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        bad.write_bytes(bytes(damaged))
+        try:
+            got = flows.load(bad).state_dict()
+        except runfiles.RunFileError:
+            counts["flip_refused"] += 1
+            continue
+        same = all(torch.equal(got[k], ref[k]) for k in ref)
+        counts["flip_identical" if same else "flip_different"] += 1
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=30)
@@ -144,6 +174,7 @@ def main() -> None:
         kill = rl_trials(args.kills, signal.SIGKILL, rng, tmp)
         intr = rl_trials(args.interrupts, signal.SIGINT, rng, tmp)
         fit = fit_trials(args.fit_kills, rng, tmp)
+        bits = corruption_trials(1000, rng, tmp)
     lines = [
         "| fault (random instant) | trials | landed mid-training (update 5–39) | files intact | "
         "resumed = uninterrupted |",
@@ -154,6 +185,13 @@ def main() -> None:
         f"{intr['intact']} | {intr['resumed_equal']} |",
         f"| SIGKILL `vi-flows fit` (last half of the run) | {fit['trials']} | "
         f"{fit['flow_written']} wrote flow.pt | {fit['intact']} | (re-run) |",
+    ]
+    lines += [
+        "",
+        f"Damaged flow.pt ({bits['bytes']} bytes): {bits['cut_refused']} of {bits['bytes']} "
+        f"truncations refused; of {bits['flips']} single-bit flips {bits['flip_refused']} refused, "
+        f"{bits['flip_identical']} loaded identical parameters, {bits['flip_different']} loaded "
+        "different ones.",
     ]
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)

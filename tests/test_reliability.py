@@ -278,3 +278,37 @@ def test_pendulum_resume_is_bit_for_bit_with_numpy_state(tmp_path):
     assert a["envs"]["slots"][0][-1]["attrs"]["state"].tolist() == (
         b["envs"]["slots"][0][-1]["attrs"]["state"].tolist()
     )
+
+
+def test_damaged_flow_files_are_refused_never_loaded_different(tmp_path):
+    import random
+
+    q = flows.build("gaussian", 3)
+    flows.save(q, tmp_path / "flow.pt")
+    data, ref, bad = (tmp_path / "flow.pt").read_bytes(), q.state_dict(), tmp_path / "bad.pt"
+    rng, refused = random.Random(0), 0
+    for _ in range(100):
+        damaged = bytearray(data)
+        damaged[rng.randrange(len(data))] ^= 1 << rng.randrange(8)
+        bad.write_bytes(bytes(damaged))
+        try:
+            got = flows.load(bad).state_dict()
+        except runfiles.RunFileError:
+            refused += 1
+            continue
+        assert all(torch.equal(got[k], ref[k]) for k in ref)  # a flip in padding: harmless
+    assert refused > 30
+    # One bit inside a stored parameter: torch.load alone returns the changed value.
+    with torch.no_grad():
+        for p in q.parameters():
+            p.normal_(generator=torch.Generator().manual_seed(1))
+    flows.save(q, tmp_path / "flow.pt")
+    data = bytearray((tmp_path / "flow.pt").read_bytes())
+    first = next(q.parameters())
+    at = bytes(data).index(first.detach().numpy().tobytes()) + 1
+    data[at] ^= 1
+    bad.write_bytes(bytes(data))
+    changed = torch.load(bad, weights_only=True)["state_dict"]
+    assert any(not torch.equal(changed[k], v) for k, v in q.state_dict().items())
+    with pytest.raises(runfiles.RunFileError, match="CRC-32 mismatch"):
+        flows.load(bad)

@@ -4,7 +4,9 @@ Every file is written to ``NAME.tmp`` in the same folder, flushed and fsynced, t
 ``NAME`` with :func:`os.replace` (atomic on POSIX and Windows), and the folder is fsynced: a crash
 at any instant leaves either the old file or the new one, never a torn one. Tensors are read back
 with ``torch.load(weights_only=True)``, whose unpickler admits tensors and plain containers only,
-so a crafted file cannot run code; anything else is one clear :class:`RunFileError`.
+so a crafted file cannot run code, and the archive's CRC-32s are checked first, so a truncated
+or bit-flipped file is refused rather than loaded; each failure is one clear
+:class:`RunFileError`.
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "state.pt"
@@ -81,8 +83,15 @@ def load(path: str | Path, map_location: str | torch.device | None = None) -> An
     path = Path(path)
     if not path.is_file():
         raise RunFileError(f"{path}: no such file")
+    data = path.read_bytes()
     try:
-        data = path.read_bytes()
+        # torch does not verify the archive's CRC-32s: a flipped bit in a tensor would load.
+        damaged = zipfile.ZipFile(io.BytesIO(data)).testzip()
+    except Exception as err:  # noqa: BLE001 - zipfile raises many types on damaged headers
+        raise RunFileError(f"{path}: truncated or corrupt (not a whole archive: {err})") from None
+    if damaged is not None:
+        raise RunFileError(f"{path}: corrupt (CRC-32 mismatch in record {damaged!r})")
+    try:
         return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's message advises weights_only=False, i.e. running the file's code: never do.
@@ -94,7 +103,7 @@ def load(path: str | Path, map_location: str | torch.device | None = None) -> An
             f"(written by another program or an older vi-flows, or tampered with; nothing in it "
             f"was run){why}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - whatever a damaged archive raises, it is damaged
         text = str(err).strip()
         reason = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
         raise RunFileError(f"{path}: truncated or corrupt ({reason})") from None
