@@ -71,7 +71,15 @@ def _intact(out: Path) -> bool:
 
 
 def _crash(cmd: list[str], sig: int, lo: float, hi: float, rng: random.Random) -> int:
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # A shell's background job ignores SIGINT and Python keeps an ignored SIGINT ignored:
+    # restore the default so that Ctrl-C raises KeyboardInterrupt as in a terminal.
+    proc = subprocess.Popen(
+        cmd,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     time.sleep(rng.uniform(lo, hi))
     proc.send_signal(sig)
     proc.wait(timeout=120)
