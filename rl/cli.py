@@ -9,6 +9,9 @@ Examples::
     vi-rl eval runs/vppo-s0
     vi-rl plot runs/vppo-s* --output curves.png
     vi-rl config vtrpo            # every field with its documentation and default
+
+Expected failures (bad options, unknown names, missing or corrupt run files) print one line on
+stderr and exit with status 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ from pathlib import Path
 import torch
 
 from rl.algorithms import ALGORITHMS, default_config
-from rl.config import field_docs, load_dict, with_overrides
+from rl.config import field_docs, with_overrides
 from rl.presets import env_preset
-from vi_flows.registry import UnknownNameError
 
 __all__ = ["main"]
 
@@ -56,26 +58,34 @@ def _overrides(pairs: list[str], extra: list[str]) -> dict[str, str]:
 
 
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
-    from rl.trainer import train
+    from rl.trainer import saved_config, train
 
     out = Path(args.out)
     overrides = _overrides(args.set or [], extra)
+    fields = {"env_id": args.env, "seed": args.seed, "total_steps": args.steps}
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if args.posterior is not None:
+        fields["posterior"] = args.posterior
     if args.resume:
+        if args.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
         if not (out / "checkpoint.pt").exists():
-            raise ValueError(f"--resume: {out} has no checkpoint.pt")
-        saved = load_dict(out / "config.json")
-        cfg = with_overrides(ALGORITHMS.get(saved["algo"]).config(), saved)
-        if args.steps is not None:
-            cfg = dataclasses.replace(cfg, total_steps=args.steps)
+            raise ValueError(f"--resume: {out} has no checkpoint.pt (nothing to resume)")
+        saved = saved_config(out)
+        if args.algo is not None and args.algo != saved.algo:
+            raise ValueError(
+                f"--resume keeps the saved config: --algo {args.algo} differs from the saved "
+                f"{saved.algo!r} (use a new --out)"
+            )
+        preset = env_preset(fields.get("env_id", saved.env_id), saved.algo) if args.preset else {}
+        # train() refuses (naming them) any of these that changes a non-resumable field.
+        cfg = with_overrides(saved, {**preset, **fields, **overrides})
     else:
-        fields = {"env_id": args.env, "seed": args.seed}
-        if args.steps is not None:
-            fields["total_steps"] = args.steps
-        if args.posterior is not None:
-            fields["posterior"] = args.posterior
-        preset = env_preset(args.env, args.algo) if args.preset else {}
-        cfg = with_overrides(default_config(args.algo), {**preset, **fields, **overrides})
-    row = train(cfg, out, resume=args.resume, progress=not args.quiet)
+        algo = args.algo or "vppo"
+        fields.setdefault("env_id", "Pendulum-v1")
+        preset = env_preset(fields["env_id"], algo) if args.preset else {}
+        cfg = with_overrides(default_config(algo), {**preset, **fields, **overrides})
+    row = train(cfg, out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
     print(json.dumps(row))
     return 0
 
@@ -103,49 +113,101 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (its usage block would make it several)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vi-rl", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train (or --resume) a run; extra --field value overrides")
-    t.add_argument("--env", default="Pendulum-v1", help="gymnasium env id")
-    t.add_argument("--algo", default="vppo", choices=sorted(ALGORITHMS))
+    p = _Parser(prog="vi-rl", description=__doc__.split("\n")[0])
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+    common = _Parser(add_help=False)
+    # SUPPRESS: a subcommand without --debug keeps the top-level value.
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = sub.add_parser(
+        "train", parents=[common], help="train (or --resume) a run; extra --field value overrides"
+    )
+    t.add_argument(
+        "--env", default=None, help="gymnasium env id or module:Env-v0 (default Pendulum-v1)"
+    )
+    t.add_argument("--algo", default=None, choices=sorted(ALGORITHMS), help="default vppo")
     t.add_argument("--posterior", default=None, help="vi_flows family (v-algorithms)")
     t.add_argument("--steps", type=int, default=None, help="total env steps")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=None, help="default 0")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--set", action="append", metavar="FIELD=VALUE", help="config override")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out; only --steps and --set checkpoint_every/target_return/"
+        "tensorboard may change (other changed flags are refused)",
+    )
+    t.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in --out (else refused)"
+    )
     t.add_argument(
         "--preset",
         action="store_true",
         help="apply the recommended settings for --env (rl/presets/*.yaml) before --set",
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    e = sub.add_parser("eval", help="evaluate a run (posterior mean and sampled θ)")
+    e = sub.add_parser(
+        "eval", parents=[common], help="evaluate a run (posterior mean and sampled θ)"
+    )
     e.add_argument("run")
     e.add_argument("--episodes", type=int, default=10)
     e.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
-    pl = sub.add_parser("plot", help="learning curves of runs (mean ± std over seeds)")
+    pl = sub.add_parser(
+        "plot", parents=[common], help="learning curves of runs (mean ± std over seeds)"
+    )
     pl.add_argument("runs", nargs="+")
     pl.add_argument("--output", default="curves.png")
-    c = sub.add_parser("config", help="list an algorithm's config fields and their docs")
+    c = sub.add_parser(
+        "config", parents=[common], help="list an algorithm's config fields and their docs"
+    )
     c.add_argument("algo", choices=sorted(ALGORITHMS))
     return p
+
+
+#: Failures that are the input's fault: one line and exit 2 (OSError covers missing, unreadable
+#: or unwritable paths; KeyError an unknown flow family; RunFileError is a ValueError).
+EXPECTED = (ValueError, KeyError, FloatingPointError, OSError)
+
+
+def _one_line(err: BaseException) -> str:
+    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{err.filename}: {text}"
+    return " ".join(str(text).split()) or type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vi-rl`` console script."""
     torch.set_num_threads(1)
-    args, extra = parser().parse_known_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
     if extra and args.command != "train":
-        parser().error(f"unrecognized arguments: {' '.join(extra)}")
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "train":
             return _train(args, extra)
         return {"eval": _eval, "plot": _plot, "config": _config}[args.command](args)
-    except (UnknownNameError, ValueError, FloatingPointError, FileNotFoundError) as err:
-        print(f"vi-rl: error: {err}", file=sys.stderr)
+    except EXPECTED as err:
+        if args.debug:
+            raise
+        print(f"vi-rl: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(
+            "vi-rl: interrupted (the last checkpoint is intact; --resume continues)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

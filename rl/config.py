@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vi_flows.runfiles import write_text
 from vi_flows.schedules import Constant, ExponentialSchedule, LinearSchedule, Schedule
 
 __all__ = [
@@ -102,6 +103,16 @@ class TrainConfig:
     tensorboard: bool = True
     """Also write TensorBoard scalars (skipped if tensorboard is not installed)."""
 
+    def __post_init__(self) -> None:
+        """One clear error per out-of-range field (subclasses check their own fields too)."""
+        _check_ranges(self, _RANGES)
+        try:
+            options = json.loads(self.posterior_options)
+        except (TypeError, json.JSONDecodeError) as err:
+            raise ValueError(f"posterior_options must be a JSON object, got {err}") from None
+        if not isinstance(options, dict):
+            raise ValueError(f"posterior_options must be a JSON object, got {options!r}")
+
     @property
     def batch_size(self) -> int:
         return self.num_envs * self.rollout_steps
@@ -109,6 +120,49 @@ class TrainConfig:
     @property
     def num_updates(self) -> int:
         return -(-self.total_steps // self.batch_size)
+
+
+def _positive(x: Any) -> bool:
+    return x > 0
+
+
+#: (check, what is valid) per field; NaN fails every check.
+_RANGES: dict[str, tuple[Any, str]] = {
+    "total_steps": (lambda x: x >= 1, "an integer >= 1"),
+    "num_envs": (lambda x: x >= 1, "an integer >= 1"),
+    "rollout_steps": (lambda x: x >= 1, "an integer >= 1"),
+    "gamma": (lambda x: 0 < x <= 1, "in (0, 1]"),
+    "gae_lambda": (lambda x: 0 <= x <= 1, "in [0, 1]"),
+    "posterior_init_scale": (_positive, "> 0"),
+    "hidden": (lambda h: all(w >= 1 for w in h), "widths >= 1"),
+    "activation": (lambda a: a in ("tanh", "relu"), "tanh or relu"),
+    "latent_dim": (lambda x: x >= 1, "an integer >= 1"),
+    "lr": (_positive, "> 0"),
+    "max_grad_norm": (lambda x: x >= 0, ">= 0 (0 disables clipping)"),
+    "value_lr": (_positive, "> 0"),
+    "value_epochs": (lambda x: x >= 0, "an integer >= 0"),
+    "value_minibatch_size": (lambda x: x >= 1, "an integer >= 1"),
+    "alpha": (_positive, "> 0"),
+    "alpha_schedule": (
+        lambda s: s in ("constant", "linear", "exponential"),
+        "constant, linear or exponential",
+    ),
+    "alpha_end": (_positive, "> 0"),
+    "alpha_updates": (lambda x: x >= 1, "an integer >= 1"),
+    "alpha_rate": (lambda x: 0 < x <= 1, "in (0, 1]"),
+    "checkpoint_every": (lambda x: x >= 0, "an integer >= 0 (0: only at the end)"),
+}
+
+
+def _check_ranges(cfg: Any, ranges: dict[str, tuple[Any, str]]) -> None:
+    for name, (ok, valid) in ranges.items():
+        value = getattr(cfg, name)
+        try:
+            good = bool(ok(value))
+        except TypeError:
+            good = False
+        if not good:
+            raise ValueError(f"{name} must be {valid}, got {value!r}")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -180,11 +234,25 @@ def alpha_schedule(cfg: TrainConfig) -> Schedule:
 
 
 def save(cfg: Any, path: Path) -> None:
-    """Write the config as JSON (``config.json`` beside the run)."""
-    path.write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    """Write the config as JSON (``config.json`` beside the run), atomically."""
+    write_text(path, json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
 
 def load_dict(path: Path) -> dict[str, Any]:
-    """Read a saved config (tuples come back as lists; :func:`with_overrides` accepts both)."""
-    data = json.loads(path.read_text())
+    """Read a saved config (tuples come back as lists; :func:`with_overrides` accepts both).
+
+    Raises:
+        FileNotFoundError / ValueError: a missing file, or one that is not a JSON object (the
+            message names the file, and the line and column of a syntax error).
+    """
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file (not a vi-rl run directory?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path}: expected a JSON object of config fields, got {type(data).__name__}"
+        )
     return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

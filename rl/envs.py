@@ -9,7 +9,7 @@ a dummy transition with reward 0 on the following step).
 
 from __future__ import annotations
 
-import pickle
+import importlib
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -20,20 +20,31 @@ __all__ = [
     "RewardScaler",
     "make_envs",
     "check_finite",
-    "env_state",
-    "load_env_state",
 ]
 
 
 def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
     """``num_envs`` copies of ``env_id`` in a synchronous vector env with SAME_STEP autoreset.
 
+    ``env_id`` may be ``module:Env-v0`` (gymnasium's syntax: import ``module``, which registers
+    ``Env-v0``).
+
     Raises:
-        ValueError: for an unknown environment id or an action space that is neither ``Box`` nor
-            ``Discrete``.
+        ValueError: for an unknown environment id, a module that does not import, ``num_envs``
+            below 1, or an action space that is neither ``Box`` nor ``Discrete``.
     """
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    module, sep, name = env_id.rpartition(":")
+    if sep:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(
+                f"env id {env_id!r}: cannot import module {module!r} ({err})"
+            ) from None
     try:
-        gym.spec(env_id)
+        gym.spec(name)
     except gym.error.Error as err:
         raise ValueError(f"unknown environment id {env_id!r} ({err})") from None
     envs = gym.make_vec(
@@ -54,18 +65,6 @@ def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv
         raise ValueError(f"unsupported observation space for {env_id!r}: need a flat Box")
     envs.action_space.seed(seed)
     return envs
-
-
-def env_state(envs: gym.vector.SyncVectorEnv) -> bytes:
-    """Pickle the sub-environments (their physics state, RNGs and time-limit counters)."""
-    return pickle.dumps(envs.envs)
-
-
-def load_env_state(envs: gym.vector.SyncVectorEnv, blob: bytes) -> None:
-    """Restore sub-environments written by :func:`env_state` into a fresh vector env."""
-    for env in envs.envs:
-        env.close()
-    envs.envs = pickle.loads(blob)
 
 
 def check_finite(name: str, value: np.ndarray, step: int, slots: list[int] | None = None) -> None:

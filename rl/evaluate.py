@@ -16,6 +16,7 @@ import torch
 
 from rl.envs import RunningMeanStd, make_envs
 from rl.policy_api import PolicyFamily
+from vi_flows.runfiles import write_text
 
 __all__ = ["evaluate", "evaluate_policy", "run_episodes"]
 
@@ -100,11 +101,13 @@ def evaluate(
     """
     from rl.trainer import load_run
 
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"--episodes must be an integer >= 1, got {episodes!r}")
     out = Path(out)
-    run = load_run(out)
+    run = load_run(out, restore_envs=False)
     run.envs.close()
     results = evaluate_policy(
         run.policy, run.cfg.env_id, episodes, seed, run.normalizer, stochastic_actions
     )
-    (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_text(out / "eval.json", json.dumps(results, indent=2) + "\n")
     return results

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
+
+from vi_flows import runfiles
 
 __all__ = ["COLUMNS", "ProgressLog"]
 
@@ -33,8 +36,23 @@ COLUMNS = [
 ]
 
 
+def _complete(row: dict) -> bool:
+    """A row with every column and an integer update (a crash can tear the last one)."""
+    if None in row or any(row.get(c) is None for c in COLUMNS):
+        return False
+    try:
+        int(row["update"])
+    except ValueError:
+        return False
+    return True
+
+
 class ProgressLog:
     """Appends rows to ``DIR/progress.csv``; on resume drops rows after the checkpoint's update.
+
+    The file is only ever replaced atomically (header of a fresh run; the rows up to the
+    checkpoint on resume, which also drops a row torn by a crash) or appended to, so a crash at
+    any point loses at most the rows after the last checkpoint, which the resumed run rewrites.
 
     Args:
         out: the run directory.
@@ -46,12 +64,14 @@ class ProgressLog:
         self.path = out / "progress.csv"
         rows = []
         if resume_update is not None and self.path.exists():
-            with self.path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["update"]) <= resume_update]
-        with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+            with self.path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if _complete(r)]
+            rows = [r for r in rows if int(r["update"]) <= resume_update]
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        runfiles.write_text(self.path, text.getvalue())
         self.writer = None
         if tensorboard:
             try:

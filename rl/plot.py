@@ -3,26 +3,38 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from rl.config import load_dict
+
 __all__ = ["plot"]
 
 
 def _curve(run: Path) -> tuple[np.ndarray, np.ndarray]:
-    with (run / "progress.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["return_mean"] not in ("", "nan")]
-    steps = np.array([float(r["env_steps"]) for r in rows])
-    returns = np.array([float(r["return_mean"]) for r in rows])
+    points = []
+    with (run / "progress.csv").open(newline="") as f:
+        for r in csv.DictReader(f):
+            try:
+                points.append((float(r["env_steps"]), float(r["return_mean"])))
+            except (KeyError, TypeError, ValueError):  # a row torn by a crash
+                continue
+    points = [p for p in points if np.isfinite(p[1])]
+    steps = np.array([p[0] for p in points])
+    returns = np.array([p[1] for p in points])
     return steps, returns
 
 
 def plot(runs: list[str | Path], output: str | Path = "curves.png", points: int = 100) -> Path:
     """Plot episodic return against env steps; runs with the same config except the seed share
-    a line (mean over seeds on a common grid, shaded ±1 std). Returns the PNG path."""
+    a line (mean over seeds on a common grid, shaded ±1 std). Returns the PNG path.
+
+    Raises:
+        FileNotFoundError: a run without ``progress.csv``.
+        ValueError: when no run has two rows with a return (nothing would be drawn).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,15 +44,23 @@ def plot(runs: list[str | Path], output: str | Path = "curves.png", points: int 
     for run in map(Path, runs):
         if not (run / "progress.csv").exists():
             raise FileNotFoundError(f"{run} has no progress.csv (not a vi-rl run directory)")
-        cfg = json.loads((run / "config.json").read_text())
-        label = f"{cfg['algo']} {cfg['policy']}/{cfg['posterior']} {cfg['env_id']}"
+        cfg = load_dict(run / "config.json")
+        fields = [cfg.get(k, "?") for k in ("algo", "policy", "posterior", "env_id")]
+        label = "{} {}/{} {}".format(*fields)
         groups[label].append(run)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    curves_of = {}
     for label, members in sorted(groups.items()):
-        curves = [_curve(r) for r in members]
-        curves = [c for c in curves if len(c[0]) > 1]
-        if not curves:
-            continue
+        curves = [c for c in map(_curve, members) if len(c[0]) > 1]
+        if curves:
+            curves_of[label] = curves
+    if not curves_of:
+        names = ", ".join(str(r) for r in runs)
+        raise ValueError(
+            f"nothing to plot: {names} have fewer than 2 progress rows with an episode return "
+            "(train longer, or pass runs that finished some episodes)"
+        )
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, curves in curves_of.items():
         end = min(c[0][-1] for c in curves)
         grid = np.linspace(max(c[0][0] for c in curves), end, points)
         ys = np.stack([np.interp(grid, s, r) for s, r in curves])

@@ -39,6 +39,7 @@ from vi_flows.registry import Registry
 
 __all__ = [
     "ActionHead",
+    "check_action_space",
     "BNNPolicy",
     "ParticlePolicy",
     "ActionMeanPolicy",
@@ -48,14 +49,46 @@ __all__ = [
 ]
 
 
+def check_action_space(space: gym.Space) -> None:
+    """Raise ``ValueError`` unless :class:`ActionHead` represents ``space`` exactly.
+
+    Representable: ``Discrete(n, start)`` with n >= 1, and a 1-D floating ``Box`` (shape (n,)).
+    """
+    if isinstance(space, gym.spaces.Discrete):
+        if int(space.n) < 1:
+            raise ValueError(f"action space {space} has no actions")
+        return
+    if isinstance(space, gym.spaces.Box):
+        if (
+            len(space.shape) == 1
+            and space.shape[0] >= 1
+            and np.issubdtype(space.dtype, np.floating)
+        ):
+            return
+        raise ValueError(
+            f"action space {space} cannot be represented exactly: vi-rl needs a 1-D float Box "
+            "(shape (n,)) or a Discrete space; flatten or wrap the env's actions"
+        )
+    raise ValueError(
+        f"unsupported action space {type(space).__name__}; vi-rl supports Box (continuous, 1-D) "
+        "and Discrete actions"
+    )
+
+
 class ActionHead(nn.Module):
-    """Turns network outputs into π(·|s): Categorical(logits) or N(mean, exp(log_std)²)."""
+    """Turns network outputs into π(·|s): Categorical(logits) or N(mean, exp(log_std)²).
+
+    A Discrete(n, start) action is the categorical index i ∈ [0, n) (what the buffer stores and
+    log π is taken of); the env receives start + i.
+    """
 
     def __init__(self, space: gym.Space, init_log_std: float = 0.0, learn_log_std: bool = True):
         super().__init__()
+        check_action_space(space)
         self.discrete = isinstance(space, gym.spaces.Discrete)
         if self.discrete:
             self.num_outputs, self.shape = int(space.n), ()
+            self.start = int(space.start)
         else:
             self.num_outputs, self.shape = int(np.prod(space.shape)), tuple(space.shape)
             self.low, self.high = space.low, space.high
@@ -91,7 +124,9 @@ class ActionHead(nn.Module):
     def to_env(self, action: Tensor) -> np.ndarray:
         """The action the env receives (Box actions clipped to the bounds)."""
         a = action.numpy()
-        return a.astype(np.int64) if self.discrete else np.clip(a, self.low, self.high)
+        if self.discrete:
+            return a.astype(np.int64) + self.start
+        return np.clip(a, self.low, self.high)
 
 
 class BNNPolicy(nn.Module):

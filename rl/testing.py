@@ -33,6 +33,49 @@ class MultiBinaryEnv(CountEnv):
         self.action_space = gym.spaces.MultiBinary(2)
 
 
+class ShiftedDiscreteEnv(CountEnv):
+    """Discrete(3, start=-1) actions; an action outside {-1, 0, 1} raises, reward = action."""
+
+    def __init__(self):
+        super().__init__(length=5)
+        self.action_space = gym.spaces.Discrete(3, start=-1)
+
+    def step(self, action):
+        if not self.action_space.contains(np.int64(action)):
+            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        obs, _, term, trunc, info = super().step(action)
+        return obs, float(action), term, trunc, info
+
+
+class MatrixBoxEnv(CountEnv):
+    """A Box action of shape (2, 2), which the action heads cannot represent."""
+
+    def __init__(self):
+        super().__init__()
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32)
+
+
+class OpaqueStateEnv(CountEnv):
+    """Keeps its step counter inside an object (as MuJoCo keeps MjData): not plain data."""
+
+    class _Sim:
+        def __init__(self) -> None:
+            self.t = 0
+
+    def __init__(self):
+        super().__init__(length=7)
+        self.sim = self._Sim()
+
+    def reset(self, *, seed=None, options=None):
+        self.sim.t = 0
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.sim.t += 1
+        obs, reward, _, trunc, info = super().step(action)
+        return obs, reward, self.sim.t >= self.length, trunc, info
+
+
 def register() -> None:
     if "CountTerm-v0" in gym.registry:
         return
@@ -42,3 +85,10 @@ def register() -> None:
     )
     gym.register("CountNaN-v0", entry_point=CountEnv, kwargs={"endless": True, "nan_at": 2})
     gym.register("MultiBinary-v0", entry_point=MultiBinaryEnv)
+    gym.register("ShiftedDiscrete-v0", entry_point=ShiftedDiscreteEnv)
+    gym.register("MatrixBox-v0", entry_point=MatrixBoxEnv)
+    gym.register("OpaqueState-v0", entry_point=OpaqueStateEnv)
+
+
+# Importing the module registers them, so ``rl.testing:CountTerm-v0`` works as an env id.
+register()

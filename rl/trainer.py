@@ -1,15 +1,20 @@
 """The training loop shared by every algorithm: collect → GAE → update → log → checkpoint.
 
-A run directory holds ``config.json``, ``progress.csv``, ``checkpoint.pt`` (everything needed to
-continue bit-for-bit: networks, optimizers, RNG states, pickled environments and the slots' session
-noise) and ``tb/`` TensorBoard scalars.
+A run directory holds ``config.json``, ``progress.csv`` (one row per update), ``checkpoint.pt``
+(everything needed to continue bit-for-bit: networks, optimizers, RNG states, the environments'
+state as plain data and the slots' session noise; see :mod:`rl.checkpoint`), ``tb/`` TensorBoard
+scalars and, after ``vi-rl eval``, ``eval.json``. Every file is written atomically and the
+checkpoint is read with ``weights_only=True``: loading a run never executes code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,13 +25,20 @@ from tqdm import tqdm
 
 from rl import config as config_io
 from rl.algorithms import ALGORITHMS, check_config
-from rl.envs import RewardScaler, RunningMeanStd, env_state, load_env_state, make_envs
+from rl.checkpoint import env_state, from_plain, load_env_state, to_plain
+from rl.envs import RewardScaler, RunningMeanStd, make_envs
 from rl.logger import ProgressLog
 from rl.networks import mlp
 from rl.policies import make_policy
 from rl.rollout import Collector
+from vi_flows import runfiles
 
-__all__ = ["train", "build_policy", "load_run"]
+__all__ = ["train", "build_policy", "load_run", "RESUMABLE", "RUN_FILES"]
+
+#: Config fields a resumed run may change (none of them alters the updates already made).
+RESUMABLE = ("total_steps", "checkpoint_every", "target_return", "tensorboard")
+#: What a run directory holds (``--overwrite`` removes exactly these).
+RUN_FILES = ("config.json", "progress.csv", "checkpoint.pt", "eval.json", "tb")
 
 
 def build_policy(cfg: Any, obs_dim: int, action_space) -> torch.nn.Module:
@@ -72,7 +84,11 @@ class _Run:
         self.cfg = cfg
         self.envs = make_envs(cfg.env_id, cfg.num_envs, cfg.seed)
         obs_dim = int(np.prod(self.envs.single_observation_space.shape))
-        self.policy = build_policy(cfg, obs_dim, self.envs.single_action_space)
+        try:
+            self.policy = build_policy(cfg, obs_dim, self.envs.single_action_space)
+        except BaseException:
+            self.envs.close()
+            raise
         self.critic = mlp(obs_dim, 1, cfg.hidden, cfg.activation, out_gain=1.0)
         self.algo = ALGORITHMS.get(cfg.algo).algorithm(cfg, self.policy, self.critic)
         self.normalizer = RunningMeanStd((obs_dim,)) if cfg.normalize_obs else None
@@ -89,19 +105,27 @@ class _Run:
         self.update, self.elapsed = 0, 0.0
 
     def state_dict(self) -> dict:
-        return {
-            "update": self.update,
-            "elapsed": self.elapsed,
-            "policy": self.policy.state_dict(),
-            "critic": self.critic.state_dict(),
-            "algo": self.algo.state_dict(),
-            "collector": self.collector.state_dict(),
-            "normalizer": self.normalizer.state_dict() if self.normalizer else None,
-            "envs": env_state(self.envs),
-            "torch_rng": torch.get_rng_state(),
-        }
+        """Tensors and plain data only (numpy tagged by :func:`rl.checkpoint.to_plain`)."""
+        return to_plain(
+            {
+                "update": self.update,
+                "elapsed": self.elapsed,
+                "policy": self.policy.state_dict(),
+                "critic": self.critic.state_dict(),
+                "algo": self.algo.state_dict(),
+                "collector": self.collector.state_dict(),
+                "normalizer": self.normalizer.state_dict() if self.normalizer else None,
+                "envs": env_state(self.envs),
+                "torch_rng": torch.get_rng_state(),
+            }
+        )
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, restore_envs: bool = True) -> None:
+        """Restore :meth:`state_dict`; in-flight episodes of opaque envs restart (warned).
+
+        ``restore_envs=False`` skips the environments (evaluation runs its own).
+        """
+        state = from_plain(state)
         self.update, self.elapsed = int(state["update"]), float(state["elapsed"])
         self.policy.load_state_dict(state["policy"])
         self.critic.load_state_dict(state["critic"])
@@ -109,18 +133,81 @@ class _Run:
         self.collector.load_state_dict(state["collector"])
         if self.normalizer is not None:
             self.normalizer.load_state_dict(state["normalizer"])
-        load_env_state(self.envs, state["envs"])
+        opaque = load_env_state(self.envs, state["envs"]) if restore_envs else []
         torch.set_rng_state(state["torch_rng"])
+        if opaque:
+            self._restart_episodes(opaque)
+
+    def _restart_episodes(self, opaque: list[str]) -> None:
+        # The env state in these attributes was not saved: continuing mid-episode would mix the
+        # saved observation with a fresh simulator, so every slot starts a new episode instead.
+        warnings.warn(
+            f"{self.cfg.env_id}: env state in {', '.join(opaque)} is not plain data and was not "
+            "checkpointed; the resumed run restarts the in-flight episodes (not bit-for-bit)",
+            stacklevel=3,
+        )
+        c = self.collector
+        c.obs, _ = self.envs.reset(seed=self.cfg.seed + 100_003 * (self.update + 1))
+        c.ep_return[:], c.ep_length[:] = 0.0, 0
+        c.slot_xi = self.policy.new_noise(torch.arange(c.num_envs))
 
 
-def load_run(out: Path, **overrides: Any) -> _Run:
-    """Rebuild a run from ``out/config.json`` and ``out/checkpoint.pt``."""
-    data = config_io.load_dict(out / "config.json")
-    algo = data["algo"]
-    cfg = config_io.with_overrides(ALGORITHMS.get(algo).config(), {**data, **overrides})
+def saved_config(out: Path) -> Any:
+    """The config of the run in ``out`` (``config.json``)."""
+    path = out / "config.json"
+    data = config_io.load_dict(path)
+    algo = data.get("algo")
+    if algo not in ALGORITHMS:
+        raise ValueError(f"{path}: field 'algo' = {algo!r} is not one of {', '.join(ALGORITHMS)}")
+    try:
+        return config_io.with_overrides(ALGORITHMS.get(algo).config(), data)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def load_run(out: Path, restore_envs: bool = True, **overrides: Any) -> _Run:
+    """Rebuild a run from ``out/config.json`` and ``out/checkpoint.pt`` (no code is loaded).
+
+    ``overrides`` replace config fields; ``restore_envs=False`` leaves the environments fresh.
+    """
+    out = Path(out)
+    if not (out / "checkpoint.pt").exists():
+        raise FileNotFoundError(f"{out} has no checkpoint.pt (not a vi-rl run, or not resumable)")
+    cfg = config_io.with_overrides(saved_config(out), overrides)
+    state = runfiles.load(out / "checkpoint.pt")
     run = _Run(cfg)
-    run.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=False))
+    try:
+        run.load_state_dict(state, restore_envs)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        run.envs.close()
+        raise runfiles.RunFileError(
+            f"{out / 'checkpoint.pt'}: does not match {out / 'config.json'} ({type(err).__name__}: "
+            f"{err})"
+        ) from None
     return run
+
+
+def _check_resume(cfg: Any, saved: Any) -> None:
+    changed = [
+        f"{f.name} ({getattr(saved, f.name)!r} -> {getattr(cfg, f.name, None)!r})"
+        for f in dataclasses.fields(saved)
+        if f.name not in RESUMABLE and getattr(cfg, f.name, None) != getattr(saved, f.name)
+    ]
+    if changed:
+        raise ValueError(
+            "resume keeps the saved config, which these settings would change: "
+            f"{', '.join(changed)}; only {', '.join(RESUMABLE)} may change on resume "
+            "(use a new --out for the others)"
+        )
+
+
+def _remove_run_files(out: Path) -> None:
+    for name in RUN_FILES:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def train(
@@ -129,21 +216,70 @@ def train(
     resume: bool = False,
     progress: bool = True,
     callback: Callable[[_Run, dict], bool | None] | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Train (or, with ``resume``, continue) the run in ``out``; returns the last progress row.
 
-    With ``resume`` the saved config is used, except ``total_steps`` which comes from ``cfg``.
-    ``callback(run, row)`` is called after every update (e.g. periodic evaluation, which should
-    leave the torch RNG as it found it); returning True stops training after a checkpoint.
+    With ``resume`` the saved config is used; ``cfg`` may differ from it only in
+    :data:`RESUMABLE` fields (others raise ``ValueError`` naming them). A fresh run refuses an
+    ``out`` that already holds a run unless ``overwrite``. If a fresh run fails before its first
+    checkpoint, the files it wrote are removed (and ``out``, if it made it), so nothing half-made
+    is left behind. ``callback(run, row)`` is called after every update (e.g. periodic
+    evaluation, which should leave the torch RNG as it found it); returning True stops training
+    after a checkpoint.
+
+    Raises:
+        ValueError: a bad config, an existing run without ``resume``/``overwrite``, a resume that
+            changes a non-resumable field or asks for no more steps than are done.
+        FileNotFoundError / vi_flows.runfiles.RunFileError: a missing or corrupt run to resume.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if resume:
-        run = load_run(out, total_steps=cfg.total_steps)
+        saved = saved_config(out) if (out / "config.json").exists() else None
+        if saved is None:
+            raise FileNotFoundError(f"{out} has no config.json (not a vi-rl run)")
+        _check_resume(cfg, saved)
+        run = load_run(out, **{name: getattr(cfg, name) for name in RESUMABLE})
+        if run.update >= run.cfg.num_updates:
+            run.envs.close()
+            done = run.collector.global_step
+            raise ValueError(
+                f"{out} has already done {run.update} updates ({done} env steps) and total_steps="
+                f"{cfg.total_steps} asks for no more; pass --steps above {done} to continue"
+            )
     else:
-        run = _Run(cfg)
+        existing = [name for name in RUN_FILES if (out / name).exists()]
+        if existing and not overwrite:
+            raise ValueError(
+                f"--out {out} already holds a run ({', '.join(existing)}); pass --resume to "
+                "continue it, --overwrite to replace it, or choose another --out"
+            )
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder")
+        run = _Run(cfg)  # bad settings fail here, before anything is written
+        if existing:
+            _remove_run_files(out)
+    created = not out.exists()
+    checkpointed = resume
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = run.cfg
+        config_io.save(cfg, out / "config.json")
+        row = _loop(run, out, resume, progress, callback)
+        checkpointed = True
+    except BaseException:
+        if not checkpointed and not (out / "checkpoint.pt").exists():
+            _remove_run_files(out)
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        raise
+    finally:
+        run.envs.close()
+    return row
+
+
+def _loop(run: _Run, out: Path, resume: bool, progress: bool, callback) -> dict:
     cfg = run.cfg
-    config_io.save(cfg, out / "config.json")
     log = ProgressLog(out, run.update if resume else None, cfg.tensorboard)
     schedule = config_io.alpha_schedule(cfg)
     bar = tqdm(total=cfg.num_updates, initial=run.update, disable=not progress, desc=cfg.algo)
@@ -180,14 +316,15 @@ def train(
             reached = len(recent) == recent.maxlen and np.mean(recent) >= cfg.target_return
             if callback is not None and callback(run, row):
                 reached = True
-            if run.update % cfg.checkpoint_every == 0 or run.update == cfg.num_updates or reached:
-                torch.save(run.state_dict(), out / "checkpoint.pt")
+            every = cfg.checkpoint_every  # 0: only at the end (as vi_flows.fit)
+            periodic = every > 0 and run.update % every == 0
+            if periodic or run.update == cfg.num_updates or reached:
+                runfiles.save(run.state_dict(), out / "checkpoint.pt")
             if reached:
                 break
     finally:
         bar.close()
         log.close()
-        run.envs.close()
     row["recent_return"] = (
         float(np.mean(run.collector.recent)) if run.collector.recent else math.nan
     )

@@ -9,11 +9,13 @@ import torch
 
 from rl.algorithms import ALGORITHMS, default_config
 from rl.buffer import Batch
+from rl.checkpoint import from_plain
 from rl.config import with_overrides
 from rl.evaluate import evaluate_policy, run_episodes
 from rl.policies import ActionHead, make_policy
 from rl.presets import env_ids, env_preset, sb3_zoo
 from rl.trainer import train
+from vi_flows import runfiles
 
 SMALL = {"num_envs": 2, "rollout_steps": 16, "hidden": (8,), "tensorboard": False}
 
@@ -35,7 +37,7 @@ def test_rpo_trains_and_differs_from_ppo(tmp_path):
             "ppo", env_id="Pendulum-v1", total_steps=64, rpo_alpha=rho, epochs=2, **SMALL
         )
         train(cfg, tmp_path / str(rho), progress=False)
-        rows[rho] = torch.load(tmp_path / str(rho) / "checkpoint.pt", weights_only=False)
+        rows[rho] = from_plain(runfiles.load(tmp_path / str(rho) / "checkpoint.pt"))
     a, b = rows[0.0]["policy"], rows[0.5]["policy"]
     assert not all(torch.equal(a[k], b[k]) for k in a)
 

@@ -12,7 +12,7 @@ from pyro.ops.stats import fit_generalized_pareto
 from vi_flows.flows import Flow
 from vi_flows.objectives import as_log_prob, check_log_prob_output
 
-__all__ = ["Diagnostics", "diagnose", "psis_khat"]
+__all__ = ["Diagnostics", "diagnose", "psis_khat", "EQUAL_LOG_WEIGHTS"]
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class Diagnostics:
     ess: float
     """Normalized effective sample size (Σw)²/(n Σw²) ∈ (0, 1]; 1 when q = p."""
     k_hat: float
-    """PSIS Pareto shape k̂ (Vehtari et al.): < 0.5 good, 0.5–0.7 usable, > 0.7 unreliable."""
+    """PSIS Pareto shape k̂ (Vehtari et al.): < 0.5 good, 0.5–0.7 usable, > 0.7 unreliable;
+    −inf when all weights are equal (q ∝ p at every sample: no tail at all)."""
     true_log_z: float | None = None
     """The target's exact log Z, when known."""
 
@@ -53,21 +54,37 @@ class Diagnostics:
         ]
         if self.true_log_z is not None:
             rows += [("log Z (exact)", f"{self.true_log_z:.4f}"), ("KL(q||p)", f"{self.kl:.4f}")]
-        rows += [("ESS / n", f"{self.ess:.4f}"), ("PSIS k-hat", f"{self.k_hat:.3f}")]
+        k_hat = f"{self.k_hat:.3f}"
+        if self.k_hat == -math.inf:
+            k_hat = "-inf (all weights equal: q = p on every sample)"
+        rows += [("ESS / n", f"{self.ess:.4f}"), ("PSIS k-hat", k_hat)]
         width = max(len(name) for name, _ in rows)
         lines = [f"{'metric':<{width}} | value", f"{'-' * width}-+-{'-' * 20}"]
         lines += [f"{name:<{width}} | {value}" for name, value in rows]
         return "\n".join(lines)
 
 
+#: Log-weights whose spread (max − min) is at most this are equal: the weights agree to 1e-5
+#: relative, the level of float32 rounding in log p̃ − log q, so any "tail" is rounding noise.
+EQUAL_LOG_WEIGHTS = 1e-5
+
+
 def psis_khat(log_w: torch.Tensor) -> float:
     """Pareto k̂ of the upper tail of importance weights (the PSIS diagnostic).
 
     Same tail rule as pyro's ``psis_diagnostic``: the largest min(0.2 n, 3√n) weights above the
-    cutoff, shifted by it, are fitted with pyro's ``fit_generalized_pareto``.
+    cutoff, shifted by it, are fitted with pyro's ``fit_generalized_pareto``. Equal weights
+    (q ∝ p at every sample, up to :data:`EQUAL_LOG_WEIGHTS`) have no tail: k̂ = −inf, better
+    than any threshold. Otherwise fewer than 10 weights above the cutoff are too few to fit:
+    +inf (unreliable).
+
+    >>> psis_khat(torch.zeros(1000))
+    -inf
     """
     n = log_w.numel()
     lw = torch.sort((log_w - log_w.max()).flatten().double()).values
+    if n > 0 and float(lw[-1] - lw[0]) <= EQUAL_LOG_WEIGHTS:
+        return -math.inf
     cutoff_index = -math.ceil(min(0.2 * n, 3.0 * math.sqrt(n))) - 1
     lw_cutoff = max(math.log(1e-15), float(lw[cutoff_index]))
     tail = lw[lw > lw_cutoff]
@@ -90,9 +107,13 @@ def diagnose(q: Flow, log_prob: Any, n: int = 10_000, batch_size: int = 10_000) 
     >>> from vi_flows.flows import build
     >>> q = build("gaussian", 2)   # q = N(0, I) = p exactly
     >>> d = diagnose(q, lambda x: -0.5 * x.square().sum(-1), n=2000)
-    >>> round(d.ess, 6), abs(d.log_z - math.log(2 * math.pi)) < 1e-6
-    (1.0, True)
+    >>> round(d.ess, 6), abs(d.log_z - math.log(2 * math.pi)) < 1e-6, d.k_hat
+    (1.0, True, -inf)
     """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an integer >= 2 (standard errors need two samples), got {n!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     fn = as_log_prob(log_prob)
     chunks = []
     for start in range(0, n, batch_size):
@@ -108,7 +129,7 @@ def diagnose(q: Flow, log_prob: Any, n: int = 10_000, batch_size: int = 10_000) 
     w = (log_w - log_w.max()).exp()
     ess = float(w.sum() ** 2 / (w.square().sum() * n))
     # sd(w)/mean(w) is scale-free, so the max-shifted weights give it without overflow.
-    rel_sd = float(w.std() / w.mean()) if n > 1 else math.nan
+    rel_sd = float(w.std() / w.mean())
     true_log_z = getattr(log_prob, "log_z", None)
     return Diagnostics(
         n=n,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -13,6 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from vi_flows import runfiles
 from vi_flows.flows import Flow
 from vi_flows.losses import STL, Loss, get_loss
 from vi_flows.objectives import as_log_prob
@@ -46,12 +48,13 @@ class History:
         return len(self.step)
 
     def to_csv(self, path: str | Path) -> None:
-        """Write one row per step with a header."""
+        """Write one row per step with a header (atomically: a crash leaves no torn file)."""
         columns = asdict(self)
-        with Path(path).open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(columns)
-            writer.writerows(zip(*columns.values(), strict=True))
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(columns)
+        writer.writerows(zip(*columns.values(), strict=True))
+        runfiles.write_text(path, text.getvalue())
 
 
 def _make_scheduler(

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vi_flows import runfiles
 from vi_flows.registry import Registry
 from vi_flows.transforms import (
     AffineCoupling,
@@ -158,8 +159,29 @@ def build(name: str, dim: int, **options: Any) -> Flow:
         UnknownNameError: for an unknown family (the message lists the known ones).
     """
     factory = FLOWS.get(name)
+    _check_sizes(name, dim, options)
     transform = factory(dim, **options)
     return Flow(transform, config={"name": name, "dim": dim, "options": options})
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_sizes(name: str, dim: Any, options: dict[str, Any]) -> None:
+    """One clear error for sizes every family shares: dim, layers, hidden widths."""
+    if not _is_count(dim):
+        raise ValueError(f"flow {name!r}: dim must be an integer >= 1, got {dim!r}")
+    if "layers" in options and not _is_count(options["layers"]):
+        raise ValueError(
+            f"flow {name!r}: layers must be an integer >= 1, got {options['layers']!r}"
+        )
+    hidden = options.get("hidden", ())
+    if isinstance(hidden, int) or not all(_is_count(h) for h in hidden):
+        raise ValueError(
+            f"flow {name!r}: hidden must be a sequence of widths >= 1, e.g. (64, 64), "
+            f"got {hidden!r}"
+        )
 
 
 @register("gaussian")
@@ -225,16 +247,38 @@ register("pyro-coupling")(pyro_coupling)
 
 
 def save(flow: Flow, path: str | Path) -> None:
-    """Write the flow's parameters and the options to rebuild it (see :func:`load`)."""
+    """Write the flow's parameters and the options to rebuild it (see :func:`load`).
+
+    The file is written atomically (a crash leaves the previous file or the new one) and holds
+    tensors and plain data only.
+    """
     if not flow.config.get("name"):
         raise ValueError("only flows made by build() can be saved with the options to rebuild")
-    torch.save({"config": flow.config, "state_dict": flow.state_dict()}, Path(path))
+    runfiles.save({"config": flow.config, "state_dict": flow.state_dict()}, Path(path))
 
 
 def load(path: str | Path, map_location: str | torch.device | None = None) -> Flow:
-    """Rebuild a flow written by :func:`save`, parameters included."""
-    blob = torch.load(Path(path), map_location=map_location, weights_only=True)
-    config = blob["config"]
-    flow = build(config["name"], config["dim"], **config["options"])
-    flow.load_state_dict(blob["state_dict"])
+    """Rebuild a flow written by :func:`save`, parameters included, in the dtype it was saved in.
+
+    Loading never executes code from the file (``weights_only=True``).
+
+    Raises:
+        vi_flows.runfiles.RunFileError: a missing, truncated or corrupt file, one holding other
+            Python objects, or one whose contents do not rebuild a flow.
+    """
+    blob = runfiles.load(path, map_location=map_location)
+    try:
+        config = blob["config"]
+        flow = build(config["name"], config["dim"], **config["options"])
+        state = blob["state_dict"]
+        floats = [t.dtype for t in state.values() if t.is_floating_point()]
+        if floats:  # build() makes the default dtype; a float64 flow must come back float64
+            flow = flow.to(floats[0])
+        flow.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        raise runfiles.RunFileError(
+            f"{path}: not a flow written by vi_flows.flows.save ({type(err).__name__}: {err})"
+        ) from None
+    if map_location is not None:
+        flow = flow.to(map_location)
     return flow

@@ -327,6 +327,11 @@ def _make_optimizer(spec: OptimizerSpec, params: list[Tensor]) -> torch.optim.Op
     return opt
 
 
+def _check_steps(steps: Any) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+
+
 def svgd(
     log_prob: LogProb | Any,
     particles: Tensor,
@@ -362,7 +367,8 @@ def svgd(
         progress: Show a tqdm progress bar.
 
     Raises:
-        ValueError: If ``log_prob`` does not return shape (n,).
+        ValueError: If ``log_prob`` does not return shape (n,), there are no particles,
+            ``steps < 0``, or ``step_size`` is not a finite positive number.
         FloatingPointError: If the score is non-finite (the message names the step).
 
     Example:
@@ -375,6 +381,13 @@ def svgd(
     fn = as_log_prob(log_prob)
     if particles.dim() != 2 or not particles.is_floating_point():
         raise ValueError(f"particles must be a float tensor of shape (n, d), got {particles.shape}")
+    if particles.shape[0] < 1 or particles.shape[1] < 1:
+        raise ValueError(
+            f"particles must have n >= 1 rows and d >= 1 columns, got {particles.shape}"
+        )
+    _check_steps(steps)
+    if optimizer is None and not (math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}")
     kern = get_kernel(kernel)
     x = particles.detach().clone()
     opt = _make_optimizer(optimizer, [x])
@@ -463,6 +476,9 @@ def amortized_svgd(
         History: per step ``{"step", "phi_sq" (mean φ², a convergence monitor), "mean_log_prob"}``.
     """
     fn = as_log_prob(log_prob)
+    _check_steps(steps)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     kern = get_kernel(kernel)
     params = [p for p in generator.parameters() if p.requires_grad]
     if not params:

@@ -97,7 +97,7 @@ def run_ours(task: Task, method: Method, seed: int, out: Path) -> dict[str, Any]
             log.add(row["env_steps"], res["mean"]["return_mean"], sampled, row["wall_time"])
 
     start = time.perf_counter()
-    train(cfg, out, progress=False, callback=callback)
+    train(cfg, out, progress=False, callback=callback, overwrite=True)
     total = time.perf_counter() - start
     return {
         "evals": log.rows,

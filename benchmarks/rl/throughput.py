@@ -56,7 +56,7 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
                 cfg = default_config(algo, **shared, total_steps=steps, seed=rep)
                 cfg = dataclasses.replace(cfg, checkpoint_every=10**9, tensorboard=False)
                 start = time.perf_counter()
-                train(cfg, tmp / algo, progress=False)
+                train(cfg, tmp / algo, progress=False, overwrite=True)
                 timings[env_id, algo].append(steps / (time.perf_counter() - start))
             venv = make_vec_env(env_id, n_envs=n_envs, seed=rep)
             model = PPO(

@@ -163,7 +163,12 @@ def get(name: str, **options: Any) -> Target:
     Raises:
         UnknownNameError: for an unknown name (the message lists the known ones).
     """
-    return TARGETS.get(name)(**options)
+    factory = TARGETS.get(name)
+    dim = options.get("dim", 1)
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        # Checked here, before a target builds (dim,)-shaped tensors from it.
+        raise ValueError(f"target {name!r}: dim must be an integer >= 1, got {dim!r}")
+    return factory(**options)
 
 
 def as_target(obj: Any, dim: int | None = None) -> Target:

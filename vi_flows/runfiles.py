@@ -1,0 +1,109 @@
+"""Files a run writes: atomic writes and loads that never execute code.
+
+Every file is written to ``NAME.tmp`` in the same folder, flushed and fsynced, then moved over
+``NAME`` with :func:`os.replace` (atomic on POSIX and Windows), and the folder is fsynced: a crash
+at any instant leaves either the old file or the new one, never a torn one. Tensors are read back
+with ``torch.load(weights_only=True)``, whose unpickler admits tensors and plain containers only,
+so a crafted file cannot run code, and the archive's CRC-32s are checked first, so a truncated
+or bit-flipped file is refused rather than loaded; each failure is one clear
+:class:`RunFileError`.
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "state.pt"
+>>> save({"step": 3, "w": torch.zeros(2)}, path)
+>>> load(path)["step"]
+3
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+__all__ = ["RunFileError", "save", "load", "write_text", "atomic_write"]
+
+
+class RunFileError(ValueError):
+    """A run file is missing, truncated, corrupt, or holds more than tensors and plain data."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows cannot open a folder
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on a folder
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call ``write(f)`` on ``PATH.tmp``, fsync it, then ``os.replace`` it onto ``path``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj)`` atomically (``obj``: tensors and plain data, see :func:`load`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) atomically."""
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def load(path: str | Path, map_location: str | torch.device | None = None) -> Any:
+    """``torch.load(path, weights_only=True)`` with one clear error for a bad file.
+
+    Raises:
+        RunFileError: the file is missing, truncated or corrupt, or it holds Python objects other
+            than tensors and plain data (such a file is refused, nothing in it is executed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunFileError(f"{path}: no such file")
+    data = path.read_bytes()
+    try:
+        # torch does not verify the archive's CRC-32s: a flipped bit in a tensor would load.
+        damaged = zipfile.ZipFile(io.BytesIO(data)).testzip()
+    except Exception as err:  # noqa: BLE001 - zipfile raises many types on damaged headers
+        raise RunFileError(f"{path}: truncated or corrupt (not a whole archive: {err})") from None
+    if damaged is not None:
+        raise RunFileError(f"{path}: corrupt (CRC-32 mismatch in record {damaged!r})")
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message advises weights_only=False, i.e. running the file's code: never do.
+        first = str(err).strip().splitlines()
+        detail = next((line for line in first if "GLOBAL" in line or "global" in line), "")
+        why = f" [{detail.strip()}]" if detail else ""
+        raise RunFileError(
+            f"{path}: refused, it holds Python objects other than tensors and plain data "
+            f"(written by another program or an older vi-flows, or tampered with; nothing in it "
+            f"was run){why}"
+        ) from None
+    except Exception as err:  # noqa: BLE001 - whatever a damaged archive raises, it is damaged
+        text = str(err).strip()
+        reason = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
+        raise RunFileError(f"{path}: truncated or corrupt ({reason})") from None
