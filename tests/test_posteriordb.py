@@ -517,3 +517,14 @@ def test_unknown_or_absent_posterior_names_the_folder(tmp_path: Path) -> None:
         ValueError, match=f"not found in {tmp_path / 'arK-arK'}.*{posteriordb.ENV_VAR}"
     ):
         load("arK-arK", root_dir=tmp_path)
+
+
+@needs_data
+def test_compare_scores_reference_and_shifted_draws(models: dict) -> None:
+    m = models[NAMES[0]]
+    xu = m.reference_unconstrained()
+    same = m.compare(xu)
+    assert same["worst_mean_error"] < 1e-12 and same["sd_ratio_min"] == pytest.approx(1.0)
+    assert len(same["labels"]) == sum(v[0].numel() for v in m.reference_draws().values())
+    shifted = m.compare(xu + 0.5 * xu.std(0))  # half an sd in every unconstrained coordinate
+    assert shifted["worst_mean_error"] > 0.2

@@ -184,6 +184,45 @@ class PosteriorTarget(Target):
             }
         return dict(self._ref)
 
+    def compare(self, x: Tensor) -> dict[str, Any]:
+        """Draws x (n, d) of the unconstrained parameters against the reference draws, per
+        scalar component of every parameter in the reference draws (constrained, as Stan
+        reports them; the declared parameters, or eight schools' ``theta``).
+
+        Returns:
+            ``labels`` (e.g. ``"beta[2]"``), ``mean_error`` (mean − mean_ref) / sd_ref and
+            ``sd_ratio`` sd / sd_ref (float64 tensors, one entry per label), and the summaries
+            ``worst_mean_error`` (max |mean_error|), ``worst_param``, ``sd_ratio_min`` and
+            ``sd_ratio_max``.
+        """
+        ref = self.reference_draws()
+        with torch.no_grad():
+            ours = self.constrain(x.detach().to(F64).reshape(-1, self.dim))
+        labels, ref_cols, our_cols = [], [], []
+        for name in ref:
+            r, o = ref[name], ours[name]
+            if r.ndim == 1:
+                labels.append(name)
+                ref_cols.append(r[:, None])
+                our_cols.append(o[:, None])
+            else:
+                labels += [f"{name}[{j + 1}]" for j in range(r.shape[1])]
+                ref_cols.append(r)
+                our_cols.append(o)
+        r, o = torch.cat(ref_cols, 1), torch.cat(our_cols, 1)
+        z = (o.mean(0) - r.mean(0)) / r.std(0)
+        ratio = o.std(0) / r.std(0)
+        worst = int(z.abs().argmax())
+        return {
+            "labels": labels,
+            "mean_error": z,
+            "sd_ratio": ratio,
+            "worst_mean_error": float(z.abs().max()),
+            "worst_param": labels[worst],
+            "sd_ratio_min": float(ratio.min()),
+            "sd_ratio_max": float(ratio.max()),
+        }
+
     def reference_unconstrained(self) -> Tensor:
         """The reference draws mapped to the unconstrained space, (n, d) float64."""
         return self.unconstrain(self.reference_draws())

@@ -24,6 +24,13 @@ def _exp_quad(points: list[float], rho: Tensor, alpha: Tensor) -> Tensor:
     return a**2 * torch.exp(-sq / (2 * r**2))
 
 
+def _cholesky(cov: Tensor) -> Tensor:
+    """Batched Cholesky factor; NaN (not an exception for the whole batch) where a matrix is not
+    numerically positive definite, so one bad sample yields one NaN log density."""
+    chol, info = torch.linalg.cholesky_ex(cov)
+    return torch.where((info == 0)[..., None, None], chol, torch.nan)
+
+
 def _gamma_25_4(rho: Tensor) -> Tensor:
     """log Gamma(rho; shape 25, rate 4), the rho prior of both GP models."""
     return 25.0 * math.log(4.0) - math.lgamma(25.0) + 24.0 * torch.log(rho) - 4.0 * rho
@@ -43,7 +50,7 @@ class GpPoisRegr(PosteriorTarget):
 
     def _chol(self, rho: Tensor, alpha: Tensor) -> Tensor:
         eye = torch.eye(int(self.data["N"]), dtype=F64, device=rho.device)
-        return torch.linalg.cholesky(_exp_quad(self.data["x"], rho, alpha) + 1e-10 * eye)
+        return _cholesky(_exp_quad(self.data["x"], rho, alpha) + 1e-10 * eye)
 
     def constrain(self, x: Tensor) -> dict[str, Tensor]:
         rho, alpha, ft = torch.exp(x[..., 0]), torch.exp(x[..., 1]), x[..., 2:]
@@ -94,7 +101,7 @@ class GpRegr(PosteriorTarget):
             _exp_quad(self.data["x"], c["rho"], c["alpha"])
             + c["sigma"].to(F64)[..., None, None] * eye
         )
-        chol = torch.linalg.cholesky(cov)
+        chol = _cholesky(cov)
         y = torch.as_tensor(self.data["y"], dtype=F64, device=x.device)
         z = torch.linalg.solve_triangular(chol, y.expand(*chol.shape[:-1])[..., None], upper=False)
         log_det = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from vi_flows.targets.base import normal_log_prob
-from vi_flows.targets.posteriordb.base import PosteriorTarget
+from vi_flows.targets.posteriordb.base import F64, PosteriorTarget
 
 __all__ = ["SUBSTEPS", "LotkaVolterra", "rk4_lotka_volterra"]
 
@@ -89,6 +89,9 @@ class LotkaVolterra(PosteriorTarget):
         return self._join([torch.log(values[p]) for p in self.params])
 
     def _log_prob(self, x: Tensor) -> Tensor:
+        # float64 whatever the dtype of x: the sensitivities of the solution grow exponentially
+        # in the rates and overflow float32 (NaN gradients at finite densities) away from the mode
+        out_dtype, x = x.dtype, x.to(F64)
         c = self.constrain(x)
         theta, z0, sigma = c["theta"], c["z_init"], c["sigma"]
         prior_loc = torch.tensor([1.0, 0.05, 1.0, 0.05]).to(x)
@@ -97,6 +100,13 @@ class LotkaVolterra(PosteriorTarget):
         lp = lp + _lognormal(sigma, -1.0, 1.0).sum(-1)
         lp = lp + _lognormal(z0, math.log(10.0), 1.0).sum(-1)
         lp = lp + _lognormal(self._d("y_init", x), torch.log(z0), sigma).sum(-1)
+        # Where fixed-step RK4 cannot follow the system (rates far outside the posterior make it
+        # blow up: populations overflow, or turn negative), the density is −inf, as in Stan,
+        # whose rk45 (max_num_steps = 500 in this program) rejects such points.
+        z = c["z"]
+        ok = (torch.isfinite(z) & (z > 0)).all(-1).all(-1)
+        log_z = torch.log(torch.where(ok[..., None, None], z, 1.0))
         y = self._d("y", x)  # (N, 2)
-        lp = lp + _lognormal(y, torch.log(c["z"]), sigma[..., None, :]).sum((-1, -2))
-        return lp + x.sum(-1)  # log-Jacobians of the exp maps
+        lp = lp + _lognormal(y, log_z, sigma[..., None, :]).sum((-1, -2))
+        lp = lp + x.sum(-1)  # log-Jacobians of the exp maps
+        return torch.where(ok, lp, -torch.inf).to(out_dtype)
