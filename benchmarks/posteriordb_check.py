@@ -10,7 +10,8 @@ The sampler uses the density alone, never the reference draws:
 
 1. **Start.** L-BFGS from ``--starts`` points drawn uniformly in [−2, 2]^d (Stan's default
    initialization); the best optimum x̂ and the Laplace covariance (−∇² log p(x̂))⁻¹ give the
-   chains' start (x̂ + Laplace draws) and the first metric.
+   chains' start (x̂ + Laplace draws, redrawn where log p is implausibly far below log p(x̂)
+   for a Gaussian) and the first metric.
 2. **Warmup** (``--warmup`` iterations, all chains together): HMC in whitened coordinates
    x = m + L z, step size ε by dual averaging (Hoffman & Gelman 2014) on the chains' mean
    acceptance probability (target 0.8), and the dense metric (m, L L^T) re-estimated from the
@@ -150,12 +151,23 @@ def hmc(
     d, c = target.dim, s.chains
     x_hat, cov, optima = find_mode(target, s.starts, gen)
     loc, chol = x_hat, _whitening(cov)
-    x = x_hat + torch.randn(c, d, generator=gen, dtype=torch.float64) @ chol.T
+    # starts: Laplace draws, redrawn where log p falls below the mode's by more than a Gaussian's
+    # χ²_d/2 would (mean + 3 sd): a start deep in a tail (e.g. eight schools' log τ = 6, log p
+    # 900 below the mode) has gradients no common step size can follow, and stays stuck
+    lp_hat = float(target.log_prob(x_hat))
+    floor = lp_hat - (d + 3 * math.sqrt(2 * d)) / 2
+    x = x_hat.expand(c, d).clone()
+    todo = torch.ones(c, dtype=torch.bool)
+    for _ in range(50):
+        x[todo] = (
+            x_hat + torch.randn(int(todo.sum()), d, generator=gen, dtype=torch.float64) @ chol.T
+        )
+        with torch.no_grad():
+            todo = ~(target.log_prob(x) >= floor)
+        if not todo.any():
+            break
+    x[todo] = x_hat
     lp, grad = _value_and_grad(target, x)
-    bad = ~torch.isfinite(lp)
-    if bad.any():  # restart non-finite starts at the optimum
-        x[bad] = x_hat
-        lp, grad = _value_and_grad(target, x)
     n_grad = 0
     # adaptation windows (iterations): step size only, metric, metric, step size only
     w1 = max(1, s.warmup // 6)
