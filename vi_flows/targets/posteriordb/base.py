@@ -7,9 +7,10 @@ The transforms here return ``(value, log_abs_det_jacobian)`` and have exact inve
 
 - ``<lower=0>``: σ = exp(u), log-Jacobian u;
 - ``positive_ordered[K]``: x_1 = exp(u_1), x_k = x_{k−1} + exp(u_k), log-Jacobian Σ u_k;
-- ``simplex[K]``: Stan's stick-breaking transform (the one of Stan ≤ 2.35), K − 1 free
-  coordinates: z_k = logistic(u_k − log(K − k)), x_k = (1 − Σ_{j<k} x_j) z_k, x_K the rest,
-  log-Jacobian Σ_k [log z_k + log(1 − z_k) + log(1 − Σ_{j<k} x_j)].
+- ``simplex[K]``: Stan's (classic) stick-breaking transform, K − 1 free coordinates:
+  z_k = logistic(u_k − log(K − k)), x_k = (1 − Σ_{j<k} x_j) z_k, x_K the rest, log-Jacobian
+  Σ_k [log z_k + log(1 − z_k) + log(1 − Σ_{j<k} x_j)]. (Any bijection with its Jacobian gives
+  the same posterior on the simplex; only the unconstrained coordinates differ.)
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ __all__ = [
     "LOG_2PI",
     "PosteriorTarget",
     "cauchy_log_prob",
+    "log_simplex",
     "positive_ordered",
     "positive_ordered_inverse",
     "read_json_zip",
     "root",
-    "log_simplex",
     "simplex_inverse",
     "student_t_log_prob",
 ]

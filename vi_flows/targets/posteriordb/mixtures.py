@@ -67,7 +67,7 @@ class _TwoStateHmm(PosteriorTarget):
             raise ValueError(f"{self.folder}: the HMM programs need K = 2, got {self.data['K']}")
 
     def _parts(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-        """(constrained, log Θ (..., K, K), log-Jacobian)."""
+        """(constrained values, log Θ (..., K, K), log-Jacobian)."""
         b = self._split(x)
         (l1, j1), (l2, j2) = log_simplex(b["theta1"]), log_simplex(b["theta2"])
         c = {"theta1": torch.exp(l1), "theta2": torch.exp(l2)}
@@ -86,7 +86,11 @@ class _TwoStateHmm(PosteriorTarget):
         blocks = [simplex_inverse(values["theta1"]), simplex_inverse(values["theta2"])]
         return self._join(blocks + [positive_ordered_inverse(values[n]) for n in self.ordered])
 
-    def _emission_and_prior(self, c: dict[str, Tensor], log_theta: Tensor, x: Tensor):
+    def _emission_and_prior(
+        self, c: dict[str, Tensor], log_theta: Tensor, x: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """(log emission densities e_t(k) (..., N, K), log prior of the emission parameters
+        and of Θ (...))."""
         raise NotImplementedError
 
     def _log_prob(self, x: Tensor) -> Tensor:
@@ -103,7 +107,9 @@ class HmmExample(_TwoStateHmm):
     params = {"theta1": 1, "theta2": 1, "mu": 2}
     ordered = ("mu",)
 
-    def _emission_and_prior(self, c: dict[str, Tensor], log_theta: Tensor, x: Tensor):
+    def _emission_and_prior(
+        self, c: dict[str, Tensor], log_theta: Tensor, x: Tensor
+    ) -> tuple[Tensor, Tensor]:
         mu = c["mu"]
         log_emit = normal_log_prob(self._d("y", x)[:, None], mu[..., None, :], 1.0)
         prior = normal_log_prob(mu[..., 0], 3.0, 1.0) + normal_log_prob(mu[..., 1], 10.0, 1.0)
@@ -120,7 +126,9 @@ class HmmDrive(_TwoStateHmm):
     params = {"theta1": 1, "theta2": 1, "phi": 2, "lambda": 2}
     ordered = ("phi", "lambda")
 
-    def _emission_and_prior(self, c: dict[str, Tensor], log_theta: Tensor, x: Tensor):
+    def _emission_and_prior(
+        self, c: dict[str, Tensor], log_theta: Tensor, x: Tensor
+    ) -> tuple[Tensor, Tensor]:
         phi, lam = c["phi"][..., None, :], c["lambda"][..., None, :]
         u, v = self._d("u", x)[:, None], self._d("v", x)[:, None]
         log_emit = torch.log(phi) - phi * u + torch.log(lam) - lam * v
