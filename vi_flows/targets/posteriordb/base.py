@@ -35,6 +35,7 @@ __all__ = [
     "LOG_2PI",
     "PosteriorTarget",
     "cauchy_log_prob",
+    "flatten_draws",
     "log_simplex",
     "positive_ordered",
     "positive_ordered_inverse",
@@ -106,6 +107,19 @@ def simplex_inverse(x: Tensor) -> Tensor:
     """Inverse of :func:`log_simplex` (given x, not log x): (..., K) -> (..., K − 1)."""
     stick = 1.0 - (torch.cumsum(x, -1) - x)[..., :-1]
     return torch.logit(x[..., :-1] / stick) + _stick_offsets(x.shape[-1], x)
+
+
+def flatten_draws(values: dict[str, Tensor]) -> tuple[list[str], Tensor]:
+    """Named draws (scalars (n,), vectors (n, k)) as labels (``"beta[2]"``) and columns (n, m)."""
+    labels, cols = [], []
+    for name, v in values.items():
+        if v.ndim == 1:
+            labels.append(name)
+            cols.append(v[:, None])
+        else:
+            labels += [f"{name}[{j + 1}]" for j in range(v.shape[1])]
+            cols.append(v)
+    return labels, torch.cat(cols, 1)
 
 
 class PosteriorTarget(Target):
@@ -199,18 +213,8 @@ class PosteriorTarget(Target):
         ref = self.reference_draws()
         with torch.no_grad():
             ours = self.constrain(x.detach().to(F64).reshape(-1, self.dim))
-        labels, ref_cols, our_cols = [], [], []
-        for name in ref:
-            r, o = ref[name], ours[name]
-            if r.ndim == 1:
-                labels.append(name)
-                ref_cols.append(r[:, None])
-                our_cols.append(o[:, None])
-            else:
-                labels += [f"{name}[{j + 1}]" for j in range(r.shape[1])]
-                ref_cols.append(r)
-                our_cols.append(o)
-        r, o = torch.cat(ref_cols, 1), torch.cat(our_cols, 1)
+        labels, r = flatten_draws(ref)
+        _, o = flatten_draws({name: ours[name] for name in ref})
         z = (o.mean(0) - r.mean(0)) / r.std(0)
         ratio = o.std(0) / r.std(0)
         worst = int(z.abs().argmax())
