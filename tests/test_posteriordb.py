@@ -528,3 +528,10 @@ def test_compare_scores_reference_and_shifted_draws(models: dict) -> None:
     assert len(same["labels"]) == sum(v[0].numel() for v in m.reference_draws().values())
     shifted = m.compare(xu + 0.5 * xu.std(0))  # half an sd in every unconstrained coordinate
     assert shifted["worst_mean_error"] > 0.2
+
+
+@needs_data
+def test_describe_lists_every_available_posterior_with_its_dimension(models: dict) -> None:
+    rows = posteriordb.describe()
+    assert [name for name, _ in rows] == NAMES
+    assert all(dim == models[name].dim for name, dim in rows)
