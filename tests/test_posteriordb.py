@@ -535,3 +535,18 @@ def test_describe_lists_every_available_posterior_with_its_dimension(models: dic
     rows = posteriordb.describe()
     assert [name for name, _ in rows] == NAMES
     assert all(dim == models[name].dim for name, dim in rows)
+
+
+def test_cli_list_shows_posteriors_or_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from vi_flows.cli import main
+
+    if NAMES:
+        assert main(["list"]) == 0
+        out = capsys.readouterr().out
+        name, dim = NAMES[0], load(NAMES[0]).dim
+        assert f"posteriordb:{name} (dim {dim})" in out
+    monkeypatch.setenv(posteriordb.ENV_VAR, str(tmp_path))
+    assert main(["list"]) == 0
+    assert f"posteriors in {tmp_path}: none (set {posteriordb.ENV_VAR})" in capsys.readouterr().out
