@@ -5,12 +5,18 @@ autograd through the steps. Why not an adaptive solver (Stan's rk45, or ``torchd
 dopri5): a batched adaptive solver picks one step size for the whole batch, so a sample's log
 density would depend on the other samples in its batch, and step-size changes make the density
 a non-smooth function of the parameters, which gradient-based samplers and VI do not tolerate.
-A fixed step gives one smooth function, the same for every batch.
+A fixed step gives one smooth function, the same for every batch, and no new dependency.
 
-Accuracy (RK4 is 4th order; measured by halving the step at the 10,000 reference draws):
-``SUBSTEPS`` = 20 steps per unit time (h = 0.05; the data are yearly) is within 3e-6 of the
-h = 0.025 solution in log z at every reference draw, so the log density is within ~1e-4 of
-the exact ODE's — far below the posterior's O(1) spread.
+Accuracy (RK4 is 4th order; measured by halving the step, at all 10,000 reference draws): the
+largest change of log z between h = 0.2, 0.1, 0.05, 0.025 is 4.9e-5, 3.3e-6, 2.1e-7 (ratios
+≈ 15, as 4th order predicts). ``SUBSTEPS`` = 10 steps per unit time (h = 0.1; the data are
+yearly) is therefore within ~3.5e-6 of the exact solution in log z, and its log density within
+8.3e-5 (median 1.0e-5) of the h = 0.05 one: tighter than the Stan program's own rk45 tolerances
+(rtol 1e-5, atol 1e-3) and far below the posterior's O(1) spread of log p.
+
+Far from the posterior (rates that make the system blow up within 20 years), RK4's populations
+overflow or turn negative; the log density is −inf there (see :class:`LotkaVolterra`). The solve
+runs in float64 whatever the dtype of x.
 """
 
 from __future__ import annotations
