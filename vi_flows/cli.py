@@ -108,6 +108,13 @@ def _show(args: argparse.Namespace) -> int:
 def _list(_: argparse.Namespace) -> int:
     print("targets:", ", ".join(targets.names()))
     print("flows:  ", ", ".join(flows.names()))
+    found = targets.posteriordb.describe()
+    print(
+        f"posteriors in {targets.posteriordb.root()}:",
+        "" if found else "none (set VI_FLOWS_POSTERIORDB)",
+    )
+    for name, dim in found:
+        print(f"  posteriordb:{name} (dim {dim})")
     return 0
 
 
