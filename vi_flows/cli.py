@@ -42,7 +42,7 @@ from vi_flows.infer import InferConfig, auto_flow, infer
 __all__ = ["main"]
 
 
-class CliError(Exception):
+class CliError(ValueError):
     """An expected failure: printed as one line, exit status 2."""
 
 

@@ -135,6 +135,10 @@ class Inference:
         seconds: wall time of the whole call.
         stop_reason: why the fit stopped.
         nonfinite: how many of the evaluation draws had a non-finite log p̃ (weight 0).
+        shift: the largest |mean_q − mean_IS| / sd_IS over coordinates, where mean_IS and sd_IS
+            are the PSIS-weighted moments of the same draws (trustworthy when k̂ ≤ 0.7): an
+            estimate of q's own bias that k̂ alone cannot see.
+        sd_ratio: the range of sd_q / sd_IS over coordinates.
     """
 
     flow: flows.Flow
@@ -146,6 +150,8 @@ class Inference:
     seconds: float
     stop_reason: str
     nonfinite: int = 0
+    shift: float = 0.0
+    sd_ratio: tuple[float, float] = (1.0, 1.0)
     _draws: Tensor = field(default=None, repr=False)  # type: ignore[assignment]
     _log_w: Tensor = field(default=None, repr=False)  # type: ignore[assignment]
 
@@ -153,21 +159,30 @@ class Inference:
     def verdict(self) -> str:
         """One line: whether the draws can be trusted, and what to try when not."""
         k, ess = self.diagnostics.k_hat, self.diagnostics.ess
-        extra = ""
-        if self.nonfinite:
-            extra = f"; {self.nonfinite} of {self.diagnostics.n} draws have log p̃ non-finite"
-        if k > 0.7 or self.nonfinite:
+        total = self.diagnostics.n + self.nonfinite
+        if k > 0.7 or self.nonfinite > 0.01 * total:
+            why = f"k̂ = {k:.2f} > 0.7" if k > 0.7 else f"k̂ = {k:.2f}"
+            if self.nonfinite:
+                why += f", {self.nonfinite} of {total} draws have a non-finite log p̃"
             return (
-                f"UNRELIABLE: k̂ = {k:.2f} > 0.7{extra}: the flow misses mass of p; try "
-                "objective='iw', a larger flow (flow='realnvp' with more layers or "
-                "'nflows-spline'), or more steps / a longer time_budget"
+                f"UNRELIABLE: {why}: the flow misses mass of p; try objective='iw', a larger "
+                "flow (flow='realnvp' with more layers or 'nflows-spline'), or more steps / a "
+                "longer time_budget"
             )
+        lo, hi = self.sd_ratio
+        if self.shift >= 0.1 or not 0.9 <= lo <= hi <= 1.1:
+            return (
+                f"BIASED: k̂ = {k:.2f}, but q's draws are off the importance-corrected moments "
+                f"(worst mean shift {self.shift:.2f} sd, sd ratios {lo:.2f}-{hi:.2f}); use "
+                ".resample() for corrected draws, or more steps / a longer time_budget"
+            )
+        tail = f"; {self.nonfinite} of {total} draws have log p̃ = -inf" if self.nonfinite else ""
         if k > 0.5:
             return (
                 f"usable: k̂ = {k:.2f} in (0.5, 0.7], ESS/n = {ess:.2f}; means and sds are fine, "
-                "importance-weighted estimates (resample) are noisier"
+                f"importance-weighted estimates (resample) are noisier{tail}"
             )
-        return f"good: k̂ = {k:.2f} ≤ 0.5, ESS/n = {ess:.2f}"
+        return f"good: k̂ = {k:.2f} ≤ 0.5, ESS/n = {ess:.2f}{tail}"
 
     def sample(self, n: int) -> Tensor:
         """``n`` draws from the fitted flow, (n, d)."""
@@ -215,6 +230,8 @@ class Inference:
             f"log Z (IS) {d.log_z:.4f} ± {d.log_z_se:.4f}",
             f"ESS / n    {d.ess:.4f} (n = {d.n})",
             f"PSIS k̂     {d.k_hat:.3f}",
+            f"q vs IS    worst mean shift {self.shift:.3f} sd, sd ratios "
+            f"{self.sd_ratio[0]:.3f}-{self.sd_ratio[1]:.3f}",
             f"verdict    {self.verdict}",
         ]
         return "\n".join(lines)
@@ -243,6 +260,17 @@ def _log_weights(q: flows.Flow, target: Target, n: int) -> tuple[Tensor, Tensor,
     lw = torch.cat(log_w)
     bad = ~torch.isfinite(lw)
     return torch.cat(draws), lw.masked_fill(bad, -math.inf), int(bad.sum())
+
+
+def _moment_check(draws: Tensor, log_w: Tensor) -> dict[str, Any]:
+    """q's moments against the PSIS-weighted moments of the same draws (see ``Inference``)."""
+    x = draws.double()
+    w = psis_weights(log_w)[:, None]
+    mean_is = (w * x).sum(0)
+    sd_is = ((w * (x - mean_is).square()).sum(0)).sqrt().clamp_min(1e-300)
+    shift = float(((x.mean(0) - mean_is).abs() / sd_is).max())
+    ratio = x.std(0) / sd_is
+    return {"shift": shift, "sd_ratio": (float(ratio.min()), float(ratio.max()))}
 
 
 class _Controller:
@@ -395,10 +423,11 @@ def infer(
         seconds=time.perf_counter() - start,
         stop_reason=ctl.reason,
         nonfinite=nonfinite,
+        **_moment_check(draws, log_w),
         _draws=draws,
         _log_w=log_w,
     )
-    if result.verdict.startswith("UNRELIABLE"):
+    if not result.verdict.startswith(("good", "usable")):
         warnings.warn(f"infer: {result.verdict}", UserWarning, stacklevel=2)
     return result
 
