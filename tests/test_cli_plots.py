@@ -59,11 +59,12 @@ def test_flow_options_and_any_dim_targets(tmp_path) -> None:
     assert q.dim == 3 and q.config["options"] == {"layers": 2, "hidden": (8,)}
 
 
-def test_unknown_names_are_clear_errors(tmp_path) -> None:
-    with pytest.raises(SystemExit, match="unknown flow 'nope'"):
-        main(["fit", "u1", "--flow", "nope", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="unknown target"):
-        main(["fit", "nope", "--out", str(tmp_path)])
+def test_unknown_names_are_clear_errors(tmp_path, capsys) -> None:
+    assert main(["fit", "u1", "--flow", "nope", "--out", str(tmp_path / "a")]) == 2
+    assert "unknown flow 'nope'" in capsys.readouterr().err
+    assert main(["fit", "nope", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown target" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_density_grid_is_normalized_and_peaks_at_the_mode() -> None:

@@ -164,14 +164,25 @@ def test_bad_steps_may_be_skipped() -> None:
 
 def test_non_finite_gradient_is_reported() -> None:
     def sqrt_target(x: torch.Tensor) -> torch.Tensor:
-        # Finite value but infinite gradient wherever x[:, 0] == 0 exactly.
-        return -x[:, 0].abs().sqrt() - 0.5 * x.square().sum(-1)
+        # Finite value, but d/dx sqrt(|x - x|) is 0 · inf = NaN at every sample.
+        return -(x[:, 0] - x[:, 0].detach()).abs().sqrt() - 0.5 * x.square().sum(-1)
 
+    with pytest.raises(NonFiniteError, match="gradient of log_prob is non-finite"):
+        fit(flows.build("gaussian", 2), sqrt_target, 3, progress=False)
+
+
+def test_a_diverged_flow_is_blamed_not_the_target() -> None:
     q = flows.build("gaussian", 2, init_scale=1.0)
     with torch.no_grad():
-        q.transform.raw_scale[0] = -200.0  # σ₀ underflows to 0: every sample has x₀ = 0
-    with pytest.raises(NonFiniteError, match="gradient"):
-        fit(q, sqrt_target, 3, progress=False)
+        q.transform.raw_scale[0] = -200.0  # σ₀ underflows to 0: log q is +inf
+    with pytest.raises(NonFiniteError, match="the flow's own samples or log-density") as err:
+        fit(q, lambda x: -0.5 * x.square().sum(-1), 3, progress=False)
+    assert "log_prob returned" not in str(err.value)
+    q = flows.build("gaussian", 2)
+    with torch.no_grad():
+        q.transform.loc[0] = float("inf")  # θ itself is non-finite
+    with pytest.raises(NonFiniteError, match="flow diverged"):
+        fit(q, lambda x: -0.5 * x.square().sum(-1), 3, progress=False)
 
 
 def test_wrong_shape_is_caught_at_step_zero() -> None:
@@ -199,4 +210,92 @@ def test_history_writes_csv(tmp_path) -> None:
     history = fit(flows.build("gaussian", 2), lambda x: -x.square().sum(-1), 3, progress=False)
     history.to_csv(tmp_path / "h.csv")
     lines = (tmp_path / "h.csv").read_text().splitlines()
-    assert lines[0] == "step,loss,elbo,beta,lr,skipped" and len(lines) == 4
+    assert lines[0] == "step,loss,elbo,beta,lr,skipped,masked" and len(lines) == 4
+
+
+@pytest.mark.parametrize(
+    "log_prob",
+    [
+        lambda x: -0.5 * x.detach().square().sum(-1),  # detached
+        lambda x: torch.as_tensor(-0.5 * (x.detach().numpy() ** 2).sum(-1)),  # numpy round trip
+        lambda x: -(x.square().sum(-1)).long(),  # integer dtype
+        lambda x: -0.5 * (x - x).square().sum(-1) - 1.0,  # depends on θ, but gradient is zero
+    ],
+    ids=["detached", "numpy", "integer", "zero-gradient"],
+)
+def test_a_non_differentiable_target_is_refused_at_step_zero(log_prob) -> None:
+    q = flows.build("gaussian", 2)
+    with pytest.raises((ValueError, TypeError), match="log_prob"):
+        fit(q, log_prob, 50, progress=False)
+    assert float(q.transform.raw_scale.detach().abs().max()) < 1.0  # no step was taken
+
+
+def test_checkpoint_folder_is_checked_before_the_first_step(tmp_path) -> None:
+    calls = {"n": 0}
+
+    def target(x: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return -0.5 * x.square().sum(-1)
+
+    with pytest.raises(ValueError, match="checkpoint: folder .*missing_dir.* does not exist"):
+        fit(flows.build("gaussian", 2), target, 5, checkpoint=tmp_path / "missing_dir" / "c.pt")
+    assert calls["n"] == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"steps": -1}, r"steps must be an integer >= 0, got -1"),
+        ({"num_samples": 0}, r"num_samples must be an integer >= 1, got 0"),
+        ({"checkpoint_every": -2}, r"checkpoint_every must be an integer >= 0"),
+        ({"lr": float("nan")}, r"lr must be a finite number > 0"),
+        ({"mask_fraction": 1.0}, r"mask_fraction must be in \[0, 1\)"),
+    ],
+)
+def test_sizes_and_ranges_are_validated(kwargs, message) -> None:
+    args = {"steps": 5, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        fit(flows.build("gaussian", 2), lambda x: -x.square().sum(-1), progress=False, **args)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "message"),
+    [
+        ({}, {"lr_schedule": "cosine"}, r"lr_schedule None in the checkpoint, CosineAnnealingLR"),
+        ({}, {"optimizer": torch.optim.SGD}, r"optimizer Adam in the checkpoint, SGD now"),
+        ({"lr_schedule": "cosine"}, {}, r"lr_schedule CosineAnnealingLR in the checkpoint, None"),
+    ],
+)
+def test_resume_with_another_optimizer_or_schedule_says_what_differs(
+    tmp_path, first, second, message
+) -> None:
+    ckpt = tmp_path / "c.pt"
+    target = lambda x: -0.5 * x.square().sum(-1)  # noqa: E731
+    fit(flows.build("gaussian", 2), target, 4, checkpoint=ckpt, progress=False, **first)
+    with pytest.raises(ValueError, match=message):
+        fit(
+            flows.build("gaussian", 2),
+            target,
+            8,
+            checkpoint=ckpt,
+            resume=True,
+            progress=False,
+            **second,
+        )
+
+
+def test_a_few_non_finite_samples_are_masked_not_fatal() -> None:
+    def edge(x: torch.Tensor) -> torch.Tensor:
+        # log p̃ = −inf outside the half-plane x₀ > −2.5 (under 1% of N(0, 1) mass).
+        lp = -0.5 * (x - 1.0).square().sum(-1)
+        return torch.where(x[:, 0] > -2.5, lp, torch.full_like(lp, -math.inf))
+
+    torch.manual_seed(0)
+    q = flows.build("gaussian", 2)
+    with pytest.raises(NonFiniteError):
+        fit(q, edge, 300, seed=0, progress=False)
+    q = flows.build("gaussian", 2)
+    history = fit(q, edge, 300, lr=3e-2, seed=0, mask_fraction=0.1, progress=False)
+    assert sum(history.masked) > 0 and not any(history.skipped)
+    mean = q.sample(20_000).mean(0)
+    assert torch.allclose(mean, torch.ones(2), atol=0.1)

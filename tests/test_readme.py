@@ -18,3 +18,6 @@ def test_readme_python_blocks_run() -> None:
     # The example target is N(1, 0.5² I): the fitted flow and SVGD both find its mean.
     assert (q.sample(5000).mean(0) - 1.0).abs().max() < 0.1
     assert (particles.mean(0) - 1.0).abs().max() < 0.1
+    # The first example, infer with defaults, matches it too and says so.
+    assert (namespace["draws"].mean(0) - 1.0).abs().max() < 0.05
+    assert namespace["result"].verdict.startswith("good")

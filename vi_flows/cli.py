@@ -1,29 +1,54 @@
-"""``vi-flows``: fit a flow to a named target from the command line, and reload a fitted one.
+"""``vi-flows``: fit a flow to a target from the command line, and reload a fitted one.
 
 Examples::
 
-    vi-flows fit                                # U1 with RealNVP, the built-in default
+    vi-flows fit                                # U1, turnkey (vi_flows.infer)
+    vi-flows fit posteriordb:eight_schools-eight_schools_noncentered --time-budget 60
+    vi-flows fit model.py:log_density --dim 12  # your own log-density, a function in a file
     vi-flows fit funnel --dim 10 --flow full-gaussian --steps 5000 --out runs/funnel
     vi-flows show runs/funnel                   # reload the flow, print its diagnostics
     vi-flows list                               # targets and flow families
+
+``fit`` runs :func:`vi_flows.infer` (automatic conditioning, step sizes, stopping and a verdict)
+unless ``--flow`` or ``--steps`` is given; then it runs the plain :func:`vi_flows.fit` loop with
+those settings. Expected failures (bad arguments, missing or corrupt files, unknown names, a
+target that fails its checks) print one line on stderr and exit with status 2; ``--debug``
+shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import csv
+import importlib.util
 import json
+import math
+import os
+import pickle
 import sys
+import tempfile
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 from vi_flows import flows, targets
 from vi_flows.diagnostics import diagnose
-from vi_flows.fit import fit
+from vi_flows.fit import NonFiniteError, fit
+from vi_flows.infer import InferConfig, auto_flow, infer
 
 __all__ = ["main"]
+
+
+class CliError(ValueError):
+    """An expected failure: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
+        raise CliError(f"{message} (see {self.prog} --help)")
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -32,7 +57,7 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: option {pair!r} is not of the form key=value")
+            raise CliError(f"--option {pair!r} is not of the form key=value")
         try:
             options[key] = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
@@ -40,67 +65,271 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def _target(name: str, dim: int | None) -> targets.Target:
+def _is_file_spec(spec: str) -> bool:
+    head, sep, _ = spec.rpartition(":")
+    return bool(sep) and head.endswith(".py")
+
+
+def _file_target(spec: str, dim: int | None) -> targets.Target:
+    """``path/to/file.py:function`` → the function as a target (the file is imported: it is
+    the user's own code, named on the command line)."""
+    path_text, _, name = spec.rpartition(":")
+    path = Path(path_text)
+    if dim is None:
+        raise CliError(f"--dim is required for a target given as FILE.py:FUNCTION ({spec})")
+    if not path.is_file():
+        raise CliError(f"target file {str(path)!r} not found")
+    module_spec = importlib.util.spec_from_file_location(f"_vi_flows_target_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise CliError(f"cannot import {str(path)!r} as a Python file")
+    module = importlib.util.module_from_spec(module_spec)
     try:
-        return targets.get(name) if dim is None else targets.get(name, dim=dim)
-    except (KeyError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+        module_spec.loader.exec_module(module)
+    except Exception as err:  # noqa: BLE001 - any failure of the user's file is reported as one line
+        raise CliError(f"importing {path} failed: {type(err).__name__}: {err}") from err
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        found = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
+        raise CliError(
+            f"{path} has no function {name!r} (functions there: {', '.join(found) or 'none'})"
+        )
+    return targets.as_target(fn, dim=dim)
+
+
+def _target(spec: str, dim: int | None) -> targets.Target:
+    if dim is not None and dim < 1:
+        raise CliError(f"--dim must be >= 1, got {dim}")
+    target = (
+        _file_target(spec, dim)
+        if _is_file_spec(spec)
+        else (targets.get(spec) if dim is None else targets.get(spec, dim=dim))
+    )
+    # One evaluation now, so a wrong shape or type is one line before any fitting.
+    probe = target.log_prob(torch.zeros(2, target.dim))
+    if not isinstance(probe, torch.Tensor) or tuple(probe.shape) != (2,):
+        got = tuple(probe.shape) if isinstance(probe, torch.Tensor) else type(probe).__name__
+        raise CliError(f"target {spec}: log-density returned {got} for inputs (2, {target.dim})")
+    return target
+
+
+def _writable_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-probe-")
+    except OSError as err:
+        raise CliError(f"--out {str(out)!r} is not a writable folder ({err.strerror})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _save_history(history: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    history.to_csv(tmp)
+    tmp.replace(path)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Every range check before any work (one line naming the argument and the valid range)."""
+    checks = [
+        ("--samples", args.samples, args.samples >= 1, ">= 1"),
+        ("--eval-samples", args.eval_samples, args.eval_samples >= 2, ">= 2"),
+        ("--threads", args.threads, args.threads >= 1, ">= 1"),
+        ("--draws", args.draws, args.draws >= 1, ">= 1"),
+    ]
+    if args.steps is not None:
+        checks.append(("--steps", args.steps, args.steps >= 0, ">= 0"))
+    if args.lr is not None:
+        checks.append(("--lr", args.lr, math.isfinite(args.lr) and args.lr > 0, "finite and > 0"))
+    if args.time_budget is not None:
+        checks.append(("--time-budget", args.time_budget, args.time_budget > 0, "> 0 seconds"))
+    for name, value, ok, valid in checks:
+        if not ok:
+            raise CliError(f"{name} must be {valid}, got {value}")
+
+
+def _default_out(spec: str, flow: str) -> Path:
+    stem = Path(spec.rpartition(":")[2]).name if _is_file_spec(spec) else spec.replace(":", "-")
+    return Path(f"runs/{stem}-{flow}")
 
 
 def _fit(args: argparse.Namespace) -> int:
+    _check_args(args)
     torch.set_num_threads(args.threads)
     target = _target(args.target, args.dim)
+    turnkey = args.flow is None and args.steps is None
+    if turnkey and (args.option or args.stl or args.lr is not None):
+        raise CliError("--option, --stl and --lr need --flow or --steps (the plain fit loop)")
+    flow_name = args.flow or ("realnvp" if not turnkey else auto_flow(target.dim)[0])
+    flows.FLOWS.get(flow_name)  # an unknown family fails before any folder is made
     options = _parse_options(args.option)
-    torch.manual_seed(args.seed)  # the flow's initial weights are random too
+    out = Path(args.out) if args.out else _default_out(args.target, flow_name)
+    created = not out.exists()
+    _writable_folder(out)
     try:
-        q = flows.build(args.flow, target.dim, **options)
-    except KeyError as err:
-        raise SystemExit(f"error: {err.args[0]}") from None
-    out = Path(args.out or f"runs/{args.target}-{args.flow}")
-    out.mkdir(parents=True, exist_ok=True)
+        if turnkey:
+            return _fit_turnkey(args, target, out)
+        return _fit_plain(args, target, out, flow_name, options)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed run leaves no empty folder behind
+        raise
+
+
+def _fit_plain(
+    args: argparse.Namespace,
+    target: targets.Target,
+    out: Path,
+    flow_name: str,
+    options: dict[str, Any],
+) -> int:
+    steps = 3000 if args.steps is None else args.steps
+    torch.manual_seed(args.seed)  # the flow's initial weights are random too
+    q = flows.build(flow_name, target.dim, **options)
     history = fit(
         q,
         target,
-        args.steps,
+        steps,
         num_samples=args.samples,
-        lr=args.lr,
+        lr=3e-3 if args.lr is None else args.lr,
         lr_schedule="cosine",
         stl=args.stl,
         seed=args.seed,
         progress=not args.quiet,
     )
+    # The trained flow and its history are written before anything that could fail.
+    flows.save(q, out / "flow.pt")
+    _save_history(history, out / "history.csv")
     torch.manual_seed(args.seed + 1)
     diag = diagnose(q, target, n=args.eval_samples)
-    print(f"target {target.name} (dim {target.dim}), flow {args.flow}, {args.steps} steps")
+    print(f"target {target.name} (dim {target.dim}), flow {flow_name}, {steps} steps")
     print(diag)
-    flows.save(q, out / "flow.pt")
-    history.to_csv(out / "history.csv")
     meta = {
         "target": args.target,
         "dim": target.dim,
         "target_options": {} if args.dim is None else {"dim": args.dim},
-        "flow": args.flow,
+        "flow": flow_name,
         "flow_options": options,
-        "steps": args.steps,
+        "steps": steps,
         "seed": args.seed,
         "diagnostics": {**diag.__dict__, "kl": diag.kl},
     }
-    (out / "run.json").write_text(json.dumps(meta, indent=2, default=str))
-    from vi_flows.plots import plot_fit  # matplotlib only when a figure is written
-
-    figure = plot_fit(target, q, history, out / "fit.png", title=target.name)
+    _atomic_text(out / "run.json", json.dumps(meta, indent=2, default=str))
+    figure = _figure(target, q, history, out)
     print(f"wrote {out / 'flow.pt'}, {out / 'history.csv'}, {out / 'run.json'}, {figure}")
     return 0
 
 
+def _figure(target: targets.Target, q: flows.Flow, history: Any, out: Path) -> Path:
+    from vi_flows.plots import plot_fit  # matplotlib only when a figure is written
+
+    return plot_fit(target, q, history, out / "fit.png", title=target.name)
+
+
+def _fit_turnkey(args: argparse.Namespace, target: targets.Target, out: Path) -> int:
+    config = InferConfig(num_samples=args.samples, eval_samples=args.eval_samples)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the verdict is printed below instead
+        result = infer(
+            target,
+            objective=args.objective,
+            precondition=args.precondition,
+            time_budget=args.time_budget,
+            seed=args.seed,
+            progress=not args.quiet,
+            config=config,
+        )
+    flows.save(result.flow, out / "flow.pt")
+    _save_history(result.history, out / "history.csv")
+    torch.manual_seed(args.seed + 1)
+    draws, log_w = result._draws, result._log_w
+    tmp = out / "draws.csv.tmp"
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow([f"theta[{i + 1}]" for i in range(target.dim)] + ["log_weight"])
+        rows = zip(draws[: args.draws].tolist(), log_w[: args.draws].tolist(), strict=True)
+        for row, lw in rows:
+            writer.writerow([f"{v:.8g}" for v in row] + [f"{lw:.8g}"])
+    tmp.replace(out / "draws.csv")
+    print(result.summary())
+    if result.verdict.startswith("UNRELIABLE"):
+        print(f"vi-flows: warning: {result.verdict}", file=sys.stderr)
+    diag = result.diagnostics
+    meta = {
+        "target": args.target,
+        "dim": target.dim,
+        "target_options": {}
+        if args.dim is None or _is_file_spec(args.target)
+        else {"dim": args.dim},
+        "flow": result.flow.config["name"],
+        "flow_options": result.flow.config["options"],
+        "steps": len(result.history),
+        "seed": args.seed,
+        "infer": {
+            "objective": result.objective,
+            "conditioning": result.precondition.detail,
+            "stop": result.stop_reason,
+            "seconds": result.seconds,
+            "verdict": result.verdict,
+        },
+        "diagnostics": {**diag.__dict__, "kl": diag.kl},
+    }
+    _atomic_text(out / "run.json", json.dumps(meta, indent=2, default=str))
+    figure = _figure(target, result.flow, result.history, out)
+    names = ", ".join(str(out / n) for n in ("flow.pt", "history.csv", "draws.csv", "run.json"))
+    print(f"wrote {names}, {figure}")
+    return 0
+
+
+def _load_flow(path: Path) -> flows.Flow:
+    if not path.is_file():
+        raise CliError(f"{path} not found (a folder written by 'vi-flows fit' holds flow.pt)")
+    try:
+        return flows.load(path)
+    except pickle.UnpicklingError:
+        raise CliError(
+            f"refusing to load {path}: it holds objects other than tensors and plain data "
+            "(loading a run never executes code)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError) as err:
+        raise CliError(
+            f"{path} is not a readable vi-flows flow (truncated or corrupt: {type(err).__name__})"
+        ) from None
+
+
 def _show(args: argparse.Namespace) -> int:
+    if args.eval_samples < 2:
+        raise CliError(f"--eval-samples must be >= 2, got {args.eval_samples}")
     torch.set_num_threads(args.threads)
     run = Path(args.run)
-    meta = json.loads((run / "run.json").read_text())
-    q = flows.load(run / "flow.pt")
-    target = targets.get(meta["target"], **meta["target_options"])
+    meta_path = run / "run.json"
+    if not meta_path.is_file():
+        raise CliError(f"{meta_path} not found (is {run} a folder written by 'vi-flows fit'?)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        spec, options = meta["target"], meta["target_options"]
+    except json.JSONDecodeError as err:
+        raise CliError(f"{meta_path}: invalid JSON ({err.msg}, line {err.lineno})") from None
+    except KeyError as err:
+        raise CliError(f"{meta_path}: missing field {err.args[0]!r}") from None
+    q = _load_flow(run / "flow.pt")
+    print(f"reloaded {run / 'flow.pt'}: flow {meta.get('flow')} on {spec}")
+    if _is_file_spec(spec):
+        # Re-evaluating the target would import the user's file: loading a run runs no code.
+        print(f"target {spec} is not re-imported; diagnostics saved at fit time:")
+        for key, value in meta.get("diagnostics", {}).items():
+            print(f"  {key}: {value}")
+        return 0
+    target = targets.get(spec, **options)
     torch.manual_seed(args.seed)
-    print(f"reloaded {run / 'flow.pt'}: flow {meta['flow']} on {meta['target']}")
     print(diagnose(q, target, n=args.eval_samples))
     return 0
 
@@ -118,21 +347,30 @@ def _list(_: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``vi-flows`` command."""
-    parser = argparse.ArgumentParser(prog="vi-flows", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vi-flows", description=__doc__.split("\n")[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of failures")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("fit", help="fit a flow to a target and write its diagnostics and figure")
-    p.add_argument("target", nargs="?", default="u1", help="target name (default: u1)")
-    p.add_argument("--flow", default="realnvp", help="flow family (default: realnvp)")
-    p.add_argument("--dim", type=int, default=None, help="dimension, for any-d targets")
-    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default: 3000)")
+    p.add_argument(
+        "target",
+        nargs="?",
+        default="u1",
+        help="target name, posteriordb:NAME or FILE.py:FUNCTION (default: u1)",
+    )
+    p.add_argument("--flow", default=None, help="flow family: the plain fit loop (default: infer)")
+    p.add_argument("--dim", type=int, default=None, help="dimension (any-d targets, FILE.py:F)")
+    p.add_argument("--steps", type=int, default=None, help="steps: the plain fit loop (3000)")
     p.add_argument("--samples", type=int, default=256, help="samples per step (default: 256)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default: 3e-3)")
+    p.add_argument("--lr", type=float, default=None, help="Adam step size, plain loop (3e-3)")
     p.add_argument("--stl", action="store_true", help="path-derivative (STL) gradient")
+    p.add_argument("--objective", default="kl", help="infer's loss: kl, stl, iw, ...")
+    p.add_argument("--precondition", default="auto", help="auto, laplace, pilot or none")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds for infer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-samples", type=int, default=100_000, help="samples for diagnostics")
+    p.add_argument("--draws", type=int, default=4000, help="rows of draws.csv (infer; 4000)")
     p.add_argument(
         "--option",
         "-o",
@@ -144,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="output folder (default: runs/TARGET-FLOW)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of failures")
     p.set_defaults(func=_fit)
 
     p = sub.add_parser("show", help="reload a fitted flow and print its diagnostics")
@@ -151,13 +390,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-samples", type=int, default=100_000)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--debug", action="store_true", help="show tracebacks of failures")
     p.set_defaults(func=_show)
 
     p = sub.add_parser("list", help="list the targets and flow families")
     p.set_defaults(func=_list)
+    return parser
 
-    args = parser.parse_args(argv)
-    return args.func(args)
+
+#: Failures that are the input's fault, not a bug: one line, exit status 2.
+_EXPECTED = (CliError, ValueError, TypeError, KeyError, OSError, NonFiniteError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vi-flows`` command."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        args = _parser().parse_args(argv)
+        return args.func(args)
+    except _EXPECTED as err:
+        if debug:
+            raise
+        message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+        message = " ".join(message.split()) or type(err).__name__
+        print(f"vi-flows: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

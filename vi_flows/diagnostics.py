@@ -12,7 +12,7 @@ from pyro.ops.stats import fit_generalized_pareto
 from vi_flows.flows import Flow
 from vi_flows.objectives import as_log_prob, check_log_prob_output
 
-__all__ = ["Diagnostics", "diagnose", "psis_khat", "EQUAL_LOG_WEIGHTS"]
+__all__ = ["EQUAL_LOG_WEIGHTS", "Diagnostics", "diagnose", "from_log_weights", "psis_khat"]
 
 
 @dataclass(frozen=True)
@@ -125,12 +125,18 @@ def diagnose(q: Flow, log_prob: Any, n: int = 10_000, batch_size: int = 10_000) 
     finite = torch.isfinite(log_w)
     if not finite.all():
         raise ValueError(f"{int((~finite).sum())} of {n} log-weights are non-finite")
+    return from_log_weights(log_w, getattr(log_prob, "log_z", None))
+
+
+def from_log_weights(log_w: torch.Tensor, true_log_z: float | None = None) -> Diagnostics:
+    """:class:`Diagnostics` from finite log-weights log p̃(θ) − log q(θ), θ ~ q (n ≥ 2)."""
+    log_w = log_w.double().flatten()
+    n = log_w.numel()
     log_mean_w = torch.logsumexp(log_w, 0) - math.log(n)
     w = (log_w - log_w.max()).exp()
     ess = float(w.sum() ** 2 / (w.square().sum() * n))
     # sd(w)/mean(w) is scale-free, so the max-shifted weights give it without overflow.
-    rel_sd = float(w.std() / w.mean())
-    true_log_z = getattr(log_prob, "log_z", None)
+    rel_sd = float(w.std() / w.mean()) if n > 1 else math.nan
     return Diagnostics(
         n=n,
         elbo=float(log_w.mean()),

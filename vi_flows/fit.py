@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +45,15 @@ class History:
     """Learning rate used at that step."""
     skipped: list[bool] = field(default_factory=list)
     """Whether the step was skipped for non-finite values."""
+    masked: list[int] = field(default_factory=list)
+    """Samples whose non-finite log p̃ was masked at that step (see ``fit``'s ``mask_fraction``)."""
+
+    @classmethod
+    def from_dict(cls, columns: dict[str, list]) -> History:
+        """Rebuild from :func:`dataclasses.asdict` output (older checkpoints lack ``masked``)."""
+        columns = dict(columns)
+        columns.setdefault("masked", [0] * len(columns.get("step", [])))
+        return cls(**columns)
 
     def __len__(self) -> int:
         return len(self.step)
@@ -71,11 +82,103 @@ def _make_scheduler(
     raise ValueError(f"lr_schedule must be None, 'cosine' or a callable, got {lr_schedule!r}")
 
 
+def _check_range(name: str, value: Any, low: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer {what}, got {value!r}")
+
+
+def _check_writable_folder(path: Path, argument: str) -> None:
+    """Fail now, not after the last step, when ``path``'s folder cannot take a file."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"{argument}: folder {str(folder)!r} does not exist (create it first)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+    except OSError as err:
+        raise ValueError(
+            f"{argument}: folder {str(folder)!r} is not writable ({err.strerror})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _check_differentiable(log_p: Tensor, theta: Tensor) -> None:
+    """At step 0: log p̃ must be a float tensor that depends on θ with a non-zero gradient.
+
+    A detached, numpy-round-tripped or integer log-density gives zero or no gradient, and the
+    KL objective then maximizes entropy without bound (the flow's scale grows forever).
+    """
+    hint = (
+        "log_prob must be computed from θ with torch operations (no .item(), .detach(), numpy "
+        "round trip or integer arithmetic)"
+    )
+    if not log_p.is_floating_point():
+        raise TypeError(f"log_prob returned dtype {log_p.dtype}, not a float tensor; {hint}")
+    if not log_p.requires_grad:
+        raise ValueError(f"log_prob's output does not depend on θ (requires_grad=False); {hint}")
+    finite = torch.isfinite(log_p)
+    if not finite.any():
+        return  # the non-finite check reports it
+    (grad,) = torch.autograd.grad(log_p[finite].sum(), theta, retain_graph=True, allow_unused=True)
+    if grad is None or not bool((grad[finite] != 0).any()):
+        raise ValueError(
+            f"log_prob's gradient with respect to θ is zero at all {int(finite.sum())} samples of "
+            f"step 0, so fit cannot learn from it; {hint}"
+        )
+
+
+class _MaskedLogProb:
+    """log p̃ with non-finite values at up to ``limit`` samples per call replaced by a constant.
+
+    A masked sample keeps its flow terms (log q) but its log p̃ becomes the smallest finite value
+    of the batch with no gradient (a hook zeroes its NaN gradient): the step's gradient then
+    ignores the target there, a bias toward q at those points, bounded by ``limit`` / n.
+    """
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], limit: int) -> None:
+        self.fn, self.limit, self.masked = fn, limit, 0
+
+    def __call__(self, theta: Tensor) -> Tensor:
+        log_p = self.fn(theta)
+        self.masked = 0
+        if not isinstance(log_p, Tensor) or log_p.shape != theta.shape[:-1]:
+            return log_p  # the loss's shape check reports it
+        bad = ~torch.isfinite(log_p) & torch.isfinite(theta).all(-1)
+        count = int(bad.sum())
+        if count == 0 or count > self.limit or count == bad.numel():
+            return log_p
+        self.masked = count
+        if theta.requires_grad:
+            theta.register_hook(lambda g: g.masked_fill(bad[..., None], 0.0))
+        fill = log_p.detach()[~bad].min()
+        return torch.where(bad, fill, log_p)
+
+
 def _describe_bad(values: Tensor) -> str:
     nan = int(values.isnan().sum())
     pos = int((values == math.inf).sum())
     neg = int((values == -math.inf).sum())
     return f"{nan} NaN, {pos} +inf, {neg} -inf"
+
+
+def _check_same_setup(
+    state: dict[str, Any], path: Path, opt_name: str, sched_name: str | None
+) -> None:
+    """A resumed fit must use the optimizer and LR schedule its checkpoint was written with."""
+    saved_opt = state.get("optimizer_name")
+    saved_sched = state.get("scheduler_name", "?" if state["scheduler"] is not None else None)
+    diffs = []
+    if saved_opt is not None and saved_opt != opt_name:
+        diffs.append(f"optimizer {saved_opt} in the checkpoint, {opt_name} now")
+    if (saved_sched is None) != (sched_name is None) or (
+        saved_sched not in (None, "?") and saved_sched != sched_name
+    ):
+        diffs.append(f"lr_schedule {saved_sched} in the checkpoint, {sched_name} now")
+    if diffs:
+        raise ValueError(
+            f"cannot resume {path}: {'; '.join(diffs)}; resume with the same optimizer and "
+            "lr_schedule, or start a new checkpoint"
+        )
 
 
 def fit(
@@ -97,6 +200,7 @@ def fit(
     checkpoint_every: int = 0,
     resume: bool = False,
     max_bad_steps: int = 0,
+    mask_fraction: float = 0.0,
     progress: bool = True,
 ) -> History:
     """Fit ``q`` to the unnormalized density ``log_prob`` by minimizing KL(q‖p) (Eq. 2).
@@ -127,16 +231,30 @@ def fit(
         resume: continue from ``checkpoint`` if it exists.
         max_bad_steps: how many steps with non-finite target values or gradients may be skipped
             before :class:`NonFiniteError` is raised.
+        mask_fraction: up to this fraction of a step's samples may have a non-finite log p̃;
+            they are masked (their log p̃ term gets no gradient; counted in ``History.masked``)
+            and the step goes on. A step with more is a bad step. 0 (the default) masks nothing.
         progress: show a tqdm bar with the running ELBO.
 
     Returns:
         The :class:`History` of every step (including the resumed part's past).
 
     Raises:
-        NonFiniteError: when the target (or its gradient) is non-finite beyond ``max_bad_steps``.
-        ValueError / TypeError: when ``log_prob`` returns the wrong shape or type (at step 0).
+        NonFiniteError: when the target (or its gradient) is non-finite beyond ``max_bad_steps``,
+            or the flow's own samples or log-density went non-finite.
+        ValueError / TypeError: for an argument out of range, a checkpoint folder that is missing
+            or not writable, or (at step 0) a ``log_prob`` of the wrong shape or type or with no
+            gradient in θ; resuming with another optimizer or LR schedule than the checkpoint's.
     """
-    log_p_fn = as_log_prob(log_prob)
+    _check_range("steps", steps, 0, ">= 0")
+    _check_range("num_samples", num_samples, 1, ">= 1")
+    _check_range("checkpoint_every", checkpoint_every, 0, ">= 0 (0: only at the end)")
+    _check_range("max_bad_steps", max_bad_steps, 0, ">= 0")
+    if not (isinstance(lr, int | float) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    if not (isinstance(mask_fraction, int | float) and 0.0 <= mask_fraction < 1.0):
+        raise ValueError(f"mask_fraction must be in [0, 1), got {mask_fraction!r}")
+    log_p_fn = _MaskedLogProb(as_log_prob(log_prob), int(mask_fraction * num_samples))
     objective = get_loss(loss)
     if stl:
         if loss != "kl":
@@ -149,14 +267,19 @@ def fit(
     history = History()
     start, bad_steps = 0, 0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    if ckpt_path is not None:
+        _check_writable_folder(ckpt_path, "checkpoint")
+    opt_name = type(opt).__name__
+    sched_name = type(scheduler).__name__ if scheduler is not None else None
 
     if resume and ckpt_path is not None and ckpt_path.exists():
         state = torch.load(ckpt_path, weights_only=True)
+        _check_same_setup(state, ckpt_path, opt_name, sched_name)
         q.load_state_dict(state["flow"])
         opt.load_state_dict(state["optimizer"])
-        if scheduler is not None and state["scheduler"] is not None:
+        if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])
-        history = History(**state["history"])
+        history = History.from_dict(state["history"])
         start, bad_steps = state["step"], state["bad_steps"]
         torch.set_rng_state(state["rng"])
     elif seed is not None:
@@ -173,9 +296,14 @@ def fit(
             "step": next_step,
             "bad_steps": bad_steps,
             "rng": torch.get_rng_state(),
+            "optimizer_name": opt_name,
+            "scheduler_name": sched_name,
         }
         tmp = ckpt_path.with_suffix(ckpt_path.suffix + ".tmp")
-        torch.save(state, tmp)
+        with tmp.open("wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         tmp.replace(ckpt_path)  # atomic: a crash mid-write never leaves a torn checkpoint
 
     bar = tqdm(range(start, steps), disable=not progress, desc="fit", leave=False)
@@ -184,8 +312,18 @@ def fit(
         opt.zero_grad(set_to_none=True)
         out = objective(q, log_p_fn, num_samples, beta=b)
         theta, log_p = out.theta, out.log_p
+        if step == 0:
+            _check_differentiable(log_p, theta)
         problem = None
-        if not torch.isfinite(log_p).all():
+        flow_bad = ~torch.isfinite(theta).all(-1) | ~torch.isfinite(out.log_q)
+        if flow_bad.any():
+            # The flow itself diverged (its θ or log q); the target is not to blame.
+            problem = (
+                f"step {step}: the flow's own samples or log-density are non-finite at "
+                f"{int(flow_bad.sum())} of {num_samples} samples (the flow diverged: lower lr, "
+                "set grad_clip, or check the starting point)"
+            )
+        elif not torch.isfinite(log_p).all():
             bad = ~torch.isfinite(log_p)
             problem = (
                 f"step {step}: log_prob returned non-finite values at {int(bad.sum())} of "
@@ -225,6 +363,7 @@ def fit(
         history.beta.append(info["beta"])
         history.lr.append(info["lr"])
         history.skipped.append(problem is not None)
+        history.masked.append(log_p_fn.masked)
         if progress:
             bar.set_postfix(elbo=f"{info['elbo']:.3f}", refresh=False)
         if checkpoint_every and (step + 1) % checkpoint_every == 0:

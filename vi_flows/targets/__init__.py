@@ -17,7 +17,7 @@ A new target is a :class:`Target` subclass (or any factory returning one) regist
 
 import torch  # noqa: F401  (used by the doctest above)
 
-from vi_flows.targets import posteriordb, toys
+from vi_flows.targets import hier_logreg, posteriordb, toys
 from vi_flows.targets.base import (
     TARGETS,
     Bounds,
@@ -39,6 +39,7 @@ __all__ = [
     "as_target",
     "get",
     "grid_log_z",
+    "hier_logreg",
     "names",
     "normal_log_prob",
     "posteriordb",

@@ -1,0 +1,176 @@
+"""infer: conditioning as an exact affine, recovery of a known Gaussian, verdicts, save/load."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vi_flows import flows, targets
+from vi_flows.infer import InferConfig, auto_flow, infer, psis_weights
+from vi_flows.precondition import FixedAffine, choose, find_mode, precondition
+
+MEAN = torch.tensor([1.0, -2.0, 0.5])
+TRIL = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.5, 0.0], [-0.3, 0.2, 0.3]])
+FAST = InferConfig(window=50, min_steps=200, eval_samples=4000)
+
+
+def gaussian(x: torch.Tensor) -> torch.Tensor:
+    z = torch.linalg.solve_triangular(TRIL, (x - MEAN).T, upper=False).T
+    return -0.5 * z.square().sum(-1)
+
+
+def test_infer_recovers_a_known_gaussian_with_the_stopping_rule() -> None:
+    result = infer(gaussian, dim=3, seed=0, progress=False, config=FAST)
+    assert result.precondition.method == "laplace"
+    assert "plateaued" in result.stop_reason and len(result.history) < FAST.max_steps
+    draws = result.sample(40_000)
+    assert torch.allclose(draws.mean(0), MEAN, atol=0.03)
+    assert torch.allclose(torch.cov(draws.T), TRIL @ TRIL.T, atol=0.03)
+    assert result.diagnostics.k_hat < 0.5 and result.verdict.startswith("good")
+    log_z = 3 * 0.5 * math.log(2 * math.pi) + float(TRIL.diagonal().log().sum())
+    assert result.diagnostics.log_z == pytest.approx(log_z, abs=0.02)
+
+
+def test_infer_without_conditioning_still_recovers_it() -> None:
+    result = infer(
+        gaussian,
+        dim=3,
+        flow="full-gaussian",
+        precondition="none",
+        steps=4000,
+        seed=0,
+        progress=False,
+    )
+    assert result.precondition.method == "none"
+    draws = result.sample(40_000)
+    assert torch.allclose(draws.mean(0), MEAN, atol=0.05)
+    assert torch.allclose(torch.cov(draws.T), TRIL @ TRIL.T, atol=0.05)
+
+
+def test_preconditioned_log_prob_is_whitened_log_prob_minus_log_det() -> None:
+    torch.manual_seed(0)
+    loc = torch.tensor([1.0, -1.0, 3.0], dtype=torch.float64)
+    tril = torch.tensor([[2.0, 0, 0], [0.5, 0.1, 0], [-1.0, 0.3, 0.7]], dtype=torch.float64)
+    q = precondition("realnvp", 3, loc, tril, layers=2, hidden=(8,))
+    with torch.no_grad():  # move the couplings off the identity
+        for p in q.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    inner = flows.Flow(q.transform.parts[0])
+    theta = q.sample(100)
+    z = torch.linalg.solve_triangular(tril.float(), (theta - loc.float()).T, upper=False).T
+    expected = inner.log_prob(z) - float(tril.diagonal().log().sum())
+    assert torch.allclose(q.log_prob(theta), expected, atol=1e-4)
+    # sample_and_log_prob agrees with log_prob at the same points.
+    theta2, log_q = q.sample_and_log_prob(50)
+    assert torch.allclose(q.log_prob(theta2.detach()), log_q.detach(), atol=1e-4)
+
+
+def test_inference_flow_saves_and_reloads_without_code(tmp_path) -> None:
+    result = infer(gaussian, dim=3, steps=50, seed=0, progress=False)
+    flows.save(result.flow, tmp_path / "flow.pt")
+    blob = torch.load(tmp_path / "flow.pt", weights_only=True)  # plain data only
+    assert blob["config"]["name"] == "preconditioned"
+    back = flows.load(tmp_path / "flow.pt")
+    theta = result.sample(200)
+    assert torch.allclose(back.log_prob(theta), result.flow.log_prob(theta), atol=1e-6)
+
+
+def test_a_miss_is_flagged_not_silent() -> None:
+    student = torch.distributions.StudentT(2.0)  # tails a Gaussian q cannot cover
+
+    with pytest.warns(UserWarning, match=r"k̂ = .* > 0.7: the flow misses mass .*objective='iw'"):
+        result = infer(
+            lambda x: student.log_prob(x).sum(-1),
+            dim=2,
+            flow="gaussian",
+            steps=300,
+            seed=0,
+            progress=False,
+        )
+    assert result.diagnostics.k_hat > 0.7 and "UNRELIABLE" in result.summary()
+
+
+def test_a_small_bias_that_k_hat_cannot_see_is_flagged() -> None:
+    # Too few steps without conditioning: q is still 0.1+ sd off, yet k̂ is small.
+    with pytest.warns(UserWarning, match=r"BIASED: .*worst mean shift"):
+        result = infer(
+            gaussian,
+            dim=3,
+            flow="full-gaussian",
+            precondition="none",
+            steps=300,
+            seed=0,
+            progress=False,
+        )
+    assert result.diagnostics.k_hat < 0.7 and result.shift >= 0.1
+
+
+def test_summary_lists_every_parameter_and_the_verdict() -> None:
+    result = infer(gaussian, dim=3, steps=100, seed=0, progress=False, objective="iw")
+    text = result.summary()
+    for needle in (
+        "θ[1]",
+        "θ[3]",
+        "5%",
+        "95%",
+        "ELBO",
+        "log Z (IS)",
+        "ESS / n",
+        "PSIS k̂",
+        "verdict",
+        "conditioning: laplace",
+        "objective iw",
+    ):
+        assert needle in text, needle
+
+
+def test_funnel_gets_the_pilot_gaussian_not_its_useless_mode() -> None:
+    funnel = targets.get("funnel", dim=5)
+    torch.manual_seed(0)
+    cond = choose(funnel, 5, pilot_steps=400)
+    assert cond.method == "pilot-gaussian", cond.detail
+    assert find_mode(targets.get("correlated-gaussian", dim=4), 4).cov is not None
+
+
+def test_resample_uses_psis_weights() -> None:
+    w = psis_weights(torch.zeros(1000))
+    assert torch.allclose(w, torch.full((1000,), 1e-3, dtype=torch.float64))
+    w = psis_weights(torch.cat([torch.randn(999), torch.tensor([50.0])]))
+    assert float(w.max()) < 1.0 and float(w.sum()) == pytest.approx(1.0)
+    result = infer(gaussian, dim=3, steps=50, seed=0, progress=False)
+    assert result.resample(300).shape == (300, 3)
+
+
+def test_a_few_non_finite_values_do_not_abort_infer() -> None:
+    def edge(x: torch.Tensor) -> torch.Tensor:
+        lp = -0.5 * x.square().sum(-1)
+        return torch.where(x[:, 0] > -2.7, lp, torch.full_like(lp, -math.inf))
+
+    result = infer(
+        edge, dim=2, flow="gaussian", precondition="none", steps=200, seed=0, progress=False
+    )
+    assert sum(result.history.masked) > 0
+
+
+def test_auto_flow_rule_and_argument_checks() -> None:
+    assert auto_flow(1) == ("gaussian", {})
+    assert auto_flow(10) == ("realnvp", {"layers": 8, "hidden": (64, 64)})
+    assert auto_flow(100) == ("realnvp", {"layers": 8, "hidden": (200, 200)})
+    with pytest.raises(ValueError, match="steps must be None or an integer >= 1"):
+        infer(gaussian, dim=3, steps=0)
+    with pytest.raises(ValueError, match="unknown loss 'nope'"):
+        infer(gaussian, dim=3, objective="nope")
+    with pytest.raises(ValueError, match="needs dim"):
+        infer(gaussian)
+
+
+def test_fixed_affine_inverts_exactly() -> None:
+    t = FixedAffine(3)
+    t.set(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([[2.0, 0, 0], [1.0, 0.5, 0], [0, 1, 3]]))
+    x = torch.randn(10, 3)
+    y, ladj = t(x)
+    back, ladj_inv = t.inverse(y)
+    assert torch.allclose(back, x, atol=1e-5) and torch.allclose(ladj, -ladj_inv)
+    assert torch.allclose(ladj, torch.full((10,), math.log(3.0)))

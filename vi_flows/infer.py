@@ -1,0 +1,441 @@
+"""``infer``: from a log-density to draws you can trust, or a clear statement that you can't.
+
+The turnkey path reads top to bottom: precondition → fit → verdict.
+
+1. **Precondition** (:func:`vi_flows.precondition.choose`): whiten with the Laplace Gaussian
+   when the mode has a finite, positive-definite Hessian and the Laplace Gaussian passes an
+   importance check (PSIS k̂ ≤ 0.7), else with a pilot mean-field Gaussian. The flow is built on
+   the whitened z and composed with the exact affine θ = m + L z, so ``.flow`` lives in θ.
+2. **Fit** (:func:`vi_flows.fit`) with a two-phase step size: Adam at a constant rate until the
+   ELBO stops improving, then a cosine decay to zero (the decay plays the role of iterate
+   averaging: the step noise vanishes at the end). A few non-finite log p̃ values per step are
+   masked rather than fatal.
+3. **Verdict** (:class:`Inference`): ELBO, IS log Z, ESS and PSIS k̂ from fresh draws; k̂ > 0.7
+   warns with a concrete next step.
+
+>>> import torch
+>>> result = infer(lambda x: -0.5 * ((x - 2.0) / 0.5).square().sum(-1), dim=2, steps=400,
+...                seed=0, progress=False)
+>>> result.precondition.method, bool((result.sample(4000).mean(0) - 2.0).abs().max() < 0.05)
+('laplace', True)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vi_flows import flows
+from vi_flows.diagnostics import Diagnostics, from_log_weights
+from vi_flows.fit import History, fit
+from vi_flows.losses import get_loss
+from vi_flows.precondition import Preconditioner, choose, precondition
+from vi_flows.targets import Target, as_target
+
+__all__ = ["InferConfig", "Inference", "auto_flow", "infer", "psis_weights"]
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Settings of :func:`infer` beyond its arguments (the defaults are the documented rule)."""
+
+    lr: float | None = None
+    """Peak Adam step size; ``None``: 1e-2 for Gaussian families, 3e-3 for deep flows (each
+    family's default in ``benchmarks/common.py``)."""
+    schedule: str = "plateau-cosine"
+    """``"plateau-cosine"`` (constant until the ELBO plateaus, then cosine decay to 0) or
+    ``"constant"`` (the old default, for comparison)."""
+    num_samples: int = 256
+    """Samples per step."""
+    window: int = 100
+    """Steps per ELBO window of the stopping rule."""
+    tol_gain: float = 0.01
+    """The constant phase ends once the ELBO is confidently gaining less than this many nats
+    per 1,000 steps: the least-squares slope of the window means over the second half of the
+    steps so far, plus two standard errors, is below it. Absolute, not relative as Stan's
+    ``tol_rel_obj``: adding a constant to log p̃ must not change when a fit stops."""
+    min_steps: int = 500
+    """Steps at constant step size before the rule may end that phase."""
+    max_steps: int = 20_000
+    """Cap on all steps when ``steps`` is None."""
+    decay_fraction: float = 0.5
+    """Decay-phase length as a fraction of the constant phase (at least ``min_steps``)."""
+    explore_budget: float = 0.6
+    """With a time budget, the constant phase ends by this fraction of it."""
+    mask_fraction: float = 0.05
+    """Up to this fraction of a step's samples may have non-finite log p̃ and be masked."""
+    max_bad_steps: int = 100
+    """Steps with more non-finite values than that may be skipped; then NonFiniteError."""
+    eval_samples: int = 4000
+    """Draws for the verdict (ESS, k̂, ELBO, log Z) and the summary."""
+
+
+def auto_flow(dim: int) -> tuple[str, dict[str, Any]]:
+    """The family and size ``flow="auto"`` uses for dimension d.
+
+    d = 1: a Gaussian (affine; couplings need two coordinates). d ≥ 2: RealNVP with 8 coupling
+    layers and two hidden layers of width clip(2d, 64, 256). After whitening the flow only has to
+    learn the non-Gaussian part; RealNVP was among the best families on the whitened posteriors
+    of the density benchmark (``benchmarks/results/densities-posteriors-whitened``), and the
+    width grows with d so the conditioner can see every coordinate. No size sweep backs the
+    exact numbers; ``benchmarks/results/infer`` measures the rule as a whole.
+    """
+    if dim == 1:
+        return "gaussian", {}
+    width = int(min(256, max(64, 2 * dim)))
+    return "realnvp", {"layers": 8, "hidden": (width, width)}
+
+
+def psis_weights(log_w: Tensor) -> Tensor:
+    """Pareto-smoothed normalized importance weights (Vehtari et al. 2024).
+
+    The largest M = ⌈min(0.2 n, 3√n)⌉ raw weights are replaced by the expected order statistics
+    of a generalized Pareto fitted to them (capped at the largest raw weight); ``-inf`` log-weights
+    get weight 0.
+    """
+    from pyro.ops.stats import fit_generalized_pareto
+
+    lw = log_w.double().flatten()
+    w = torch.exp(lw - lw.max())
+    n = lw.numel()
+    m = math.ceil(min(0.2 * n, 3.0 * math.sqrt(n)))
+    order = torch.argsort(w)
+    if n >= 20 and m >= 5:
+        tail_idx = order[-m:]
+        cutoff = float(w[order[-m - 1]])
+        excess = w[tail_idx] - cutoff
+        if bool((excess > 0).all()):
+            k, sigma = fit_generalized_pareto(excess)
+            p = (torch.arange(1, m + 1, dtype=torch.float64) - 0.5) / m
+            if abs(k) < 1e-8:
+                q = -sigma * torch.log1p(-p)
+            else:
+                q = sigma / k * ((1.0 - p) ** (-k) - 1.0)
+            w = w.clone()
+            w[tail_idx] = torch.clamp(cutoff + q, max=float(w.max()))
+    return w / w.sum()
+
+
+@dataclass
+class Inference:
+    """The result of :func:`infer`.
+
+    Attributes:
+        flow: the fitted flow in the target's own coordinates (family ``"preconditioned"``: the
+            whitening is a fixed affine layer inside it; ``flows.save``/``load`` rebuild it).
+        target: the target that was fitted.
+        history: the fit's :class:`~vi_flows.fit.History`.
+        diagnostics: ELBO, IS log Z, ESS and k̂ from ``config.eval_samples`` fresh draws.
+        precondition: the whitening that was chosen, and why.
+        objective: the loss's name or repr.
+        seconds: wall time of the whole call.
+        stop_reason: why the fit stopped.
+        nonfinite: how many of the evaluation draws had a non-finite log p̃ (weight 0).
+        shift: the largest |mean_q − mean_IS| / sd_IS over coordinates, where mean_IS and sd_IS
+            are the PSIS-weighted moments of the same draws (trustworthy when k̂ ≤ 0.7): an
+            estimate of q's own bias that k̂ alone cannot see.
+        sd_ratio: the range of sd_q / sd_IS over coordinates.
+    """
+
+    flow: flows.Flow
+    target: Target
+    history: History
+    diagnostics: Diagnostics
+    precondition: Preconditioner
+    objective: str
+    seconds: float
+    stop_reason: str
+    nonfinite: int = 0
+    shift: float = 0.0
+    sd_ratio: tuple[float, float] = (1.0, 1.0)
+    _draws: Tensor = field(default=None, repr=False)  # type: ignore[assignment]
+    _log_w: Tensor = field(default=None, repr=False)  # type: ignore[assignment]
+
+    @property
+    def verdict(self) -> str:
+        """One line: whether the draws can be trusted, and what to try when not."""
+        k, ess = self.diagnostics.k_hat, self.diagnostics.ess
+        total = self.diagnostics.n + self.nonfinite
+        if k > 0.7 or self.nonfinite > 0.01 * total:
+            why = f"k̂ = {k:.2f} > 0.7" if k > 0.7 else f"k̂ = {k:.2f}"
+            if self.nonfinite:
+                why += f", {self.nonfinite} of {total} draws have a non-finite log p̃"
+            return (
+                f"UNRELIABLE: {why}: the flow misses mass of p; try objective='iw', a larger "
+                "flow (flow='realnvp' with more layers or 'nflows-spline'), or more steps / a "
+                "longer time_budget"
+            )
+        lo, hi = self.sd_ratio
+        if self.shift >= 0.1 or not 0.9 <= lo <= hi <= 1.1:
+            return (
+                f"BIASED: k̂ = {k:.2f}, but q's draws are off the importance-corrected moments "
+                f"(worst mean shift {self.shift:.2f} sd, sd ratios {lo:.2f}-{hi:.2f}); use "
+                ".resample() for corrected draws, or more steps / a longer time_budget"
+            )
+        tail = f"; {self.nonfinite} of {total} draws have log p̃ = -inf" if self.nonfinite else ""
+        if k > 0.5:
+            return (
+                f"usable: k̂ = {k:.2f} in (0.5, 0.7], ESS/n = {ess:.2f}; means and sds are fine, "
+                f"importance-weighted estimates (resample) are noisier{tail}"
+            )
+        return f"good: k̂ = {k:.2f} ≤ 0.5, ESS/n = {ess:.2f}{tail}"
+
+    def sample(self, n: int) -> Tensor:
+        """``n`` draws from the fitted flow, (n, d)."""
+        return self.flow.sample(n)
+
+    @torch.no_grad()
+    def resample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` draws corrected toward p: sampling-importance resampling with PSIS weights.
+
+        Draws come (with replacement) from a pool of max(4n, eval_samples) draws of q weighted
+        by Pareto-smoothed w = p̃/q; with k̂ > 0.7 the correction is itself unreliable.
+        """
+        if self._draws is None or self._draws.shape[0] < 4 * n:
+            self._draws, self._log_w, _ = _log_weights(self.flow, self.target, 4 * n)
+        weights = psis_weights(self._log_w)
+        idx = torch.multinomial(weights, n, replacement=True, generator=generator)
+        return self._draws[idx]
+
+    def summary(self, max_rows: int = 60) -> str:
+        """A table: per-parameter mean, sd and 5/50/95% quantiles, then the fit's diagnostics."""
+        draws = self.flow.sample(self.diagnostics.n).double()
+        qs = torch.quantile(draws, torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64), dim=0)
+        mean, sd = draws.mean(0), draws.std(0)
+        names = [f"θ[{i + 1}]" for i in range(draws.shape[1])]
+        width = max(8, *(len(s) for s in names))
+        head = f"{'param':<{width}} {'mean':>10} {'sd':>10} {'5%':>10} {'50%':>10} {'95%':>10}"
+        lines = [
+            f"target {self.target.name} (dim {self.target.dim}); flow {_flow_name(self.flow)}; "
+            f"objective {self.objective}",
+            f"conditioning: {self.precondition.detail}",
+            f"fit: {len(self.history)} steps in {self.seconds:.1f} s ({self.stop_reason})",
+            "",
+            head,
+            "-" * len(head),
+        ]
+        for i, name in enumerate(names[:max_rows]):
+            row = (mean[i], sd[i], qs[0, i], qs[1, i], qs[2, i])
+            lines.append(f"{name:<{width}} " + " ".join(f"{float(v):>10.4g}" for v in row))
+        if len(names) > max_rows:
+            lines.append(f"... {len(names) - max_rows} more (summary(max_rows=...))")
+        d = self.diagnostics
+        lines += [
+            "",
+            f"ELBO       {d.elbo:.4f} ± {d.elbo_se:.4f}",
+            f"log Z (IS) {d.log_z:.4f} ± {d.log_z_se:.4f}",
+            f"ESS / n    {d.ess:.4f} (n = {d.n})",
+            f"PSIS k̂     {d.k_hat:.3f}",
+            f"q vs IS    worst mean shift {self.shift:.3f} sd, sd ratios "
+            f"{self.sd_ratio[0]:.3f}-{self.sd_ratio[1]:.3f}",
+            f"verdict    {self.verdict}",
+        ]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def _flow_name(q: flows.Flow) -> str:
+    cfg = q.config
+    if cfg.get("name") == "preconditioned":
+        opts = cfg["options"]
+        inner = ", ".join(f"{k}={v}" for k, v in opts.get("flow_options", {}).items())
+        return f"{opts['flow']}({inner}) on whitened coordinates"
+    return str(cfg.get("name"))
+
+
+@torch.no_grad()
+def _log_weights(q: flows.Flow, target: Target, n: int) -> tuple[Tensor, Tensor, int]:
+    """n draws of q, their log w = log p̃ − log q (non-finite log p̃ → −inf), and that count."""
+    draws, log_w = [], []
+    for start in range(0, n, 10_000):
+        theta, log_q = q.sample_and_log_prob(min(10_000, n - start))
+        draws.append(theta)
+        log_w.append((target.log_prob(theta) - log_q).double())
+    lw = torch.cat(log_w)
+    bad = ~torch.isfinite(lw)
+    return torch.cat(draws), lw.masked_fill(bad, -math.inf), int(bad.sum())
+
+
+def _moment_check(draws: Tensor, log_w: Tensor) -> dict[str, Any]:
+    """q's moments against the PSIS-weighted moments of the same draws (see ``Inference``)."""
+    x = draws.double()
+    w = psis_weights(log_w)[:, None]
+    mean_is = (w * x).sum(0)
+    sd_is = ((w * (x - mean_is).square()).sum(0)).sqrt().clamp_min(1e-300)
+    shift = float(((x.mean(0) - mean_is).abs() / sd_is).max())
+    ratio = x.std(0) / sd_is
+    return {"shift": shift, "sd_ratio": (float(ratio.min()), float(ratio.max()))}
+
+
+class _Controller:
+    """The step-size rule and stopping rule, as fit's ``lr_schedule`` factor and ``callback``."""
+
+    def __init__(
+        self, cfg: InferConfig, steps: int | None, time_budget: float | None, start: float
+    ) -> None:
+        self.cfg, self.budget, self.start = cfg, time_budget, start
+        self.elbos: list[float] = []
+        self.means: list[tuple[float, float]] = []
+        self.decay_start: int | None = None
+        self.decay_len = 1
+        self.end = cfg.max_steps if steps is None else steps
+        self.reason = "step cap"
+        if steps is not None:  # a fixed budget: constant for half, cosine over the rest
+            self._begin_decay(steps // 2, steps - steps // 2, "the given number of steps")
+
+    def _begin_decay(self, at: int, length: int, reason: str) -> None:
+        self.decay_start, self.decay_len = at, max(1, length)
+        self.end = at + self.decay_len
+        self.reason = reason
+
+    def _gain_upper_bound(self) -> float:
+        """Slope (nats per step) of the window means over the second half, plus 2 se."""
+        recent = self.means[len(self.means) // 2 :]
+        if len(recent) < 5:
+            return math.inf
+        m = torch.tensor([r[0] for r in recent], dtype=torch.float64)
+        if not bool(torch.isfinite(m).all()):
+            return math.inf
+        x = torch.arange(len(recent), dtype=torch.float64) * self.cfg.window
+        xc = x - x.mean()
+        slope = float((xc * (m - m.mean())).sum() / xc.square().sum())
+        var_m = sum(r[1] for r in recent) / len(recent)
+        return slope + 2.0 * math.sqrt(var_m / float(xc.square().sum()))
+
+    def factor(self, step: int) -> float:
+        if self.cfg.schedule == "constant" or self.decay_start is None or step < self.decay_start:
+            return 1.0
+        frac = min(1.0, (step - self.decay_start) / self.decay_len)
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    def __call__(self, step: int, info: dict[str, float]) -> bool:
+        elapsed = time.perf_counter() - self.start
+        if self.budget is not None and elapsed > self.budget:
+            self.reason = f"time budget {self.budget:g} s reached"
+            return True
+        if step + 1 >= self.end:
+            return True
+        self.elbos.append(info["elbo"])
+        if self.decay_start is not None:
+            return False
+        cfg, w = self.cfg, self.cfg.window
+        over_time = self.budget is not None and elapsed > cfg.explore_budget * self.budget
+        over_time |= step + 1 >= int(cfg.max_steps / (1.0 + cfg.decay_fraction))
+        plateau = False
+        if len(self.elbos) % w == 0:
+            chunk = torch.tensor([e for e in self.elbos[-w:] if math.isfinite(e)] or [math.nan])
+            self.means.append((float(chunk.mean()), float(chunk.var() / max(1, chunk.numel()))))
+            if step + 1 >= cfg.min_steps:
+                plateau = self._gain_upper_bound() < cfg.tol_gain / 1000.0
+        if plateau or over_time:
+            explored = step + 1
+            length = max(cfg.min_steps, int(cfg.decay_fraction * explored))
+            length = min(length, cfg.max_steps - explored - 1)
+            if self.budget is not None:  # fit the decay into the time left
+                per_step = elapsed / max(1, explored)
+                length = min(length, int(0.95 * (self.budget - elapsed) / per_step))
+            why = "ELBO plateaued" if plateau else "constant phase reached its share of the budget"
+            self._begin_decay(step + 2, max(1, length), f"{why} at step {explored}, then decayed")
+        return False
+
+
+def infer(
+    target: Any,
+    dim: int | None = None,
+    *,
+    flow: str = "auto",
+    objective: str = "kl",
+    precondition: str = "auto",
+    steps: int | None = None,
+    time_budget: float | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    config: InferConfig | None = None,
+) -> Inference:
+    """Fit a flow to ``target`` with no tuning and say whether its draws can be trusted.
+
+    Args:
+        target: a callable θ (n, d) ↦ log p̃(θ) (n,), a :class:`~vi_flows.targets.Target`, a
+            torch distribution, or a registered name such as ``"posteriordb:eight_schools-..."``.
+        dim: the dimension (needed for a bare callable).
+        flow: a family name for :func:`vi_flows.flows.build`, or ``"auto"`` (:func:`auto_flow`).
+        objective: any loss name in :data:`vi_flows.losses.LOSSES` (``"kl"``, ``"stl"``,
+            ``"iw"``, ...).
+        precondition: ``"auto"``, ``"laplace"``, ``"pilot"`` or ``"none"``
+            (:func:`vi_flows.precondition.choose`).
+        steps: a fixed number of steps (constant step size for half, cosine decay for the rest);
+            ``None``: stop by the ELBO-plateau rule (:class:`InferConfig`), ``time_budget`` or
+            ``config.max_steps``.
+        time_budget: wall-clock seconds for the whole call (conditioning included).
+        seed: seeds torch's global RNG (the flow's initial weights and every draw).
+        progress: show a progress bar during the fit.
+        config: the remaining settings (:class:`InferConfig`).
+
+    Returns:
+        An :class:`Inference`. Warns (``UserWarning``) when the verdict is unreliable.
+    """
+    start = time.perf_counter()
+    cfg = config or InferConfig()
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps must be None or an integer >= 1, got {steps!r}")
+    if time_budget is not None and not (time_budget > 0):
+        raise ValueError(f"time_budget must be None or a number > 0, got {time_budget!r}")
+    loss = get_loss(objective)  # an unknown name fails here, listing the known ones
+    tgt = as_target(target, dim)
+    if seed is not None:
+        torch.manual_seed(seed)
+    family, options = auto_flow(tgt.dim) if flow == "auto" else (flow, {})
+    flows.FLOWS.get(family)  # fail before any work on an unknown family
+    cond = choose(tgt, tgt.dim, precondition)
+    q = precondition_flow(family, tgt.dim, cond, options)
+    lr = cfg.lr if cfg.lr is not None else (1e-2 if "gaussian" in family else 3e-3)
+    ctl = _Controller(cfg, steps, time_budget, start)
+    history = fit(
+        q,
+        tgt,
+        ctl.end if steps is not None else cfg.max_steps,
+        loss=loss,
+        num_samples=cfg.num_samples,
+        lr=lr,
+        lr_schedule=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, ctl.factor),
+        callback=ctl,
+        mask_fraction=cfg.mask_fraction,
+        max_bad_steps=cfg.max_bad_steps,
+        progress=progress,
+    )
+    draws, log_w, nonfinite = _log_weights(q, tgt, cfg.eval_samples)
+    finite = log_w[torch.isfinite(log_w)]
+    if finite.numel() < 2:
+        raise ValueError("infer: fewer than 2 evaluation draws have a finite log p̃")
+    result = Inference(
+        flow=q,
+        target=tgt,
+        history=history,
+        diagnostics=from_log_weights(finite, tgt.log_z),
+        precondition=cond,
+        objective=objective if isinstance(objective, str) else repr(objective),
+        seconds=time.perf_counter() - start,
+        stop_reason=ctl.reason,
+        nonfinite=nonfinite,
+        **_moment_check(draws, log_w),
+        _draws=draws,
+        _log_w=log_w,
+    )
+    if not result.verdict.startswith(("good", "usable")):
+        warnings.warn(f"infer: {result.verdict}", UserWarning, stacklevel=2)
+    return result
+
+
+def precondition_flow(
+    family: str, dim: int, cond: Preconditioner, options: dict[str, Any]
+) -> flows.Flow:
+    """A fresh flow of ``family`` composed with ``cond``'s affine (see :func:`precondition`)."""
+    return precondition(family, dim, cond.loc, cond.scale_tril, **options)
