@@ -25,7 +25,6 @@ import importlib.util
 import json
 import math
 import os
-import pickle
 import sys
 import tempfile
 import warnings
@@ -34,7 +33,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from vi_flows import flows, targets
+from vi_flows import flows, runfiles, targets
 from vi_flows.diagnostics import diagnose
 from vi_flows.fit import NonFiniteError, fit
 from vi_flows.infer import InferConfig, auto_flow, infer
@@ -294,11 +293,8 @@ def _load_flow(path: Path) -> flows.Flow:
         raise CliError(f"{path} not found (a folder written by 'vi-flows fit' holds flow.pt)")
     try:
         return flows.load(path)
-    except pickle.UnpicklingError:
-        raise CliError(
-            f"refusing to load {path}: it holds objects other than tensors and plain data "
-            "(loading a run never executes code)"
-        ) from None
+    except runfiles.RunFileError as err:  # names the file and why (refused, truncated, ...)
+        raise CliError(str(err)) from None
     except (RuntimeError, EOFError, OSError, KeyError, ValueError) as err:
         raise CliError(
             f"{path} is not a readable vi-flows flow (truncated or corrupt: {type(err).__name__})"
