@@ -1,0 +1,273 @@
+r"""Automatic temperature: α as the Lagrange multiplier of a posterior-entropy target.
+
+**What α does in rl/.** The variational algorithms minimise over φ (rl.algorithms.base
+``Algorithm.loss``: ``alpha * posterior_loss(q, log_p, ξ)`` with log p̃ = R̂/α from rl.adapter)
+
+.. math::
+
+    α\,\mathrm{KL}(q_φ \,\|\, p) + \text{const}
+        = α\,E_q[\log q_φ(θ)] − E_q[\hat R(θ)]
+        = −\big(E_q[\hat R(θ)] + α\,\mathcal H(q_φ)\big),
+
+i.e. they maximise the surrogate return plus α times the posterior entropy, the same max-entropy
+objective as SAC's with the action entropy replaced by the entropy of the weight posterior.
+
+**The constrained problem.** Instead of fixing α, fix the entropy the posterior must keep, per
+parameter (so one number serves networks of any size d):
+
+.. math::
+
+    \max_φ\ E_{q_φ}[\hat R(θ)] \quad \text{s.t.} \quad h(q_φ) := \mathcal H(q_φ)/d \ge h^*,
+    \qquad h^* = \tfrac12 \log(2πe\,σ_*^2),
+
+where h* is the entropy per coordinate of a Gaussian with standard deviation σ* — so the target
+is set by one interpretable number, ``posterior_std_target`` = σ*, "the per-weight std the
+posterior should keep". Its Lagrangian is
+
+.. math::
+
+    \mathcal L(φ, α) = E_{q_φ}[\hat R] + α\,d\,(h(q_φ) − h^*), \qquad α \ge 0,
+
+whose inner maximisation over φ *is* the algorithm's update at temperature α (the constant
+−α d h* does not depend on φ). The dual problem min_{α ≥ 0} max_φ 𝓛 is solved by descent on α:
+∂𝓛/∂α = d (h − h*). As SAC does (Haarnoja et al. 2018b, §5), we optimise log α so that α stays
+positive and a step is a relative change, and drop the positive factor α d from the gradient (it
+only rescales the step size per update and would make it depend on the network size):
+
+.. math::
+
+    \log α_{t+1} = \operatorname{clip}\big(\log α_t − η\,(h_t − h^*)\big).
+
+Entropy below target (h < h*) ⇒ α grows, which strengthens the entropy term and widens q;
+above target ⇒ α shrinks towards ``min_alpha``. At a fixed point h = h* (the constraint is
+active) or α = ``min_alpha`` (slack: the return does not care about the width, as for a reward
+that is linear in θ, and the KKT multiplier is 0).
+
+For a Gaussian, h − h* = (1/d) log|det A| − log σ* = log(σ̄/σ*) with σ̄ = |det A|^{1/d} the
+geometric-mean std (for a diagonal posterior exactly the geometric mean of the σ_i), so one step
+moves log α by η·log(σ̄/σ*): η is "the fraction of the log-std gap acted on per update". Near a
+quadratic optimum the posterior's own fixed point is σ_i² = α / (−∂²R̂/∂θ_i²), so log σ̄ moves by
+½ Δlog α once the φ-update has settled: the closed loop contracts the log α gap by (1 − η/2) per
+update, monotonically for η < 2. The default η = 0.5 leaves room for the φ-update lagging
+behind (an integral controller on a slow plant overshoots when η is large), and ``max_step``
+bounds a single relative change (e^1 per update) while the entropy is far from its target.
+
+**Estimating h.** With q = h_φ # N(0, I_d) the entropy is exact in the base:
+
+.. math::
+
+    \mathcal H(q) = −E_ξ[\log q_0(ξ) − \log|\det ∂h_φ/∂ξ|]
+                  = \tfrac d2 \log(2πe) + E_ξ[\log|\det ∂h_φ/∂ξ|],
+
+so :func:`entropy_per_param` averages the log-det term only (the base entropy is known exactly,
+which removes the ½|ξ|² noise of a plain −mean log q). For affine flows (``gaussian``,
+``lowrank-gaussian``, ``full-gaussian``) the log-det does not depend on ξ and one evaluation is
+the closed form (Σ log σ_i; Σ log D_ii + log det(I + VᵀV) by the matrix determinant lemma);
+other flows use ``num_samples`` Monte Carlo draws. A state-conditioned posterior (§3.1,
+θ = μ_φ(s) + σ_φ(s) ξ) gives h averaged over the states passed.
+
+>>> temp = AutoTemperature(std_target=0.05, init_alpha=1e-3)
+>>> f"{temp(0):.3g}"  # a Schedule: α for an update index
+'0.001'
+>>> logs = temp.update(temp.entropy_target - 1.0)  # entropy below target: α goes up
+>>> temp.alpha > 1e-3
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from rl.policies import ActionMeanPolicy, BNNPolicy
+from vi_flows.flows import Flow, standard_normal_log_prob
+from vi_flows.transforms import (
+    Compose,
+    ElementwiseAffine,
+    LowerTriangularAffine,
+    LowRankAffine,
+    Permutation,
+    Transform,
+)
+
+__all__ = [
+    "AutoTemperature",
+    "gaussian_entropy_per_param",
+    "entropy_per_param",
+    "policy_entropy_per_param",
+]
+
+#: ½ log(2πe): the entropy of N(0, 1), per coordinate.
+HALF_LOG_2PIE = 0.5 * math.log(2.0 * math.pi * math.e)
+
+
+def gaussian_entropy_per_param(std: float) -> float:
+    """h(σ) = ½ log(2πe σ²), the entropy per coordinate of an isotropic Gaussian with std σ.
+
+    >>> round(gaussian_entropy_per_param(1.0), 6) == round(HALF_LOG_2PIE, 6)
+    True
+    """
+    if not std > 0:
+        raise ValueError(f"std must be positive, got {std}")
+    return HALF_LOG_2PIE + math.log(std)
+
+
+def _constant_log_det(transform: Transform) -> bool:
+    """Whether log|det ∂h/∂ξ| is the same for every ξ (affine maps, permutations, compositions)."""
+    if isinstance(transform, Compose):
+        return all(_constant_log_det(part) for part in transform.parts)
+    return isinstance(
+        transform, ElementwiseAffine | LowRankAffine | LowerTriangularAffine | Permutation
+    )
+
+
+@torch.no_grad()
+def entropy_per_param(q: nn.Module, xi: Tensor) -> float:
+    """h = H(q)/d = ½ log(2πe) + mean over the rows of ξ of log|det ∂h_φ/∂ξ| / d.
+
+    Args:
+        q: a reparameterised posterior, ``q(ξ) -> (θ, log q(θ))`` with a standard-normal base
+            (a vi_flows :class:`~vi_flows.flows.Flow`, or rl.posteriors.StateGaussian).
+        xi: base noise (n, d) at which to average the log-det (one row suffices when the
+            log-det is constant, e.g. for affine flows; a state-conditioned posterior takes one
+            row per state).
+    """
+    if xi.ndim != 2 or xi.shape[0] < 1 or xi.shape[1] < 1:
+        raise ValueError(f"xi must have shape (n >= 1, d >= 1), got {tuple(xi.shape)}")
+    _, log_q = q(xi)
+    # log q = log q₀(ξ) − log|det|, so the log-det is recovered exactly from q's own output.
+    log_det = standard_normal_log_prob(xi) - log_q
+    return HALF_LOG_2PIE + float(log_det.mean()) / xi.shape[1]
+
+
+def policy_entropy_per_param(
+    policy: nn.Module, obs: Tensor | None = None, num_samples: int = 64
+) -> float:
+    """The entropy per parameter of a policy's posterior (what :class:`AutoTemperature` tracks).
+
+    Args:
+        policy: a BNNPolicy with a flow posterior (exact for affine flows, else ``num_samples``
+            Monte Carlo draws), or an ActionMeanPolicy / AuxiliaryPolicy (averaged over ``obs``).
+        obs: states for a state-conditioned posterior (ignored by BNNPolicy).
+        num_samples: Monte Carlo draws for non-affine flows.
+
+    Raises:
+        ValueError: for a point mass or particles (no density, hence no entropy to target), or
+            a state-conditioned posterior without ``obs``.
+    """
+    if not isinstance(policy, BNNPolicy | ActionMeanPolicy) or policy.point_mass:
+        raise ValueError(
+            f"automatic temperature needs a posterior with a density; {type(policy).__name__} "
+            "(point mass or particles) has none: use a constant alpha_schedule"
+        )
+    if isinstance(policy, BNNPolicy):
+        q = policy.q
+        exact = isinstance(q, Flow) and _constant_log_det(q.transform)
+        return entropy_per_param(q, torch.randn(1 if exact else num_samples, policy.noise_dim))
+    if obs is None:
+        raise ValueError("obs is required for a state-conditioned (action-mean) posterior")
+    return entropy_per_param(policy.q_at(obs), torch.randn(obs.shape[0], policy.noise_dim))
+
+
+class AutoTemperature:
+    """α as a Lagrange multiplier for the posterior entropy per parameter (module docstring).
+
+    Call :meth:`update` once per policy update with the posterior's entropy per parameter (from
+    :func:`policy_entropy_per_param`); read :attr:`alpha` (or call the object with an update
+    index, which makes it a ``vi_flows.schedules.Schedule``) for the next update's α.
+
+    Args:
+        std_target: σ*, the per-weight standard deviation the posterior should keep; the target
+            entropy per parameter is h* = ½ log(2πe σ*²).
+        init_alpha: α₀.
+        lr: η, the step on log α per update per nat of entropy gap (0 < η; < 2 for a monotone
+            closed loop near a quadratic optimum).
+        min_alpha, max_alpha: α is clipped to this range (α → min_alpha when the constraint is
+            slack).
+        max_step: bound on |Δ log α| per update.
+    """
+
+    def __init__(
+        self,
+        std_target: float,
+        init_alpha: float = 1e-3,
+        lr: float = 0.5,
+        min_alpha: float = 1e-8,
+        max_alpha: float = 1.0,
+        max_step: float = 1.0,
+    ) -> None:
+        for name, value in [
+            ("std_target", std_target),
+            ("init_alpha", init_alpha),
+            ("lr", lr),
+            ("min_alpha", min_alpha),
+            ("max_step", max_step),
+        ]:
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive finite number, got {value}")
+        if not min_alpha <= init_alpha <= max_alpha:
+            raise ValueError(
+                f"init_alpha must lie in [min_alpha, max_alpha] = [{min_alpha}, {max_alpha}], "
+                f"got {init_alpha}"
+            )
+        self.std_target = float(std_target)
+        self.entropy_target = gaussian_entropy_per_param(std_target)
+        self.lr, self.max_step = float(lr), float(max_step)
+        self.min_alpha, self.max_alpha = float(min_alpha), float(max_alpha)
+        self.log_alpha = math.log(init_alpha)
+        self.updates = 0
+
+    @property
+    def alpha(self) -> float:
+        """The current temperature α = exp(log α)."""
+        return math.exp(self.log_alpha)
+
+    def __call__(self, step: int) -> float:
+        """α for the update ``step`` (the current value: α is driven by :meth:`update`)."""
+        return self.alpha
+
+    def update(self, entropy_per_param: float) -> dict[str, float]:
+        """One dual step: log α ← clip(log α − η (h − h*)); returns the values to log.
+
+        Args:
+            entropy_per_param: h, the posterior entropy divided by the number of parameters.
+
+        Returns:
+            ``posterior_entropy`` (h), ``entropy_target`` (h*), ``entropy_std`` (the σ̄ with
+            h = ½ log(2πe σ̄²), comparable to ``std_target``) and ``alpha_next`` (α after the step).
+        """
+        if not math.isfinite(entropy_per_param):
+            raise ValueError(f"entropy_per_param must be finite, got {entropy_per_param}")
+        gap = entropy_per_param - self.entropy_target
+        step = min(max(self.lr * gap, -self.max_step), self.max_step)
+        low, high = math.log(self.min_alpha), math.log(self.max_alpha)
+        self.log_alpha = min(max(self.log_alpha - step, low), high)
+        self.updates += 1
+        return {
+            "posterior_entropy": entropy_per_param,
+            "entropy_target": self.entropy_target,
+            "entropy_std": math.exp(entropy_per_param - HALF_LOG_2PIE),
+            "alpha_next": self.alpha,
+        }
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Plain tensors only (loads with ``torch.load(weights_only=True)``)."""
+        return {
+            "log_alpha": torch.tensor(self.log_alpha, dtype=torch.float64),
+            "updates": torch.tensor(self.updates, dtype=torch.int64),
+        }
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        missing = {"log_alpha", "updates"} - set(state)
+        if missing:
+            raise ValueError(f"AutoTemperature state lacks {sorted(missing)}")
+        self.log_alpha = float(state["log_alpha"])
+        self.updates = int(state["updates"])
+
+    def __repr__(self) -> str:
+        return (
+            f"AutoTemperature(alpha={self.alpha:.3g}, std_target={self.std_target}, "
+            f"lr={self.lr}, range=[{self.min_alpha}, {self.max_alpha}])"
+        )

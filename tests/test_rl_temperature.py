@@ -1,0 +1,168 @@
+"""Automatic temperature (rl.temperature): the entropy estimate, the dual step and its fixed point.
+
+The toy fixed point: a Gaussian posterior q over P parameters fitted by the algorithms' own loss,
+α·kl_loss(q, R/α), against R(θ) = g·θ − ½ c‖θ‖² (a fixed linear gradient g plus curvature c).
+At temperature α the posterior's optimum is σ_i² = α/c, so the entropy target σ* is met exactly
+at the multiplier α* = c σ*²: auto α must find it from far above and far below.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rl.policies import ActionMeanPolicy, BNNPolicy, ParticlePolicy
+from rl.temperature import (
+    HALF_LOG_2PIE,
+    AutoTemperature,
+    entropy_per_param,
+    gaussian_entropy_per_param,
+    policy_entropy_per_param,
+)
+from vi_flows.flows import build
+from vi_flows.objectives import kl_loss
+
+BOX = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+
+@pytest.mark.parametrize("family", ["gaussian", "lowrank-gaussian", "full-gaussian"])
+def test_entropy_of_affine_flows_is_the_closed_form(family):
+    torch.manual_seed(0)
+    q = build(family, 7, init_scale=0.3)
+    with torch.no_grad():  # move off the initial (diagonal) point so the low-rank part counts
+        for p in q.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    matrix = torch.func.jacrev(lambda x: q(x)[0])(torch.zeros(7))
+    exact = HALF_LOG_2PIE + float(torch.linalg.slogdet(matrix.detach())[1]) / 7
+    assert entropy_per_param(q, torch.zeros(1, 7)) == pytest.approx(exact, abs=1e-5)
+    assert entropy_per_param(q, torch.randn(5, 7)) == pytest.approx(exact, abs=1e-5)
+
+
+def test_entropy_of_a_nonlinear_flow_matches_a_plain_monte_carlo_estimate():
+    torch.manual_seed(0)
+    q = build("planar", 3, layers=4)
+    with torch.no_grad():
+        for p in q.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    xi = torch.randn(20_000, 3)
+    plain = -float(q(xi)[1].detach().mean()) / 3  # −E[log q] / d, the definition
+    assert entropy_per_param(q, xi) == pytest.approx(plain, abs=0.02)
+
+
+def test_policy_entropy_per_param_for_each_posterior_kind():
+    torch.manual_seed(0)
+    bnn = BNNPolicy(3, BOX, hidden=(8,), posterior_options={"init_scale": 0.05})
+    assert policy_entropy_per_param(bnn) == pytest.approx(gaussian_entropy_per_param(0.05))
+    lowrank = BNNPolicy(3, BOX, hidden=(8,), posterior="lowrank-gaussian")
+    assert math.isfinite(policy_entropy_per_param(lowrank))
+    action_mean = ActionMeanPolicy(3, BOX, hidden=(8,))
+    obs = torch.randn(11, 3)
+    log_std = action_mean.q_at(obs).moments()[1].detach()
+    expected = HALF_LOG_2PIE + float(log_std.mean())
+    assert policy_entropy_per_param(action_mean, obs) == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="obs"):
+        policy_entropy_per_param(action_mean)
+    for no_density in [BNNPolicy(3, BOX, posterior="point"), ParticlePolicy(3, BOX)]:
+        with pytest.raises(ValueError, match="constant alpha_schedule"):
+            policy_entropy_per_param(no_density)
+
+
+@pytest.mark.parametrize("family", ["gaussian", "lowrank-gaussian"])
+def test_dual_step_moves_alpha_towards_the_entropy_target(family):
+    target = 0.05
+    for std, direction in [(0.005, +1), (0.5, -1), (target, 0)]:
+        q = build(family, 40, init_scale=std)  # low-rank: V starts small, σ̄ ≈ D
+        temp = AutoTemperature(target, init_alpha=1e-3)
+        logs = temp.update(entropy_per_param(q, torch.zeros(1, 40)))
+        assert logs["entropy_std"] == pytest.approx(std, rel=1e-2)
+        assert logs["entropy_target"] == pytest.approx(gaussian_entropy_per_param(target))
+        change = math.log(logs["alpha_next"] / 1e-3)
+        if direction == 0:
+            assert change == pytest.approx(0.0, abs=1e-3)
+        else:
+            assert direction * change > 0.5  # log(10) nats of gap at lr 0.5 (capped at 1)
+
+
+def test_dual_step_is_bounded_and_clipped():
+    temp = AutoTemperature(0.1, init_alpha=1e-3, lr=10.0, max_step=0.5, min_alpha=1e-4)
+    temp.update(temp.entropy_target - 3.0)
+    assert temp.alpha == pytest.approx(1e-3 * math.exp(0.5))
+    for _ in range(20):
+        temp.update(temp.entropy_target + 3.0)
+    assert temp.alpha == pytest.approx(1e-4)
+
+
+def _toy(init_alpha: float, *, curvature: float, init_scale: float, updates: int, seed: int = 0):
+    """Fit q by the algorithms' loss α·kl_loss(q, R/α) (20 Adam steps per update) + the dual."""
+    torch.manual_seed(seed)
+    dim, target = 16, 0.1
+    q = build("gaussian", dim, init_scale=init_scale)
+    grad = torch.linspace(-1.0, 1.0, dim)  # the fixed linear part of the reward
+
+    def reward(theta: torch.Tensor) -> torch.Tensor:
+        return theta @ grad - 0.5 * curvature * theta.square().sum(-1)
+
+    opt = torch.optim.Adam(q.parameters(), lr=0.05)
+    temp = AutoTemperature(target, init_alpha=init_alpha, min_alpha=1e-8, max_alpha=10.0)
+    logs: dict[str, float] = {}
+    for _ in range(updates):
+        alpha = temp.alpha
+        for _ in range(20):
+            loss = alpha * kl_loss(q, lambda theta, a=alpha: reward(theta) / a, 32)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        logs = temp.update(entropy_per_param(q, torch.zeros(1, dim)))
+    return temp, logs
+
+
+@pytest.mark.parametrize("init_alpha", [2.0, 1e-6])
+def test_auto_alpha_holds_the_toy_posterior_at_its_entropy_target(init_alpha):
+    curvature, target = 4.0, 0.1
+    temp, logs = _toy(init_alpha, curvature=curvature, init_scale=0.3, updates=80)
+    assert logs["entropy_std"] == pytest.approx(target, rel=0.05)
+    assert temp.alpha == pytest.approx(curvature * target**2, rel=0.1)  # the multiplier α*
+
+
+def test_auto_alpha_goes_to_its_floor_when_the_reward_ignores_the_width():
+    # R linear in θ: the width costs nothing, the constraint is slack and its multiplier is 0.
+    temp, logs = _toy(1e-3, curvature=0.0, init_scale=1.0, updates=20)
+    assert logs["entropy_std"] > 0.1
+    assert temp.alpha == pytest.approx(1e-8)
+
+
+def test_state_round_trip(tmp_path):
+    temp = AutoTemperature(0.05, init_alpha=1e-2)
+    for h in [-3.0, -2.5, -4.0]:
+        temp.update(h)
+    torch.save(temp.state_dict(), tmp_path / "temp.pt")
+    state = torch.load(tmp_path / "temp.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    other = AutoTemperature(0.05, init_alpha=1.0)
+    other.load_state_dict(state)
+    assert other.alpha == temp.alpha and other.updates == 3
+    assert other.update(-2.0) == temp.update(-2.0)
+    with pytest.raises(ValueError, match="log_alpha"):
+        other.load_state_dict({"updates": torch.tensor(1)})
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"std_target": 0.0}, "std_target"),
+        ({"std_target": 0.1, "init_alpha": 2.0}, "init_alpha"),
+        ({"std_target": 0.1, "lr": -1.0}, "lr"),
+    ],
+)
+def test_bad_settings_name_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AutoTemperature(**kwargs)
+
+
+def test_a_non_finite_entropy_is_refused():
+    with pytest.raises(ValueError, match="finite"):
+        AutoTemperature(0.1).update(float("nan"))
