@@ -157,7 +157,7 @@ def policy_entropy_per_param(
         ValueError: for a point mass or particles (no density, hence no entropy to target), or
             a state-conditioned posterior without ``obs``.
     """
-    if not isinstance(policy, BNNPolicy | ActionMeanPolicy) or policy.point_mass:
+    if not isinstance(policy, BNNPolicy | ActionMeanPolicy) or not policy.has_kl_term:
         raise ValueError(
             f"automatic temperature needs a posterior with a density; {type(policy).__name__} "
             "(point mass or particles) has none: use a constant alpha_schedule"
