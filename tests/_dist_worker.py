@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 from vi_flows import distributed
+from vi_flows.fit import fit
+from vi_flows.flows import build
 from vi_flows.svgd import svgd
 
 
@@ -35,6 +37,41 @@ def case_gather(out: Path) -> None:
     r = distributed.rank()
     local = torch.arange(r + 2, dtype=torch.float64)[:, None].repeat(1, 2) + 10 * r
     torch.save(distributed.all_gather_cat(local), out / f"gather{r}.pt")
+
+
+def case_fit_step(out: Path) -> None:
+    torch.manual_seed(
+        100 + distributed.rank()
+    )  # different initial weights: fit broadcasts rank 0's
+    q = build("realnvp", 3, layers=2, hidden=(8,))
+    fit(q, _log_p, 1, num_samples=64, lr=1e-2, seed=5, progress=False)
+    if distributed.is_main():
+        torch.save(q.state_dict(), out / "fit_step.pt")
+
+
+def case_fit_resume(out: Path) -> None:
+    def run(steps: int, ckpt: Path, resume: bool = False) -> dict:
+        torch.manual_seed(0)
+        q = build("realnvp", 3, layers=2, hidden=(8,))
+        fit(
+            q,
+            _log_p,
+            steps,
+            num_samples=64,
+            lr=1e-2,
+            seed=5,
+            checkpoint=ckpt,
+            checkpoint_every=2,
+            resume=resume,
+            progress=False,
+        )
+        return q.state_dict()
+
+    whole = run(6, out / "whole.pt")
+    run(3, out / "part.pt")  # stops after step 3 (its last checkpoint is at step 3)
+    resumed = run(6, out / "part.pt", resume=True)
+    if distributed.is_main():
+        torch.save({"whole": whole, "resumed": resumed}, out / "fit_resume.pt")
 
 
 if __name__ == "__main__":

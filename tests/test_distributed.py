@@ -13,6 +13,9 @@ import torch
 import torch.distributed as dist
 
 from vi_flows import distributed
+from vi_flows.fit import fit
+from vi_flows.flows import build
+from vi_flows.objectives import kl_loss
 from vi_flows.svgd import svgd
 
 WORKER = Path(__file__).with_name("_dist_worker.py")
@@ -117,3 +120,42 @@ def test_a_failing_rank_brings_the_job_down_without_a_hang(tmp_path: Path) -> No
     codes = [rc for rc, _, _ in results]
     assert codes[1] != 0 and "rank 1 fails on purpose" in results[1][2]
     assert codes[0] != 0  # the surviving rank errors out of its collective instead of hanging
+
+
+def _log_p(x: torch.Tensor) -> torch.Tensor:
+    return -0.5 * ((x - 1.0) / torch.tensor([0.5, 2.0, 1.0])).square().sum(-1)
+
+
+def test_fit_step_under_two_ranks_equals_one_process_on_the_union_of_xi(tmp_path: Path) -> None:
+    results = run_ranks("fit_step", tmp_path)
+    assert all(rc == 0 for rc, _, _ in results), results
+    torch.set_num_threads(1)
+    torch.manual_seed(100)  # rank 0's initial weights, which fit gives every rank
+    q = build("realnvp", 3, layers=2, hidden=(8,))
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    xi = []
+    for r in range(2):  # each rank's share of the 64 draws, from its own stream
+        torch.manual_seed(distributed.rank_seed(5, rank_=r))
+        xi.append(q.base_sample(distributed.shard(64, world=2, rank_=r)[1]))
+    opt = torch.optim.Adam([p for p in q.parameters() if p.requires_grad], lr=1e-2)
+    kl_loss(q, _log_p, xi=torch.cat(xi)).backward()
+    opt.step()
+    sharded = torch.load(tmp_path / "fit_step.pt", weights_only=True)
+    moved = False
+    for key, value in q.state_dict().items():
+        torch.testing.assert_close(sharded[key], value, atol=1e-6, rtol=0)
+        moved |= not torch.equal(value, before[key])
+    assert moved
+
+
+def test_fit_resume_under_two_ranks_is_bit_for_bit_and_needs_the_same_world(
+    tmp_path: Path,
+) -> None:
+    results = run_ranks("fit_resume", tmp_path)
+    assert all(rc == 0 for rc, _, _ in results), results
+    got = torch.load(tmp_path / "fit_resume.pt", weights_only=True)
+    for key, value in got["whole"].items():
+        assert torch.equal(value, got["resumed"][key]), key
+    q = build("realnvp", 3, layers=2, hidden=(8,))
+    with pytest.raises(ValueError, match="written by 2 rank"):
+        fit(q, _log_p, 8, checkpoint=tmp_path / "part.pt", resume=True, progress=False)

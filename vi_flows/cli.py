@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from vi_flows import flows, runfiles, targets
+from vi_flows import distributed, flows, runfiles, targets
 from vi_flows.diagnostics import diagnose
 from vi_flows.fit import NonFiniteError, fit
 from vi_flows.infer import InferConfig, auto_flow, infer
@@ -163,6 +163,9 @@ def _default_out(spec: str, flow: str) -> Path:
 def _fit(args: argparse.Namespace) -> int:
     _check_args(args)
     torch.set_num_threads(args.threads)
+    distributed.init()  # under torchrun: join the ranks (each fits its share of the samples)
+    if not distributed.is_main():
+        args.quiet = True  # rank 0 shows progress and writes the run folder
     target = _target(args.target, args.dim)
     turnkey = args.flow is None and args.steps is None
     if turnkey and (args.option or args.stl or args.lr is not None):
@@ -172,7 +175,8 @@ def _fit(args: argparse.Namespace) -> int:
     options = _parse_options(args.option)
     out = Path(args.out) if args.out else _default_out(args.target, flow_name)
     created = not out.exists()
-    _writable_folder(out)
+    if distributed.is_main():
+        _writable_folder(out)
     try:
         if turnkey:
             return _fit_turnkey(args, target, out)
@@ -205,10 +209,13 @@ def _fit_plain(
         progress=not args.quiet,
     )
     # The trained flow and its history are written before anything that could fail.
-    flows.save(q, out / "flow.pt")
-    _save_history(history, out / "history.csv")
-    torch.manual_seed(args.seed + 1)
+    if distributed.is_main():
+        flows.save(q, out / "flow.pt")
+        _save_history(history, out / "history.csv")
+    torch.manual_seed(distributed.rank_seed(args.seed + 1))
     diag = diagnose(q, target, n=args.eval_samples)
+    if not distributed.is_main():
+        return 0
     print(f"target {target.name} (dim {target.dim}), flow {flow_name}, {steps} steps")
     print(diag)
     meta = {
@@ -246,6 +253,8 @@ def _fit_turnkey(args: argparse.Namespace, target: targets.Target, out: Path) ->
             progress=not args.quiet,
             config=config,
         )
+    if not distributed.is_main():
+        return 0
     flows.save(result.flow, out / "flow.pt")
     _save_history(result.history, out / "history.csv")
     torch.manual_seed(args.seed + 1)

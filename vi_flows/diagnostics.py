@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from pyro.ops.stats import fit_generalized_pareto
 
+from vi_flows import distributed
 from vi_flows.flows import Flow
 from vi_flows.objectives import as_log_prob, check_log_prob_output
 
@@ -116,12 +117,13 @@ def diagnose(q: Flow, log_prob: Any, n: int = 10_000, batch_size: int = 10_000) 
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     fn = as_log_prob(log_prob)
     chunks = []
-    for start in range(0, n, batch_size):
-        theta, log_q = q.sample_and_log_prob(min(batch_size, n - start))
+    local_n = distributed.shard(n)[1]  # under torchrun each rank draws its share, then gather
+    for start in range(0, local_n, batch_size):
+        theta, log_q = q.sample_and_log_prob(min(batch_size, local_n - start))
         log_p = fn(theta)
         check_log_prob_output(log_p, theta)
         chunks.append((log_p - log_q).double())
-    log_w = torch.cat(chunks)
+    log_w = distributed.all_gather_cat(torch.cat(chunks) if chunks else torch.zeros(0).double())
     finite = torch.isfinite(log_w)
     if not finite.all():
         raise ValueError(f"{int((~finite).sum())} of {n} log-weights are non-finite")

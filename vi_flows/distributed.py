@@ -35,7 +35,10 @@ __all__ = [
     "all_reduce_grads",
     "all_reduce_mean",
     "all_reduce_sum",
+    "any_true",
     "barrier",
+    "broadcast_",
+    "broadcast_module",
     "init",
     "is_distributed",
     "is_main",
@@ -174,6 +177,32 @@ def all_gather_cat(t: Tensor, dim: int = 0) -> Tensor:
     dist.all_gather(bufs, padded)
     out = torch.cat([b[: int(s.item())] for b, s in zip(bufs, sizes, strict=True)])
     return out.movedim(0, dim)
+
+
+def broadcast_(t: Tensor, src: int = 0) -> Tensor:
+    """Overwrite ``t`` with rank ``src``'s value (in place; returned for chaining)."""
+    if is_distributed():
+        dist.broadcast(t, src)
+    return t
+
+
+def broadcast_module(module: nn.Module, src: int = 0) -> None:
+    """Give every rank rank ``src``'s parameters and buffers (as DDP does at construction), so
+    that ranks whose initial weights were drawn from different RNG states start together."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src)
+
+
+def any_true(flag: bool) -> bool:
+    """Whether ``flag`` holds on at least one rank (every rank gets the same answer)."""
+    if not is_distributed():
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def barrier() -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from vi_flows import runfiles
+from vi_flows import distributed, runfiles
 from vi_flows.flows import Flow
 from vi_flows.losses import STL, Loss, get_loss
 from vi_flows.objectives import as_log_prob
@@ -181,6 +181,17 @@ def _check_same_setup(
         )
 
 
+def _write_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Temp file in the same folder, fsync, then ``os.replace``: a crash mid-write never leaves a
+    torn checkpoint."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
 def fit(
     q: Flow,
     log_prob: Any,
@@ -236,6 +247,13 @@ def fit(
             and the step goes on. A step with more is a bad step. 0 (the default) masks nothing.
         progress: show a tqdm bar with the running ELBO.
 
+    Under ``torchrun`` (:mod:`vi_flows.distributed`) each of the N ranks draws its share n_r of
+    the ``num_samples`` from its own stream (``seed`` split by rank), evaluates the target on
+    them, and the gradients are all-reduced with weights n_r / n: every step equals the
+    single-process step on the union of the samples, up to floating-point summation order.
+    Rank 0's φ, LR schedule and stopping decision are shared; rank 0 writes the checkpoint
+    (with every rank's RNG state), and a resume needs the same number of ranks.
+
     Returns:
         The :class:`History` of every step (including the resumed part's past).
 
@@ -254,7 +272,12 @@ def fit(
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     if not (isinstance(mask_fraction, int | float) and 0.0 <= mask_fraction < 1.0):
         raise ValueError(f"mask_fraction must be in [0, 1), got {mask_fraction!r}")
-    log_p_fn = _MaskedLogProb(as_log_prob(log_prob), int(mask_fraction * num_samples))
+    # Under torchrun each rank draws its share of the samples; gradients are averaged with
+    # weights n_r / n, so one step equals the single-process step on the union of the samples.
+    world = distributed.world_size()
+    local_n = distributed.shard(num_samples)[1]
+    weight = local_n / num_samples
+    log_p_fn = _MaskedLogProb(as_log_prob(log_prob), int(mask_fraction * local_n))
     objective = get_loss(loss)
     if stl:
         if loss != "kl":
@@ -267,7 +290,7 @@ def fit(
     history = History()
     start, bad_steps = 0, 0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    if ckpt_path is not None:
+    if ckpt_path is not None and distributed.is_main():
         _check_writable_folder(ckpt_path, "checkpoint")
     opt_name = type(opt).__name__
     sched_name = type(scheduler).__name__ if scheduler is not None else None
@@ -281,36 +304,51 @@ def fit(
             scheduler.load_state_dict(state["scheduler"])
         history = History.from_dict(state["history"])
         start, bad_steps = state["step"], state["bad_steps"]
-        torch.set_rng_state(state["rng"])
-    elif seed is not None:
-        torch.manual_seed(seed)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != world:
+            raise ValueError(
+                f"cannot resume {ckpt_path}: it was written by {saved_world} rank(s), this run has "
+                f"{world}; resume with the same number of processes"
+            )
+        rng = state["rng"]
+        torch.set_rng_state(rng if rng.dim() == 1 else rng[distributed.rank()].clone())
+    else:
+        if seed is None and world > 1:  # agree on a base seed, then split it by rank
+            seed = int(distributed.broadcast_(torch.randint(2**62, (1,)))[0])
+        if seed is not None:
+            torch.manual_seed(distributed.rank_seed(seed))
+        distributed.broadcast_module(q)  # every rank starts from rank 0's φ
 
     def save(next_step: int) -> None:
         if ckpt_path is None:
             return
-        state = {
-            "flow": q.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "history": asdict(history),
-            "step": next_step,
-            "bad_steps": bad_steps,
-            "rng": torch.get_rng_state(),
-            "optimizer_name": opt_name,
-            "scheduler_name": sched_name,
-        }
-        tmp = ckpt_path.with_suffix(ckpt_path.suffix + ".tmp")
-        with tmp.open("wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(ckpt_path)  # atomic: a crash mid-write never leaves a torn checkpoint
+        # Every rank's RNG state, so that a resume with the same world size is bit for bit.
+        rng = torch.get_rng_state()
+        if world > 1:
+            rng = distributed.all_gather_cat(rng[None])
+        if distributed.is_main():
+            _write_checkpoint(
+                ckpt_path,
+                {
+                    "flow": q.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "history": asdict(history),
+                    "step": next_step,
+                    "bad_steps": bad_steps,
+                    "rng": rng,
+                    "world_size": world,
+                    "optimizer_name": opt_name,
+                    "scheduler_name": sched_name,
+                },
+            )
+        distributed.barrier()  # no rank reads the checkpoint before it is complete
 
     bar = tqdm(range(start, steps), disable=not progress, desc="fit", leave=False)
     for step in bar:
         b = schedule(step)
         opt.zero_grad(set_to_none=True)
-        out = objective(q, log_p_fn, num_samples, beta=b)
+        out = objective(q, log_p_fn, local_n, beta=b)
         theta, log_p = out.theta, out.log_p
         if step == 0:
             _check_differentiable(log_p, theta)
@@ -341,6 +379,8 @@ def fit(
                     else "log_prob's gradient is finite: the flow's own terms are not"
                 )
                 problem = f"step {step}: the gradient is non-finite ({where})"
+        if world > 1 and distributed.any_true(problem is not None) and problem is None:
+            problem = f"step {step}: another rank had non-finite values"
         if problem is not None:
             bad_steps += 1
             if bad_steps > max_bad_steps:
@@ -350,25 +390,41 @@ def fit(
             opt.zero_grad(set_to_none=True)
             info = {"loss": math.nan, "elbo": math.nan}
         else:
+            if world > 1:
+                distributed.all_reduce_grads(params, weights=weight)
             if grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
             info = {"loss": float(out.loss.detach()), "elbo": float(out.elbo)}
+            if world > 1:  # the union's averages
+                both = distributed.all_reduce_sum(
+                    torch.tensor([info["loss"], info["elbo"]]) * weight
+                )
+                info.update(loss=float(both[0]), elbo=float(both[1]))
         info.update(beta=b, lr=float(opt.param_groups[0]["lr"]))
         if scheduler is not None:
             scheduler.step()
+            if world > 1:  # a schedule driven by wall time may differ between ranks: use rank 0's
+                lrs = distributed.broadcast_(torch.tensor([g["lr"] for g in opt.param_groups]))
+                for group, value in zip(opt.param_groups, lrs.tolist(), strict=True):
+                    group["lr"] = value
         history.step.append(step)
         history.loss.append(info["loss"])
         history.elbo.append(info["elbo"])
         history.beta.append(info["beta"])
         history.lr.append(info["lr"])
         history.skipped.append(problem is not None)
-        history.masked.append(log_p_fn.masked)
+        history.masked.append(
+            log_p_fn.masked
+            if world == 1
+            else int(distributed.all_reduce_sum(torch.tensor([log_p_fn.masked]))[0])
+        )
         if progress:
             bar.set_postfix(elbo=f"{info['elbo']:.3f}", refresh=False)
         if checkpoint_every and (step + 1) % checkpoint_every == 0:
             save(step + 1)
-        if callback is not None and callback(step, info):
+        stop = callback is not None and bool(callback(step, info))
+        if distributed.any_true(stop):  # every rank stops at the same step
             break
     save(len(history))  # one history entry per step taken or skipped: the next step's index
     return history

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vi_flows import flows
+from vi_flows import distributed, flows
 from vi_flows.diagnostics import Diagnostics, from_log_weights
 from vi_flows.fit import History, fit
 from vi_flows.losses import get_loss
@@ -255,13 +255,15 @@ def _flow_name(q: flows.Flow) -> str:
 def _log_weights(q: flows.Flow, target: Target, n: int) -> tuple[Tensor, Tensor, int]:
     """n draws of q, their log w = log p̃ − log q (non-finite log p̃ → −inf), and that count."""
     draws, log_w = [], []
-    for start in range(0, n, 10_000):
-        theta, log_q = q.sample_and_log_prob(min(10_000, n - start))
+    local_n = distributed.shard(n)[1]  # under torchrun each rank draws its share, then gather
+    for start in range(0, local_n, 10_000):
+        theta, log_q = q.sample_and_log_prob(min(10_000, local_n - start))
         draws.append(theta)
         log_w.append((target.log_prob(theta) - log_q).double())
-    lw = torch.cat(log_w)
+    lw = distributed.all_gather_cat(torch.cat(log_w))
     bad = ~torch.isfinite(lw)
-    return torch.cat(draws), lw.masked_fill(bad, -math.inf), int(bad.sum())
+    all_draws = distributed.all_gather_cat(torch.cat(draws))
+    return all_draws, lw.masked_fill(bad, -math.inf), int(bad.sum())
 
 
 def _moment_check(draws: Tensor, log_w: Tensor) -> dict[str, Any]:
