@@ -12,7 +12,8 @@ Examples::
     vi-rl config vtrpo            # every field with its documentation and default
 
 A known environment (rl/presets/*.yaml) gets its preset unless ``--no-preset``; ``config.json``
-records it in the ``preset`` field and ``train`` prints one line on stderr saying which applied.
+records it in the ``preset`` field ("" for none) and ``train`` prints one line on stderr saying
+which applied (after the first update, so a run that fails to start prints only its error).
 
 Expected failures (bad options, unknown names, missing or corrupt run files) print one line on
 stderr and exit with status 2; ``--debug`` shows the traceback instead.
@@ -97,7 +98,7 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         if preset:
             fields["preset"] = fields["env_id"]
         cfg = with_overrides(default_config(algo), {**preset, **fields, **overrides})
-        announce = _once(_preset_line(fields["env_id"], algo, preset, args.no_preset))
+        announce = _once(_preset_line(fields["env_id"], algo, preset)) if preset else None
     row = train(
         cfg,
         out,
@@ -123,12 +124,8 @@ def _once(line: str):
     return callback
 
 
-def _preset_line(env_id: str, algo: str, preset: dict, skipped: bool) -> str:
-    """The one line that says which settings a fresh run starts from."""
-    if skipped:
-        return f"vi-rl: --no-preset: {algo} on {env_id} uses the class defaults"
-    if not preset:
-        return f"vi-rl: no preset for {env_id} (rl/presets); {algo} uses the class defaults"
+def _preset_line(env_id: str, algo: str, preset: dict) -> str:
+    """The one line that says which preset a fresh run starts from."""
     return (
         f"vi-rl: applied the {env_id} preset for {algo} ({', '.join(sorted(preset))}; "
         "--set overrides them, --no-preset skips them)"
