@@ -5,10 +5,15 @@ Examples::
     vi-rl train --env CartPole-v1 --algo vppo --posterior lowrank-gaussian --steps 50000 \\
         --seed 0 --out runs/vppo-s0 --set lr=1e-3 --alpha 1e-3
     vi-rl train --out runs/vppo-s0 --resume --steps 100000
-    vi-rl train --env Pendulum-v1 --algo ppo --preset --steps 100000 --out runs/ppo-pend
+    vi-rl train --env Pendulum-v1 --algo ppo --steps 100000 --out runs/ppo-pend  # its preset
+    vi-rl train --env Pendulum-v1 --algo ppo --no-preset --steps 100000 --out runs/ppo-defaults
     vi-rl eval runs/vppo-s0
     vi-rl plot runs/vppo-s* --output curves.png
     vi-rl config vtrpo            # every field with its documentation and default
+
+A known environment (rl/presets/*.yaml) gets its preset unless ``--no-preset``; ``config.json``
+records it in the ``preset`` field ("" for none) and ``train`` prints one line on stderr saying
+which applied (after the first update, so a run that fails to start prints only its error).
 
 Expected failures (bad options, unknown names, missing or corrupt run files) print one line on
 stderr and exit with status 2; ``--debug`` shows the traceback instead.
@@ -23,6 +28,7 @@ import sys
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from rl.algorithms import ALGORITHMS, default_config
 from rl.config import field_docs, with_overrides
@@ -66,6 +72,10 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
     fields = {k: v for k, v in fields.items() if v is not None}
     if args.posterior is not None:
         fields["posterior"] = args.posterior
+    if args.preset and args.no_preset:
+        raise ValueError("--preset and --no-preset exclude each other (presets apply by default)")
+    if "preset" in overrides:
+        raise ValueError("the preset field is set by vi-rl itself; use --no-preset to skip it")
     if args.resume:
         if args.overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
@@ -80,14 +90,46 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         preset = env_preset(fields.get("env_id", saved.env_id), saved.algo) if args.preset else {}
         # train() refuses (naming them) any of these that changes a non-resumable field.
         cfg = with_overrides(saved, {**preset, **fields, **overrides})
+        announce = None  # the saved config.json already records its preset
     else:
         algo = args.algo or "vppo"
         fields.setdefault("env_id", "Pendulum-v1")
-        preset = env_preset(fields["env_id"], algo) if args.preset else {}
+        preset = {} if args.no_preset else env_preset(fields["env_id"], algo)
+        if preset:
+            fields["preset"] = fields["env_id"]
         cfg = with_overrides(default_config(algo), {**preset, **fields, **overrides})
-    row = train(cfg, out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
+        announce = _once(_preset_line(fields["env_id"], algo, preset)) if preset else None
+    row = train(
+        cfg,
+        out,
+        resume=args.resume,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
+        callback=announce,
+    )
     print(json.dumps(row))
     return 0
+
+
+def _once(line: str):
+    """A train() callback that prints ``line`` after the first update: a run that fails to
+    start prints its one error line only."""
+    said = []
+
+    def callback(run, row) -> None:
+        if not said:
+            tqdm.write(line, file=sys.stderr)
+            said.append(True)
+
+    return callback
+
+
+def _preset_line(env_id: str, algo: str, preset: dict) -> str:
+    """The one line that says which preset a fresh run starts from."""
+    return (
+        f"vi-rl: applied the {env_id} preset for {algo} ({', '.join(sorted(preset))}; "
+        "--set overrides them, --no-preset skips them)"
+    )
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -151,7 +193,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--preset",
         action="store_true",
-        help="apply the recommended settings for --env (rl/presets/*.yaml) before --set",
+        help="apply the recommended settings for --env (rl/presets/*.yaml) before --set: the "
+        "default for a fresh run (kept for old command lines); on --resume, re-apply them",
+    )
+    t.add_argument(
+        "--no-preset",
+        action="store_true",
+        help="start from the algorithm's class defaults, not the preset of --env",
     )
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     e = sub.add_parser(

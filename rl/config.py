@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rl.temperature import AutoTemperature
 from vi_flows.runfiles import write_text
 from vi_flows.schedules import Constant, ExponentialSchedule, LinearSchedule, Schedule
 
@@ -89,13 +90,28 @@ class TrainConfig:
     alpha: float = 1e-3
     """Temperature α of p(θ) ∝ exp(R(θ)/α), R measured per step (ignored by the plain forms)."""
     alpha_schedule: str = "constant"
-    """α over updates: constant, linear (alpha → alpha_end over alpha_updates) or exponential."""
+    """α over updates: constant, linear (alpha → alpha_end over alpha_updates), exponential, or
+    auto (a dual step after every update holds the posterior entropy per weight at that of
+    N(0, posterior_std_target²), starting from alpha; rl.temperature). auto is an option, not yet
+    the default: one seed on Pendulum started at alpha=1e-2 ended at -330 against PPO's ~-175,
+    so the default stays constant until issue 14's 3-seed measurement passes."""
+    posterior_std_target: float = 0.01
+    """auto α: the per-weight std σ* the posterior should keep (target entropy ½ log(2πe σ*²))."""
+    alpha_lr: float = 0.5
+    """auto α: step on log α per update per nat of entropy-per-weight gap (< 2 for a monotone
+    closed loop)."""
+    alpha_min: float = 1e-8
+    """auto α: lower clamp of α (reached when the return ignores the posterior's width)."""
+    alpha_max: float = 1.0
+    """auto α: upper clamp of α."""
     alpha_end: float = 1e-4
     """Final α (linear) or floor (exponential)."""
     alpha_updates: int = 100
     """Length of the linear α ramp, in updates."""
     alpha_rate: float = 0.98
     """Factor per update of the exponential α schedule."""
+    preset: str = ""
+    """The rl/presets entry vi-rl train applied (its env id), or empty when none was."""
     target_return: float = float("inf")
     """Stop early once the mean return of the last 20 training episodes reaches this."""
     checkpoint_every: int = 10
@@ -112,6 +128,18 @@ class TrainConfig:
             raise ValueError(f"posterior_options must be a JSON object, got {err}") from None
         if not isinstance(options, dict):
             raise ValueError(f"posterior_options must be a JSON object, got {options!r}")
+        if self.alpha_schedule == "auto":
+            if self.posterior == "point":
+                raise ValueError(
+                    f"alpha_schedule='auto' needs a posterior with a density, and {self.algo!r} "
+                    "uses a point mass (posterior='point'): use a constant alpha_schedule, or a "
+                    "variational algorithm (vppo, vtrpo, vreinforce)"
+                )
+            if not self.alpha_min <= self.alpha <= self.alpha_max:
+                raise ValueError(
+                    f"alpha must lie in [alpha_min, alpha_max] = [{self.alpha_min}, "
+                    f"{self.alpha_max}] when alpha_schedule='auto', got {self.alpha}"
+                )
 
     @property
     def batch_size(self) -> int:
@@ -144,9 +172,13 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "value_minibatch_size": (lambda x: x >= 1, "an integer >= 1"),
     "alpha": (_positive, "> 0"),
     "alpha_schedule": (
-        lambda s: s in ("constant", "linear", "exponential"),
-        "constant, linear or exponential",
+        lambda s: s in ("constant", "linear", "exponential", "auto"),
+        "constant, linear, exponential or auto",
     ),
+    "posterior_std_target": (lambda x: 0 < x < float("inf"), "> 0 and finite"),
+    "alpha_lr": (lambda x: 0 < x < float("inf"), "> 0 and finite"),
+    "alpha_min": (lambda x: 0 < x < float("inf"), "> 0 and finite"),
+    "alpha_max": (lambda x: 0 < x < float("inf"), "> 0 and finite"),
     "alpha_end": (_positive, "> 0"),
     "alpha_updates": (lambda x: x >= 1, "an integer >= 1"),
     "alpha_rate": (lambda x: 0 < x <= 1, "in (0, 1]"),
@@ -223,14 +255,25 @@ def with_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
 
 
 def alpha_schedule(cfg: TrainConfig) -> Schedule:
-    """The α schedule over update indices (vi_flows.schedules)."""
+    """The α schedule over update indices (vi_flows.schedules); for auto an
+    :class:`~rl.temperature.AutoTemperature`, which the trainer steps after every update."""
+    if cfg.alpha_schedule == "auto":
+        return AutoTemperature(
+            cfg.posterior_std_target,
+            init_alpha=cfg.alpha,
+            lr=cfg.alpha_lr,
+            min_alpha=cfg.alpha_min,
+            max_alpha=cfg.alpha_max,
+        )
     if cfg.alpha_schedule == "constant":
         return Constant(cfg.alpha)
     if cfg.alpha_schedule == "linear":
         return LinearSchedule(cfg.alpha, cfg.alpha_end, steps=cfg.alpha_updates)
     if cfg.alpha_schedule == "exponential":
         return ExponentialSchedule(cfg.alpha, cfg.alpha_end, rate=cfg.alpha_rate)
-    raise ValueError(f"unknown alpha_schedule {cfg.alpha_schedule!r}: constant/linear/exponential")
+    raise ValueError(
+        f"unknown alpha_schedule {cfg.alpha_schedule!r}: constant, linear, exponential or auto"
+    )
 
 
 def save(cfg: Any, path: Path) -> None:

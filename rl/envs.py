@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
+import rl.explore_envs  # noqa: F401  (registers the vi-flows/* ids with gymnasium)
+
 __all__ = [
     "RunningMeanStd",
     "RewardScaler",

@@ -147,6 +147,8 @@ def policy_entropy_per_param(
 ) -> float:
     """The entropy per parameter of a policy's posterior (what :class:`AutoTemperature` tracks).
 
+    The global torch RNG is left as it was found (the draws use a fork of it).
+
     Args:
         policy: a BNNPolicy with a flow posterior (exact for affine flows, else ``num_samples``
             Monte Carlo draws), or an ActionMeanPolicy / AuxiliaryPolicy (averaged over ``obs``).
@@ -160,15 +162,19 @@ def policy_entropy_per_param(
     if not isinstance(policy, BNNPolicy | ActionMeanPolicy) or not policy.has_kl_term:
         raise ValueError(
             f"automatic temperature needs a posterior with a density; {type(policy).__name__} "
-            "(point mass or particles) has none: use a constant alpha_schedule"
+            "has none (a point mass, particles or an implicit posterior): use a constant "
+            "alpha_schedule"
         )
-    if isinstance(policy, BNNPolicy):
-        q = policy.q
-        exact = isinstance(q, Flow) and _constant_log_det(q.transform)
-        return entropy_per_param(q, torch.randn(1 if exact else num_samples, policy.noise_dim))
-    if obs is None:
+    if not isinstance(policy, BNNPolicy) and obs is None:
         raise ValueError("obs is required for a state-conditioned (action-mean) posterior")
-    return entropy_per_param(policy.q_at(obs), torch.randn(obs.shape[0], policy.noise_dim))
+    # The draws come from a fork of the global RNG: estimating h leaves the training run's
+    # random stream as it found it (a run's resume and its other draws do not depend on it).
+    with torch.random.fork_rng(devices=[]):
+        if isinstance(policy, BNNPolicy):
+            q = policy.q
+            exact = isinstance(q, Flow) and _constant_log_det(q.transform)
+            return entropy_per_param(q, torch.randn(1 if exact else num_samples, policy.noise_dim))
+        return entropy_per_param(policy.q_at(obs), torch.randn(obs.shape[0], policy.noise_dim))
 
 
 class AutoTemperature:
@@ -235,7 +241,7 @@ class AutoTemperature:
             entropy_per_param: h, the posterior entropy divided by the number of parameters.
 
         Returns:
-            ``posterior_entropy`` (h), ``entropy_target`` (h*), ``entropy_std`` (the σ̄ with
+            ``entropy_per_param`` (h), ``entropy_target`` (h*), ``entropy_std`` (the σ̄ with
             h = ½ log(2πe σ̄²), comparable to ``std_target``) and ``alpha_next`` (α after the step).
         """
         if not math.isfinite(entropy_per_param):
@@ -246,7 +252,7 @@ class AutoTemperature:
         self.log_alpha = min(max(self.log_alpha - step, low), high)
         self.updates += 1
         return {
-            "posterior_entropy": entropy_per_param,
+            "entropy_per_param": entropy_per_param,
             "entropy_target": self.entropy_target,
             "entropy_std": math.exp(entropy_per_param - HALF_LOG_2PIE),
             "alpha_next": self.alpha,

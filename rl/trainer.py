@@ -31,6 +31,7 @@ from rl.logger import ProgressLog
 from rl.networks import mlp
 from rl.policies import make_policy
 from rl.rollout import Collector
+from rl.temperature import AutoTemperature, policy_entropy_per_param
 from vi_flows import runfiles
 
 __all__ = ["train", "build_policy", "load_run", "RESUMABLE", "RUN_FILES"]
@@ -103,6 +104,7 @@ class _Run:
             scaler,
         )
         self.update, self.elapsed = 0, 0.0
+        self.temperature = config_io.alpha_schedule(cfg)  # auto α: stepped by _loop
 
     def state_dict(self) -> dict:
         """Tensors and plain data only (numpy tagged by :func:`rl.checkpoint.to_plain`)."""
@@ -117,6 +119,9 @@ class _Run:
                 "normalizer": self.normalizer.state_dict() if self.normalizer else None,
                 "envs": env_state(self.envs),
                 "torch_rng": torch.get_rng_state(),
+                "temperature": self.temperature.state_dict()
+                if isinstance(self.temperature, AutoTemperature)
+                else None,
             }
         )
 
@@ -135,6 +140,8 @@ class _Run:
             self.normalizer.load_state_dict(state["normalizer"])
         opaque = load_env_state(self.envs, state["envs"]) if restore_envs else []
         torch.set_rng_state(state["torch_rng"])
+        if isinstance(self.temperature, AutoTemperature):
+            self.temperature.load_state_dict(state["temperature"])
         if opaque:
             self._restart_episodes(opaque)
 
@@ -281,7 +288,7 @@ def train(
 def _loop(run: _Run, out: Path, resume: bool, progress: bool, callback) -> dict:
     cfg = run.cfg
     log = ProgressLog(out, run.update if resume else None, cfg.tensorboard)
-    schedule = config_io.alpha_schedule(cfg)
+    schedule = run.temperature
     bar = tqdm(total=cfg.num_updates, initial=run.update, disable=not progress, desc=cfg.algo)
     row: dict[str, float] = {}
     start = time.perf_counter() - run.elapsed
@@ -293,6 +300,8 @@ def _loop(run: _Run, out: Path, resume: bool, progress: bool, callback) -> dict:
                 xi, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages
             )
             stats = run.algo.update(batch, alpha)
+            if isinstance(schedule, AutoTemperature):  # the dual step, on the updated posterior
+                stats.update(schedule.update(policy_entropy_per_param(run.policy, batch.obs)))
             run.update += 1
             run.elapsed = time.perf_counter() - start
             nan = math.nan

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -162,3 +167,31 @@ def test_sparse_goal_reward_scales_the_goal_reward():
     env.reset(seed=0)
     rewards = [env.step(1)[1] for _ in range(3)]  # DeepSea terminates after N steps
     assert rewards == [0.0, 0.0, 5.0]
+
+
+def test_vi_rl_trains_on_deep_sea_by_its_id(tmp_path):
+    # A fresh interpreter that imports only rl.cli: the vi-flows/* ids must come with rl.envs.
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "run"
+    argv = ["train", "--env", "vi-flows/DeepSea10-v0", "--algo", "vppo", "--steps", "40"]
+    argv += ["--set", "num_envs=2", "--set", "rollout_steps=10", "--set", "hidden=16"]
+    argv += ["--set", "tensorboard=false", "--quiet", "--out", str(out)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "rl.cli", *argv],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    with (out / "progress.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    for row in rows:  # every 10-step episode ends inside its rollout: 2 slots, 2 episodes each
+        assert int(row["episodes"]) == 2
+        assert -0.01 - 1e-6 <= float(row["return_mean"]) <= 0.99 + 1e-6

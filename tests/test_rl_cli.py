@@ -12,6 +12,7 @@ from rl.algorithms import default_config
 from rl.checkpoint import from_plain
 from rl.cli import main
 from rl.config import with_overrides
+from rl.presets import env_preset
 from rl.testing import register
 from rl.trainer import train
 from vi_flows import runfiles
@@ -43,6 +44,8 @@ def _rows(out):
 
 
 NORMALIZED = {"env_id": "Pendulum-v1", "normalize_obs": True, "normalize_reward": True}
+# Auto α far from its target, so α moves at every update and the resume must carry it.
+AUTO = {"alpha_schedule": "auto", "posterior_std_target": 0.1}
 
 
 @pytest.mark.parametrize(
@@ -56,6 +59,8 @@ NORMALIZED = {"env_id": "Pendulum-v1", "normalize_obs": True, "normalize_reward"
         ("ppo", NORMALIZED),
         ("vppo", {"policy": "action-mean"}),
         ("vppo", {"policy": "auxiliary"}),
+        ("vppo", AUTO),
+        ("vtrpo", {**AUTO, "policy": "action-mean"}),
     ],
 )
 def test_resume_gives_identical_next_update(algo, fields, tmp_path):
@@ -69,6 +74,10 @@ def test_resume_gives_identical_next_update(algo, fields, tmp_path):
     for key in a["critic"]:
         assert torch.equal(a["critic"][key], b["critic"][key]), key
     assert _rows(tmp_path / "a") == _rows(tmp_path / "b")
+    if fields.get("alpha_schedule") == "auto":
+        assert a["temperature"] == b["temperature"]  # plain tensors (log α, updates)
+        assert int(a["temperature"]["updates"]) == 3
+        assert len({row["alpha"] for row in _rows(tmp_path / "a")}) == 3  # α moved every update
 
 
 def test_same_seed_reproduces_and_other_seed_differs(tmp_path):
@@ -107,6 +116,7 @@ def test_cli_train_eval_plot(tmp_path, capsys):
             "true",
             "--alpha_schedule",
             "exponential",
+            "--no-preset",
         ]
     )
     assert code == 0
@@ -144,6 +154,7 @@ def test_cli_train_eval_plot(tmp_path, capsys):
 def test_cli_errors_are_clear(argv, message, tmp_path, capsys):
     base = [
         "train",
+        "--no-preset",
         "--out",
         str(tmp_path / "x"),
         "--steps",
@@ -167,3 +178,62 @@ def test_config_override_parsing():
     assert cfg.total_steps == 100_000
     with pytest.raises(UnknownNameError, match="unknown algorithm 'a2c'; known: ppo, reinforce"):
         default_config("a2c")
+
+
+PRESET_RUN = ["train", "--env", "Pendulum-v1", "--algo", "vppo", "--steps", "32", "--quiet"]
+for _pair in ["num_envs=2", "rollout_steps=16", "minibatch_size=16", "hidden=16"]:
+    PRESET_RUN += ["--set", _pair]
+PRESET_RUN += ["--set", "tensorboard=false"]
+
+
+def _saved(out):
+    return json.loads((out / "config.json").read_text())
+
+
+def test_known_env_gets_its_preset_unless_no_preset(tmp_path, capsys):
+    overridden = {"num_envs", "rollout_steps", "minibatch_size", "hidden", "tensorboard"}
+    preset = {k: v for k, v in env_preset("Pendulum-v1", "vppo").items() if k not in overridden}
+    defaults = default_config("vppo")
+    assert any(getattr(defaults, k) != v for k, v in preset.items())  # the two differ
+
+    assert main([*PRESET_RUN, "--out", str(tmp_path / "p")]) == 0
+    assert "applied the Pendulum-v1 preset for vppo" in capsys.readouterr().err
+    saved = _saved(tmp_path / "p")
+    assert saved["preset"] == "Pendulum-v1"
+    assert {k: saved[k] for k in preset} == preset
+    assert saved["rollout_steps"] == 16 and saved["hidden"] == [16]  # --set wins over the preset
+
+    assert main([*PRESET_RUN, "--out", str(tmp_path / "n"), "--no-preset"]) == 0
+    assert "preset" not in capsys.readouterr().err
+    saved = _saved(tmp_path / "n")
+    assert saved["preset"] == ""
+    assert {k: saved[k] for k in preset} == {k: getattr(defaults, k) for k in preset}
+
+    assert main([*PRESET_RUN, "--out", str(tmp_path / "e"), "--preset"]) == 0  # still accepted
+    assert _saved(tmp_path / "e") == _saved(tmp_path / "p")
+
+
+def test_preset_and_no_preset_exclude_each_other(tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main([*PRESET_RUN, "--out", str(out), "--preset", "--no-preset"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--preset and --no-preset exclude each other" in err
+    assert not out.exists()
+    assert main([*PRESET_RUN, "--out", str(out), "--set", "preset=CartPole-v1"]) == 2
+    assert "--no-preset" in capsys.readouterr().err
+
+
+def test_env_without_preset_records_none(tmp_path, capsys):
+    run = [
+        "train",
+        "--env",
+        "CountTerm-v0",
+        "--steps",
+        "32",
+        "--quiet",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main([*run, "--set", "num_envs=2", "--set", "rollout_steps=16"]) == 0
+    assert "preset" not in capsys.readouterr().err
+    assert _saved(tmp_path / "r")["preset"] == ""

@@ -8,6 +8,7 @@ at the multiplier α* = c σ*²: auto α must find it from far above and far bel
 
 from __future__ import annotations
 
+import csv
 import math
 
 import gymnasium as gym
@@ -15,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from rl.algorithms import default_config
+from rl.cli import main
 from rl.policies import ActionMeanPolicy, BNNPolicy, ParticlePolicy
 from rl.temperature import (
     HALF_LOG_2PIE,
@@ -23,6 +26,7 @@ from rl.temperature import (
     gaussian_entropy_per_param,
     policy_entropy_per_param,
 )
+from rl.trainer import train
 from vi_flows.flows import build
 from vi_flows.objectives import kl_loss
 
@@ -166,3 +170,75 @@ def test_bad_settings_name_the_argument(kwargs, match):
 def test_a_non_finite_entropy_is_refused():
     with pytest.raises(ValueError, match="finite"):
         AutoTemperature(0.1).update(float("nan"))
+
+
+# --- auto α in the trainer (rl.config alpha_schedule="auto") ---
+
+SMALL = {
+    "env_id": "CartPole-v1",
+    "num_envs": 2,
+    "rollout_steps": 16,
+    "hidden": (16,),
+    "tensorboard": False,
+    "total_steps": 96,
+}
+
+
+def _rows(out) -> list[dict]:
+    with (out / "progress.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("target, direction", [(3.0, +1), (0.001, -1)])
+def test_trainer_steps_alpha_towards_the_target_and_logs_it(target, direction, tmp_path):
+    # The posterior's σ̄ stays well inside (0.001, 3) here: a target above it must raise α at
+    # every update, one below it lower α.
+    cfg = default_config(
+        "vppo", **SMALL, alpha_schedule="auto", posterior_std_target=target, alpha=1e-3
+    )
+    train(cfg, tmp_path, progress=False)
+    rows = _rows(tmp_path)
+    alphas = [float(r["alpha"]) for r in rows]
+    assert alphas[0] == pytest.approx(1e-3)
+    assert all(direction * (b - a) > 0 for a, b in zip(alphas, alphas[1:], strict=False))
+    for row in rows:
+        assert float(row["entropy_target"]) == pytest.approx(gaussian_entropy_per_param(target))
+        assert 3 * 0.001 < float(row["entropy_std"]) < 3.0 / 3
+        assert float(row["entropy_per_param"]) == pytest.approx(
+            gaussian_entropy_per_param(float(row["entropy_std"]))
+        )
+
+
+def test_auto_alpha_is_an_option_not_the_default():
+    assert default_config("vppo").alpha_schedule == "constant"
+    assert default_config("vppo", alpha_schedule="auto").alpha_schedule == "auto"
+
+
+@pytest.mark.parametrize(
+    "algo, fields, match",
+    [
+        ("ppo", {}, "'ppo' uses a point mass"),
+        ("svpg", {}, "'svpg' uses a point mass"),
+        ("vppo", {"posterior_std_target": 0.0}, "posterior_std_target must be > 0"),
+        ("vppo", {"alpha_lr": float("nan")}, "alpha_lr must be > 0"),
+        ("vppo", {"alpha_min": -1.0}, "alpha_min must be > 0"),
+        ("vppo", {"alpha": 2.0}, r"alpha must lie in \[alpha_min, alpha_max\]"),
+        ("vppo", {"alpha_min": 1e-2, "alpha_max": 1e-3}, "alpha must lie in"),
+    ],
+)
+def test_auto_alpha_bad_settings_are_one_clear_error(algo, fields, match):
+    with pytest.raises(ValueError, match=match):
+        default_config(algo, alpha_schedule="auto", **fields)
+
+
+def test_auto_alpha_without_a_density_is_one_line_before_training(tmp_path, capsys):
+    base = ["train", "--env", "CartPole-v1", "--no-preset", "--steps", "32", "--quiet"]
+    base += ["--set", "num_envs=2", "--set", "rollout_steps=16", "--set", "alpha_schedule=auto"]
+    for extra, message in [
+        (["--algo", "svpg"], "needs a posterior with a density"),
+        (["--set", "posterior=point"], "'vppo' uses a point mass"),
+    ]:
+        assert main([*base, *extra, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+        assert not (tmp_path / "x").exists()
