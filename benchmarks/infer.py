@@ -52,6 +52,9 @@ POSTERIORS = ["arK-arK", "eight_schools-eight_schools_noncentered", "sblrc-blr"]
 CASES = ["arK-arK", "eight_schools-eight_schools_noncentered", "sblrc-blr", "funnel10"]
 CASES += ["gaussian100-cond1e4", "hier-logreg"]
 METHODS = ["infer", "infer-const", "old", "svgd-500"]
+#: ADVI-style Stan baselines: infer's conditioning and step-size rule with a mean-field
+#: (``gaussian``) or full-rank (``full-gaussian``) family instead of ``flow="auto"``.
+EXTRA_METHODS = ["advi-mf", "advi-fr"]
 SVGD_STEP = 0.05  # as in benchmarks/densities.py (the reference demos use 1e-2 to 5e-2)
 
 
@@ -122,11 +125,14 @@ def run(method: str, name: str, target: Target, budget: float, seed: int, wall: 
     torch.manual_seed(seed)
     row: dict[str, Any] = {"case": name, "dim": target.dim, "method": method, "seed": seed}
     start = time.perf_counter()
-    if method in ("infer", "infer-const"):
+    if method in ("infer", "infer-const", "advi-mf", "advi-fr"):
         config = InferConfig(lr=1e-2, schedule="constant") if method == "infer-const" else None
+        family = {"advi-mf": "gaussian", "advi-fr": "full-gaussian"}.get(method, "auto")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            result = infer(target, time_budget=budget, seed=seed, progress=False, config=config)
+            result = infer(
+                target, flow=family, time_budget=budget, seed=seed, progress=False, config=config
+            )
         draws = result.sample(10_000)
         flagged = not result.verdict.startswith(("good", "usable"))
         row.update(
@@ -171,7 +177,7 @@ def run(method: str, name: str, target: Target, budget: float, seed: int, wall: 
         )
         row.update(steps=count["n"], conditioning="none")
     else:
-        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS + EXTRA_METHODS)}")
     row["seconds"] = time.perf_counter() - start
     row.update(score(draws.detach(), make_case.cache[name][1]))
     if method.startswith("infer"):
@@ -240,6 +246,8 @@ def main() -> None:
     cases = args.cases
     if cases == ["all"]:
         cases = CASES + [p for p in posteriordb.available() if p not in POSTERIORS]
+    elif cases == ["posteriordb"]:  # every available posteriordb posterior (issue 16's suite)
+        cases = posteriordb.available()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "runs.csv"
