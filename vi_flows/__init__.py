@@ -13,6 +13,7 @@ The functions ``fit``, ``svgd`` and ``diagnose`` are re-exported here; their mod
 importable as ``vi_flows.fit`` etc. through ``from vi_flows.fit import ...``.
 """
 
+from vi_flows import heavy_tails  # noqa: F401 - registers the "student-t" target
 from vi_flows.diagnostics import Diagnostics, diagnose
 from vi_flows.fit import History, NonFiniteError, fit
 from vi_flows.flows import Flow, build
