@@ -124,12 +124,12 @@ class RQSpline:
         # unused branch never produces inf/NaN that would poison the gradient.
         vc = v.clamp(-self.bound, self.bound)
         k = self._bin(ys if inverse else xs, vc)
-
-        def at(t: Tensor, offset: int = 0) -> Tensor:
-            return t.gather(-1, k + offset).squeeze(-1)
-
-        x_k, w_k, y_k, h_k = at(xs), at(widths), at(ys), at(heights)
-        d_k, d_k1 = at(derivs), at(derivs, 1)
+        # One gather of all six per-bin quantities (cheaper forward and backward than six).
+        table = torch.stack(
+            [xs[..., :-1], widths, ys[..., :-1], heights, derivs[..., :-1], derivs[..., 1:]], -1
+        )
+        index = k[..., None].expand(*k.shape[:-1], 1, 6)
+        x_k, w_k, y_k, h_k, d_k, d_k1 = table.gather(-2, index).squeeze(-2).unbind(-1)
         s_k = h_k / w_k
         slope_sum = d_k1 + d_k - 2 * s_k
         if inverse:
