@@ -76,15 +76,14 @@ class StudentT(nn.Module):
         if isinstance(df, bool) or not isinstance(df, int | float) or not 0 < df < math.inf:
             raise ValueError(f"df must be a finite number > 0, got {df!r}")
         self.learn_df = bool(learn_df)
-        raw = torch.tensor(inv_softplus(float(df)))
         if self.learn_df:
-            self.raw_df = nn.Parameter(raw)
-        else:
-            self.register_buffer("raw_df", raw)
+            self.raw_df = nn.Parameter(torch.tensor(inv_softplus(float(df))))
+        else:  # stored as is, so a fixed ν is exact in every dtype
+            self.register_buffer("fixed_df", torch.tensor(float(df)))
 
     def df(self) -> Tensor:
-        """ν = softplus(ρ) > 0."""
-        return F.softplus(self.raw_df)
+        """ν: softplus(ρ) > 0 when learned, else the fixed value."""
+        return F.softplus(self.raw_df) if self.learn_df else self.fixed_df
 
     def sample(self, shape: tuple[int, ...], like: Tensor) -> Tensor:
         df = self.df().to(dtype=like.dtype, device=like.device)

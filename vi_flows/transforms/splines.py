@@ -120,9 +120,10 @@ class RQSpline:
     def _apply(self, v: Tensor, raw: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         xs, widths, ys, heights, derivs = self._unpack(raw)
         inside = (v >= -self.bound) & (v <= self.bound)
-        # Outside points are evaluated at the clamped value (then discarded by `where`), so the
-        # unused branch never produces inf/NaN that would poison the gradient.
-        vc = v.clamp(-self.bound, self.bound)
+        # Outside points are evaluated at 0 (then discarded by `where`), so the unused branch
+        # never produces inf/NaN that would poison the gradient. No clamp anywhere: torch's
+        # clamp has zero gradient at its bounds, which would zero dy/dx at exactly ±B.
+        vc = torch.where(inside, v, torch.zeros_like(v))
         k = self._bin(ys if inverse else xs, vc)
         # One gather of all six per-bin quantities (cheaper forward and backward than six).
         table = torch.stack(
@@ -138,10 +139,10 @@ class RQSpline:
             b = h_k * d_k - dy * slope_sum
             c = -s_k * dy
             disc = (b.square() - 4 * a * c).clamp_min(0)
-            zeta = (2 * c / (-b - disc.sqrt())).clamp(0, 1)
+            zeta = 2 * c / (-b - disc.sqrt())
             out = x_k + zeta * w_k
         else:
-            zeta = ((vc - x_k) / w_k).clamp(0, 1)
+            zeta = (vc - x_k) / w_k
         zz = zeta * (1 - zeta)
         denom = s_k + slope_sum * zz
         if not inverse:
