@@ -235,6 +235,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and samples")
     parser.add_argument("--families", nargs="*", default=list(FAMILIES))
     parser.add_argument("--targets", nargs="*", default=TARGETS_2D, help="2-D targets to run")
+    parser.add_argument("--eval", type=int, default=None, help="override evaluation samples")
     parser.add_argument(
         "--parts",
         nargs="*",
@@ -253,7 +254,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     steps = args.steps or (600 if args.quick else 3000)
-    eval_n = 20_000 if args.quick else 100_000
+    eval_n = args.eval or (20_000 if args.quick else 100_000)
     start = time.perf_counter()
 
     def part(csv_name: str, run):  # a part's CSV is reused with --resume

@@ -68,7 +68,7 @@ class StudentT(nn.Module):
 
     >>> base = StudentT(df=3.0)
     >>> round(float(base.log_prob(torch.zeros(1, 1))), 4)  # log t₃(0) = log(2 / (π √3))
-    -1.0017
+    -1.0009
     """
 
     def __init__(self, df: float = 5.0, learn_df: bool = False) -> None:
