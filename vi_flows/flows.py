@@ -303,9 +303,9 @@ def _nsf(
     init_scale: float = 1.0,
 ) -> Transform:
     """Neural spline flow (Durkan et al. 2019), coupling form: ``layers`` rational-quadratic
-    spline couplings with ``bins`` bins on [−bound, bound] and identity tails, alternating masks
-    (and a random permutation between pairs when dim > 2), then an elementwise affine. Both
-    directions are one pass per layer."""
+    spline couplings with ``bins`` bins on [−bound, bound] and linear tails of learned slope,
+    alternating masks (and a random permutation between pairs when dim > 2), then an
+    elementwise affine. Both directions are one pass per layer."""
     if dim < 2:
         raise ValueError("nsf needs dim >= 2 (a coupling splits the coordinates); use nsf-ar")
     body: list[Transform] = []

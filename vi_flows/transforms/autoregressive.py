@@ -48,7 +48,8 @@ class MaskedAutoregressive(Transform):
     Args:
         dim: event size d.
         transformer: ``"affine"`` (x · exp(s) + t, |s| < scale_bound) or ``"spline"`` (a
-            rational-quadratic spline with ``bins`` bins on [−bound, bound], identity tails).
+            rational-quadratic spline with ``bins`` bins on [−bound, bound] and linear tails of
+            learned slope).
         hidden: the MADE's hidden widths.
         order: autoregressive order, a permutation of range(d) (identity when omitted).
         residual: residual hidden blocks in the MADE.

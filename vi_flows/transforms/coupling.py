@@ -137,7 +137,7 @@ class AffineCoupling(Coupling):
 
 class SplineCoupling(Coupling):
     """Neural spline coupling (Durkan et al. 2019): y_B = g(x_B; θ(x_A)), g a monotone
-    rational-quadratic spline on [−bound, bound] with identity tails (see
+    rational-quadratic spline on [−bound, bound] with linear tails of learned slope (see
     :class:`~vi_flows.transforms.splines.RQSpline`).
 
     Args:

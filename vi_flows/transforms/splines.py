@@ -11,14 +11,16 @@ derivatives δ_k > 0. With s_k = h_k / w_k and ζ = (x − x_k) / w_k ∈ [0, 1]
     \\frac{dy}{dx} = \\frac{s_k^2 (δ_{k+1} ζ^2 + 2 s_k ζ(1 − ζ) + δ_k (1 − ζ)^2)}
                         {(s_k + (δ_{k+1} + δ_k − 2 s_k) ζ(1 − ζ))^2} > 0.
 
-Outside [−B, B] the map is the identity (a linear tail of slope 1), and the boundary knot
-derivatives are fixed at δ₀ = δ_K = 1, so the map is C¹ and a bijection of all of ℝ: inputs at
-±B or ±10⁴ are as valid as any other. Monotonicity holds by construction (every w, h, δ is
-positive), and the inverse is the root in [0, 1] of a quadratic in ζ, taken in the form
-ζ = 2c / (−b − √(b² − 4ac)) that stays accurate when a → 0.
+Outside [−B, B] the map is linear, and its slopes are the boundary knot derivatives:
+y = −B + δ₀ (x + B) for x < −B and y = B + δ_K (x − B) for x > B. So the map is C¹ and a
+bijection of all of ℝ (inputs at ±B or ±10⁴ are as valid as any other), and — unlike splines
+whose tails are fixed to the identity (nflows, zuko) — a layer can stretch or shrink its tails,
+which a heavy-tailed or funnel-shaped target needs beyond the bound. Monotonicity holds by
+construction (every w, h, δ is positive), and the inverse is the root in [0, 1] of a quadratic
+in ζ, taken in the form ζ = 2c / (−b − √(b² − 4ac)) that stays accurate when a → 0.
 
-A spline is parameterized per coordinate by 3K − 1 unconstrained numbers
-[width logits (K), height logits (K), inner derivative logits (K − 1)]; :class:`RQSpline` maps
+A spline is parameterized per coordinate by 3K + 1 unconstrained numbers
+[width logits (K), height logits (K), knot derivative logits (K + 1)]; :class:`RQSpline` maps
 them to knots and applies the map. :class:`ElementwiseSpline` is the same map with free
 per-coordinate parameters (a transform on its own, and the unit tested at the boundary).
 """
@@ -37,20 +39,20 @@ __all__ = ["RQSpline", "ElementwiseSpline"]
 
 
 class RQSpline:
-    """The rational-quadratic spline of K bins on [−B, B] with identity tails.
+    """The rational-quadratic spline of K bins on [−B, B] with linear tails of matched slope.
 
     Args:
         bins: K, the number of bins (at least 2).
         bound: B > 0, the half-width of the spline's interval.
         min_width: lower bound on every bin width, as a fraction of 2B.
         min_height: lower bound on every bin height, as a fraction of 2B.
-        min_derivative: lower bound on every inner knot derivative.
+        min_derivative: lower bound on every knot derivative (and so on the tail slopes).
 
     Raises:
         ValueError: for bins < 2, bound <= 0, or minimum sizes that leave no room.
 
     >>> spline = RQSpline(bins=4, bound=3.0)
-    >>> raw = spline.identity_params().expand(5, 11)
+    >>> raw = spline.identity_params().expand(5, 13)
     >>> x = torch.tensor([-1e4, -3.0, 0.5, 3.0, 1e4])
     >>> y, ladj = spline.forward(x, raw)
     >>> torch.allclose(y, x, atol=1e-6), ladj.abs().max().item() < 1e-6
@@ -81,14 +83,14 @@ class RQSpline:
 
     @property
     def num_params(self) -> int:
-        """Unconstrained numbers per coordinate: 3K − 1."""
-        return 3 * self.bins - 1
+        """Unconstrained numbers per coordinate: 3K + 1."""
+        return 3 * self.bins + 1
 
     def identity_params(self) -> Tensor:
-        """The (3K − 1,) parameters of the identity map: equal bins, every derivative 1."""
+        """The (3K + 1,) parameters of the identity map: equal bins, every derivative 1."""
         d = 1.0 - self.min_derivative
-        inner = d + math.log(-math.expm1(-d))  # softplus⁻¹(1 − min_derivative)
-        return torch.cat([torch.zeros(2 * self.bins), torch.full((self.bins - 1,), inner)])
+        logit = d + math.log(-math.expm1(-d))  # softplus⁻¹(1 − min_derivative)
+        return torch.cat([torch.zeros(2 * self.bins), torch.full((self.bins + 1,), logit)])
 
     def _knots(self, logits: Tensor, min_size: float) -> tuple[Tensor, Tensor]:
         """Knot positions (..., K + 1) from −B to B exactly, and bin sizes (..., K)."""
@@ -106,9 +108,7 @@ class RQSpline:
         k = self.bins
         xs, widths = self._knots(raw[..., :k], self.min_width)
         ys, heights = self._knots(raw[..., k : 2 * k], self.min_height)
-        inner = self.min_derivative + F.softplus(raw[..., 2 * k :])
-        one = torch.ones_like(inner[..., :1])  # δ₀ = δ_K = 1: the slope of the identity tails
-        derivs = torch.cat([one, inner, one], -1)
+        derivs = self.min_derivative + F.softplus(raw[..., 2 * k :])  # δ₀ … δ_K
         return xs, widths, ys, heights, derivs
 
     @staticmethod
@@ -119,7 +119,8 @@ class RQSpline:
 
     def _apply(self, v: Tensor, raw: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         xs, widths, ys, heights, derivs = self._unpack(raw)
-        inside = (v >= -self.bound) & (v <= self.bound)
+        below, above = v < -self.bound, v > self.bound
+        inside = ~(below | above)
         # Outside points are evaluated at 0 (then discarded by `where`), so the unused branch
         # never produces inf/NaN that would poison the gradient. No clamp anywhere: torch's
         # clamp has zero gradient at its bounds, which would zero dy/dx at exactly ±B.
@@ -152,12 +153,17 @@ class RQSpline:
             + (d_k1 * zeta.square() + 2 * s_k * zz + d_k * (1 - zeta).square()).log()
             - 2 * denom.log()
         )
+        # Linear tails: slope δ₀ below −B, δ_K above B (the inverse divides by it).
+        slope = torch.where(below, derivs[..., 0], derivs[..., -1])
+        edge = torch.where(below, -self.bound, self.bound)
+        tail = edge + (v - edge) / slope if inverse else edge + (v - edge) * slope
         if inverse:
             log_deriv = -log_deriv
-        return torch.where(inside, out, v), torch.where(inside, log_deriv, torch.zeros_like(v))
+        tail_log_deriv = -slope.log() if inverse else slope.log()
+        return torch.where(inside, out, tail), torch.where(inside, log_deriv, tail_log_deriv)
 
     def forward(self, x: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
-        """y = g(x) and log g'(x), elementwise; ``raw`` has shape (*x.shape, 3K − 1)."""
+        """y = g(x) and log g'(x), elementwise; ``raw`` has shape (*x.shape, 3K + 1)."""
         return self._apply(x, raw, inverse=False)
 
     def inverse(self, y: Tensor, raw: Tensor) -> tuple[Tensor, Tensor]:
@@ -176,7 +182,7 @@ class ElementwiseSpline(Transform):
     Args:
         dim: event size d.
         bins: K, bins per spline (at least 2).
-        bound: B > 0; each spline is the identity outside [−B, B].
+        bound: B > 0; each spline is linear outside [−B, B].
     """
 
     def __init__(self, dim: int, bins: int = 8, bound: float = 5.0) -> None:
