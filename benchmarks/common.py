@@ -14,6 +14,7 @@ import torch
 from vi_flows import flows
 from vi_flows.diagnostics import diagnose
 from vi_flows.fit import fit
+from vi_flows.transforms import Compose, ElementwiseAffine, Transform
 
 # Flow families and their fit settings used by every density benchmark (one place, so a change is
 # a change for all). The learning rates are each family's own sensible default, not tuned per
@@ -28,10 +29,60 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "nflows-spline": {"lr": 3e-3, "options": {"layers": 4}},
     "pyro-planar": {"lr": 3e-3, "options": {"layers": 16}},
     "pyro-coupling": {"lr": 3e-3, "options": {"layers": 8}},
+    "maf": {"lr": 3e-3, "options": {"layers": 5}},
+    "iaf": {"lr": 3e-3, "options": {"layers": 5}},
+    "nsf": {"lr": 3e-3, "options": {"layers": 4}},
+    "nsf-ar": {"lr": 3e-3, "options": {"layers": 4}},
+}
+
+#: zuko's flows at the architecture of our families (layers, hidden widths, bins, bound 5), fitted
+#: by the same loop; built by :func:`build_family`, never part of vi_flows. zuko-nsf is zuko's
+#: NSF in coupling form (passes=2) like our ``nsf``; zuko-maf is zuko's MAF like our ``maf``.
+ZUKO_FAMILIES: dict[str, dict[str, Any]] = {
+    "zuko-nsf": {"lr": 3e-3, "options": {"layers": 4}},
+    "zuko-maf": {"lr": 3e-3, "options": {"layers": 5}},
 }
 
 #: Families that need a coupling split (dim >= 2).
-NEEDS_TWO_DIMS = {"realnvp", "nflows-spline", "pyro-coupling"}
+NEEDS_TWO_DIMS = {"realnvp", "nflows-spline", "pyro-coupling", "nsf", "zuko-nsf"}
+
+
+class ZukoTransform(Transform):
+    """A zuko flow's transform as a vi_flows transform (forward = base → sample).
+
+    zuko's transforms map data to noise, so our forward is zuko's inverse: for autoregressive
+    layers that is ``passes`` MADE evaluations per layer (2 for coupling form, d for MAF).
+    """
+
+    def __init__(self, flow: Any, dim: int) -> None:
+        super().__init__(dim)
+        self.flow = flow
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.flow.transform().inv.call_and_ladj(x)
+
+    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.flow.transform().call_and_ladj(y)
+
+
+def zuko_flow(family: str, dim: int, layers: int, hidden: tuple[int, ...] = (64, 64)) -> Any:
+    """zuko's NSF (coupling form, 8 bins on [−5, 5]) or MAF with our layer count and widths."""
+    import zuko
+
+    if family == "zuko-nsf":
+        return zuko.flows.NSF(dim, transforms=layers, hidden_features=hidden, bins=8, passes=2)
+    if family == "zuko-maf":
+        return zuko.flows.MAF(dim, transforms=layers, hidden_features=hidden)
+    raise ValueError(f"unknown zuko family {family!r}")
+
+
+def build_family(family: str, dim: int, **extra: Any) -> flows.Flow:
+    """One of :data:`FAMILIES` (``extra`` options, e.g. a base, go to ``build``) or a zuko peer
+    (wrapped with the same standard-normal base and our elementwise affine head)."""
+    if family in ZUKO_FAMILIES:
+        inner = ZukoTransform(zuko_flow(family, dim, **ZUKO_FAMILIES[family]["options"]), dim)
+        return flows.Flow(Compose([inner, ElementwiseAffine(dim)]))
+    return flows.build(family, dim, **FAMILIES[family]["options"], **extra)
 
 
 def fit_family(
@@ -42,16 +93,18 @@ def fit_family(
     seconds: float | None = None,
     samples: int = 256,
     seed: int = 0,
+    options: dict[str, Any] | None = None,
 ) -> tuple[flows.Flow, dict[str, float]]:
     """Fit one family to ``target`` for ``steps`` steps or ``seconds`` of wall clock.
 
+    ``options`` (e.g. ``{"base": "student-t"}``) are passed to ``build`` on top of the family's.
     Returns the flow and {steps, seconds, final ELBO}.
     """
     if (steps is None) == (seconds is None):
         raise ValueError("give exactly one of steps and seconds")
-    spec = FAMILIES[family]
+    spec = {**FAMILIES, **ZUKO_FAMILIES}[family]
     torch.manual_seed(seed)
-    q = flows.build(family, target.dim, **spec["options"])
+    q = build_family(family, target.dim, **(options or {}))
     budget_steps = steps if steps is not None else 10**9
     deadline = None if seconds is None else time.perf_counter() + seconds
     start = time.perf_counter()

@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     FAMILIES,
     NEEDS_TWO_DIMS,
+    ZUKO_FAMILIES,
     evaluate,
     fit_family,
     markdown_table,
@@ -89,8 +90,10 @@ def target_list(quick: bool, only: list[str] | None = None) -> list[tuple[str, A
     return out
 
 
-def methods() -> list[str]:
-    return [*FAMILIES, "svgd-100", "svgd-500", "amortized-svgd"]
+def methods(only: list[str] | None = None) -> list[str]:
+    """Every method (our families, zuko's peers, SVGD), or just those named in ``only``."""
+    every = [*FAMILIES, *ZUKO_FAMILIES, "svgd-100", "svgd-500", "amortized-svgd"]
+    return [m for m in every if not only or m in only]
 
 
 def reference(target: Any, n: int) -> torch.Tensor:
@@ -108,7 +111,7 @@ def run_method(
     info: dict[str, Any] = {}
     start = time.perf_counter()
     deadline = start + budget
-    if method in FAMILIES:
+    if method in FAMILIES or method in ZUKO_FAMILIES:
         q, fit_info = fit_family(method, target, seconds=budget, seed=SEED)
         with torch.no_grad():
             draws = q.sample(n_eval)
@@ -192,10 +195,16 @@ def posterior_errors(target: Any, draws: torch.Tensor) -> dict[str, float]:
 
 
 def run_grid(
-    out: Path, budget: float, n_eval: int, quick: bool, only: list[str], whiten: bool
+    out: Path,
+    budget: float,
+    n_eval: int,
+    quick: bool,
+    only: list[str],
+    whiten: bool,
+    only_methods: list[str] | None = None,
 ) -> list[dict]:
     n_diag = 5000 if quick else 20_000
-    tlist, mlist = target_list(quick, only), methods()
+    tlist, mlist = target_list(quick, only), methods(only_methods)
     rows: list[dict] = []
     fig, axes = plt.subplots(
         len(tlist), len(mlist), figsize=(1.6 * len(mlist), 1.6 * len(tlist)), squeeze=False
@@ -369,9 +378,9 @@ def library_speed(out: Path, rounds: int, steps_per_round: int) -> list[dict]:
     return rows
 
 
-def summarize(rows: list[dict]) -> str:
+def summarize(rows: list[dict], only_methods: list[str] | None = None) -> str:
     ok = [r for r in rows if "error" not in r]
-    mlist = methods()
+    mlist = methods(only_methods)
     lines = []
     for metric, digits in [("mmd2", 4), ("sw1", 3), ("mean_var_ratio", 3)]:
         pivot = []
@@ -420,6 +429,7 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=2000, help="evaluation draws for flows")
     parser.add_argument("--skip", nargs="*", default=[], choices=["grid", "sweep", "cost", "speed"])
     parser.add_argument("--targets", nargs="*", default=[], help="only targets whose label has one")
+    parser.add_argument("--methods", nargs="*", default=[], help="only these methods (default all)")
     parser.add_argument(
         "--no-whiten", action="store_true", help="fit posteriors in their raw unconstrained space"
     )
@@ -431,8 +441,10 @@ def main() -> None:
     start = time.perf_counter()
     report = [f"# Density benchmark (budget {budget:g} s per method and target, seed {SEED})", ""]
     if "grid" not in args.skip:
-        rows = run_grid(out, budget, args.eval, args.quick, args.targets, not args.no_whiten)
-        report.append(summarize(rows))
+        rows = run_grid(
+            out, budget, args.eval, args.quick, args.targets, not args.no_whiten, args.methods
+        )
+        report.append(summarize(rows, args.methods))
     if "sweep" not in args.skip:
         dims = [1, 10, 100] if args.quick else [1, 2, 5, 10, 20, 50, 100]
         sweep = variance_sweep(out, 100 if args.quick else 2000, 200 if args.quick else 2000, dims)

@@ -63,6 +63,20 @@ CASES: dict[str, Callable[[], T.Transform]] = {
     "nflows-spline": _nflows_spline,
     "pyro-planar": lambda: T.PyroTransform(pyro_transforms.Planar(DIM), DIM, has_inverse=False),
     "pyro-coupling": _pyro_coupling,
+    "coupling-generic": lambda: T.Coupling(DIM, T.AffineTransformer(2.0), hidden=(8,)),
+    "spline-coupling": lambda: T.SplineCoupling(
+        DIM, alternating_mask(DIM, 1), hidden=(16,), bins=5, bound=2.0
+    ),
+    # bound 1.5 with inputs 1.5·N(0, 1): many coordinates land in the linear tails.
+    "elementwise-spline": lambda: T.ElementwiseSpline(DIM, bins=4, bound=1.5),
+    "iaf-affine": lambda: T.MaskedAutoregressive(
+        DIM, "affine", hidden=(16, 16), order=[2, 0, 3, 1]
+    ),
+    "iaf-spline": lambda: T.MaskedAutoregressive(
+        DIM, "spline", hidden=(16,), order=[1, 3, 0, 2], bins=4, bound=2.0
+    ),
+    "iaf-residual": lambda: T.MaskedAutoregressive(DIM, "affine", hidden=(12, 12), residual=True),
+    "maf-spline": lambda: T.Inverse(T.MaskedAutoregressive(DIM, "spline", hidden=(16,), bins=3)),
 }
 
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pyro.ops.stats import fit_generalized_pareto
 
 from vi_flows import distributed
 from vi_flows.flows import Flow
@@ -70,11 +69,37 @@ class Diagnostics:
 EQUAL_LOG_WEIGHTS = 1e-5
 
 
+def fit_generalized_pareto(x: torch.Tensor) -> tuple[float, float]:
+    """(k, σ) of a generalized Pareto fitted to the 1-D sample ``x`` (Zhang & Stephens 2009).
+
+    The profile-likelihood-weighted estimate of b = k/σ over a grid of M = 30 + √n candidates,
+    with the weak prior on k of Vehtari et al.'s PSIS (k ← (n k + 5)/(n + 10)). The same
+    algorithm as ``pyro.ops.stats.fit_generalized_pareto``, written here so that diagnostics
+    need no pyro.
+    """
+    if x.dim() != 1:
+        raise ValueError(f"x must be a 1-D tensor, got shape {tuple(x.shape)}")
+    x = torch.sort(x.double()).values
+    n = x.numel()
+    m = 30 + int(math.sqrt(n))
+    grid = torch.arange(1, m + 1, dtype=torch.float64)
+    bs = (1.0 - math.sqrt(m) / (grid - 0.5).sqrt()) / (3.0 * x[int(n / 4 - 0.5)]) + 1 / x[-1]
+    ks = torch.log1p(-bs[:, None] * x).mean(-1)
+    log_lik = n * (torch.log(-bs / ks) - (ks + 1.0))
+    weights = 1.0 / torch.exp(log_lik - log_lik[:, None]).sum(-1)
+    keep = weights > 1e-30
+    weights = weights[keep] / weights[keep].sum()
+    b = float((bs[keep] * weights).sum())
+    k = float(torch.log1p(-b * x).mean())
+    sigma = -k / b
+    return k * n / (n + 10.0) + 5.0 / (n + 10.0), sigma
+
+
 def psis_khat(log_w: torch.Tensor) -> float:
     """Pareto k̂ of the upper tail of importance weights (the PSIS diagnostic).
 
     Same tail rule as pyro's ``psis_diagnostic``: the largest min(0.2 n, 3√n) weights above the
-    cutoff, shifted by it, are fitted with pyro's ``fit_generalized_pareto``. Equal weights
+    cutoff, shifted by it, are fitted by :func:`fit_generalized_pareto`. Equal weights
     (q ∝ p at every sample, up to :data:`EQUAL_LOG_WEIGHTS`) have no tail: k̂ = −inf, better
     than any threshold. Otherwise fewer than 10 weights above the cutoff are too few to fit:
     +inf (unreliable).

@@ -1,4 +1,7 @@
-"""Flow distributions q_φ = h_φ # N(0, I) and the ``build`` registry of ready-made families.
+"""Flow distributions q_φ = h_φ # q₀ and the ``build`` registry of ready-made families.
+
+The base q₀ is N(0, I) unless ``build(..., base="student-t", df=ν)`` asks for a heavy-tailed one
+(:mod:`vi_flows.bases`).
 
 >>> q = build("gaussian", 3)
 >>> theta, log_q = q.sample_and_log_prob(5)
@@ -8,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,16 +19,20 @@ import torch
 from torch import Tensor, nn
 
 from vi_flows import runfiles
+from vi_flows.bases import make_base, standard_normal_log_prob
 from vi_flows.registry import Registry
 from vi_flows.transforms import (
     AffineCoupling,
     Compose,
     ElementwiseAffine,
+    Inverse,
     LowerTriangularAffine,
     LowRankAffine,
+    MaskedAutoregressive,
     Permutation,
     Planar,
     Radial,
+    SplineCoupling,
     Transform,
 )
 from vi_flows.transforms.coupling import alternating_mask
@@ -43,30 +49,31 @@ __all__ = [
     "standard_normal_log_prob",
 ]
 
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-def standard_normal_log_prob(xi: Tensor) -> Tensor:
-    """log N(ξ; 0, I_d), summed over the last dimension (the base density of every flow)."""
-    return -0.5 * (xi.square().sum(-1) + xi.shape[-1] * _LOG_2PI)
-
 
 class Flow(nn.Module):
-    """The distribution of θ = h(ξ), ξ ~ N(0, I_d), for an invertible transform h.
+    """The distribution of θ = h(ξ), ξ ~ q₀ (N(0, I_d) by default), for an invertible map h.
 
-    log q(θ) = log N(ξ; 0, I) − log|det ∂h/∂ξ|, so :meth:`sample_and_log_prob` needs one forward
+    log q(θ) = log q₀(ξ) − log|det ∂h/∂ξ|, so :meth:`sample_and_log_prob` needs one forward
     pass and no inverse; :meth:`log_prob` at arbitrary points needs ``h.inverse``.
 
     Args:
         transform: the map h (forward = base → sample).
         config: how the flow was built (name, dim, options), kept so :func:`save` can rebuild it.
+        base: the base distribution q₀ (a :class:`vi_flows.bases.Base` module); standard normal
+            when omitted.
     """
 
-    def __init__(self, transform: Transform, config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        transform: Transform,
+        config: dict[str, Any] | None = None,
+        base: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.transform = transform
         self.dim = transform.dim
         self.config = dict(config or {})
+        self.base = make_base() if base is None else base
 
     @property
     def has_log_prob(self) -> bool:
@@ -82,14 +89,13 @@ class Flow(nn.Module):
         return torch.empty(0)
 
     def base_sample(self, sample_shape: int | tuple[int, ...] = ()) -> Tensor:
-        """ξ ~ N(0, I_d) with shape (*sample_shape, d) in the flow's dtype and device."""
+        """ξ ~ q₀ with shape (*sample_shape, d) in the flow's dtype and device (reparameterized)."""
         shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
-        like = self._like()
-        return torch.randn(*shape, self.dim, dtype=like.dtype, device=like.device)
+        return self.base.sample((*shape, self.dim), self._like())
 
     def base_log_prob(self, xi: Tensor) -> Tensor:
-        """log N(ξ; 0, I_d), summed over the last dimension."""
-        return standard_normal_log_prob(xi)
+        """log q₀(ξ), summed over the last dimension."""
+        return self.base.log_prob(xi)
 
     def forward(self, xi: Tensor) -> tuple[Tensor, Tensor]:
         """Push given base noise through h: returns (θ, log q(θ))."""
@@ -143,25 +149,47 @@ def names() -> list[str]:
     return FLOWS.names()
 
 
-def build(name: str, dim: int, **options: Any) -> Flow:
+def build(
+    name: str,
+    dim: int,
+    *,
+    base: str = "normal",
+    df: float | None = None,
+    learn_df: bool = False,
+    **options: Any,
+) -> Flow:
     """A ready flow of family ``name`` over ℝ^dim.
 
     Families: ``gaussian`` (diagonal), ``full-gaussian``, ``lowrank-gaussian``, ``planar``,
-    ``radial``, ``realnvp``, ``nflows-spline``, ``pyro-planar``, ``pyro-coupling`` (see each
-    factory's docstring for its options).
+    ``radial``, ``realnvp``, ``maf``, ``iaf``, ``nsf``, ``nsf-ar`` (native), and the adapters
+    ``nflows-spline``, ``pyro-planar``, ``pyro-coupling`` (see each factory's docstring for its
+    options).
 
     Args:
         name: the family.
         dim: event size d.
+        base: ``"normal"`` (N(0, I), the default) or ``"student-t"`` (independent Student-t(ν)
+            coordinates, for heavy-tailed targets).
+        df: ν > 0 of the Student-t base (default 5).
+        learn_df: learn ν with the flow's parameters.
         **options: passed to the family's factory.
 
     Raises:
         UnknownNameError: for an unknown family (the message lists the known ones).
+        ValueError: for a bad size or base option (unknown base, df ≤ 0).
+
+    >>> q = build("iaf", 2, base="student-t", df=4.0)
+    >>> q.sample_and_log_prob(3)[1].shape
+    torch.Size([3])
     """
     factory = FLOWS.get(name)
     _check_sizes(name, dim, options)
+    base_module = make_base(base, df, learn_df)
     transform = factory(dim, **options)
-    return Flow(transform, config={"name": name, "dim": dim, "options": options})
+    config: dict[str, Any] = {"name": name, "dim": dim, "options": options}
+    if base != "normal":  # kept out of the config otherwise, so older saved files stay identical
+        config["base"] = {"base": base, "df": df, "learn_df": learn_df}
+    return Flow(transform, config=config, base=base_module)
 
 
 def _is_count(value: Any) -> bool:
@@ -241,6 +269,103 @@ def _realnvp(
     return _with_affine_head(body, dim, init_scale)
 
 
+def _alternating_orders(dim: int, layers: int) -> list[torch.Tensor]:
+    # Reversing the order between autoregressive layers lets every coordinate condition on every
+    # other one within two layers (the standard MAF/IAF choice).
+    forward = torch.arange(dim)
+    return [forward if i % 2 == 0 else forward.flip(0) for i in range(layers)]
+
+
+@register("iaf")
+def _iaf(
+    dim: int,
+    layers: int = 5,
+    hidden: tuple[int, ...] = (64, 64),
+    residual: bool = False,
+    scale_bound: float = 3.0,
+    init_scale: float = 1.0,
+) -> Transform:
+    """Inverse autoregressive flow (Kingma et al. 2016): ``layers`` affine MADE layers with
+    alternating orders, then an elementwise affine. Sampling with log q is one pass per layer;
+    log q at arbitrary points costs d passes per layer."""
+    body: list[Transform] = [
+        MaskedAutoregressive(
+            dim, "affine", hidden, order=o, residual=residual, scale_bound=scale_bound
+        )
+        for o in _alternating_orders(dim, layers)
+    ]
+    return _with_affine_head(body, dim, init_scale)
+
+
+@register("maf")
+def _maf(
+    dim: int,
+    layers: int = 5,
+    hidden: tuple[int, ...] = (64, 64),
+    residual: bool = False,
+    scale_bound: float = 3.0,
+    init_scale: float = 1.0,
+) -> Transform:
+    """Masked autoregressive flow (Papamakarios et al. 2017): as ``iaf`` but each layer is the
+    inverse of a MADE layer, so log q at arbitrary points is one pass per layer and sampling
+    costs d passes per layer (prefer ``iaf`` for VI)."""
+    body: list[Transform] = [
+        Inverse(
+            MaskedAutoregressive(
+                dim, "affine", hidden, order=o, residual=residual, scale_bound=scale_bound
+            )
+        )
+        for o in _alternating_orders(dim, layers)
+    ]
+    return _with_affine_head(body, dim, init_scale)
+
+
+@register("nsf")
+def _nsf(
+    dim: int,
+    layers: int = 4,
+    hidden: tuple[int, ...] = (64, 64),
+    bins: int = 8,
+    bound: float = 5.0,
+    init_scale: float = 1.0,
+) -> Transform:
+    """Neural spline flow (Durkan et al. 2019), coupling form: ``layers`` rational-quadratic
+    spline couplings with ``bins`` bins on [−bound, bound] and linear tails of learned slope,
+    alternating masks (and a random permutation between pairs when dim > 2), then an
+    elementwise affine. Both directions are one pass per layer."""
+    if dim < 2:
+        raise ValueError("nsf needs dim >= 2 (a coupling splits the coordinates); use nsf-ar")
+    body: list[Transform] = []
+    for i in range(layers):
+        mask = alternating_mask(dim, i)
+        body.append(SplineCoupling(dim, mask, hidden=tuple(hidden), bins=bins, bound=bound))
+        if dim > 2 and i % 2 == 1 and i < layers - 1:
+            body.append(Permutation(dim))
+    return _with_affine_head(body, dim, init_scale)
+
+
+@register("nsf-ar")
+def _nsf_ar(
+    dim: int,
+    layers: int = 4,
+    hidden: tuple[int, ...] = (64, 64),
+    bins: int = 8,
+    bound: float = 5.0,
+    residual: bool = False,
+    init_scale: float = 1.0,
+) -> Transform:
+    """Autoregressive neural spline flow, in the IAF direction (sampling with log q is one pass
+    per layer): ``layers`` MADE-conditioned rational-quadratic splines with alternating orders,
+    then an elementwise affine."""
+    body: list[Transform] = [
+        MaskedAutoregressive(
+            dim, "spline", hidden, order=o, residual=residual, bins=bins, bound=bound
+        )
+        for o in _alternating_orders(dim, layers)
+    ]
+    return _with_affine_head(body, dim, init_scale)
+
+
 register("nflows-spline")(nflows_spline)
 register("pyro-planar")(pyro_planar)
 register("pyro-coupling")(pyro_coupling)
@@ -269,7 +394,7 @@ def load(path: str | Path, map_location: str | torch.device | None = None) -> Fl
     blob = runfiles.load(path, map_location=map_location)
     try:
         config = blob["config"]
-        flow = build(config["name"], config["dim"], **config["options"])
+        flow = build(config["name"], config["dim"], **config.get("base", {}), **config["options"])
         state = blob["state_dict"]
         floats = [t.dtype for t in state.values() if t.is_floating_point()]
         if floats:  # build() makes the default dtype; a float64 flow must come back float64

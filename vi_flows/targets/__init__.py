@@ -2,6 +2,7 @@
 
 - :mod:`vi_flows.targets.base`: :class:`Target`, :func:`as_target` and the registry;
 - :mod:`vi_flows.targets.toys`: toy targets with known answers (U1–U4, banana, funnel, ...);
+- :mod:`vi_flows.targets.heavy_tails`: the multivariate Student-t (``student-t``);
 - :mod:`vi_flows.targets.posteriordb`: real posteriors, registered under the prefix
   ``posteriordb:``.
 
@@ -17,7 +18,7 @@ A new target is a :class:`Target` subclass (or any factory returning one) regist
 
 import torch  # noqa: F401  (used by the doctest above)
 
-from vi_flows.targets import hier_logreg, posteriordb, toys
+from vi_flows.targets import heavy_tails, hier_logreg, posteriordb, toys
 from vi_flows.targets.base import (
     TARGETS,
     Bounds,
@@ -39,6 +40,7 @@ __all__ = [
     "as_target",
     "get",
     "grid_log_z",
+    "heavy_tails",
     "hier_logreg",
     "names",
     "normal_log_prob",

@@ -10,24 +10,28 @@ again here. Each adapter keeps the toolkit's convention: forward is base → sam
 * pyro transforms are ``torch.distributions.Transform`` objects whose log-det comes from
   ``log_abs_det_jacobian(x, y)`` (pyro keeps it in a per-call cache); the adapter asks for it in
   the same call, so no cache ever crosses a call boundary. pyro's planar has no inverse.
+
+nflows and pyro are imported only when one of these adapters is built: the native families
+(``maf``, ``iaf``, ``nsf``, ``nsf-ar`` and the rest) work with neither library installed.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
-from nflows.transforms import PiecewiseRationalQuadraticCouplingTransform
-from nflows.transforms import Transform as _NflowsBase
-from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
-from pyro.distributions import transforms as pyro_transforms
-from pyro.nn import DenseNN
 from torch import Tensor, nn
 
 from vi_flows.transforms.affine import ElementwiseAffine
 from vi_flows.transforms.base import Compose, Transform
 from vi_flows.transforms.coupling import Reverse, alternating_mask, mlp
+
+if TYPE_CHECKING:  # only for annotations: the libraries are imported when an adapter is built
+    from nflows.transforms import PiecewiseRationalQuadraticCouplingTransform
+    from nflows.transforms import Transform as _NflowsBase
+    from pyro.distributions.transforms import TransformModule
 
 __all__ = ["NflowsTransform", "PyroTransform", "nflows_spline", "pyro_planar", "pyro_coupling"]
 
@@ -47,7 +51,7 @@ class NflowsTransform(Transform):
         self.inner = transform
         self.has_inverse = has_inverse
 
-    def _apply_flat(self, fn, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _apply_flat(self, fn: Any, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
         batch = x.shape[:-1]
         y, ladj = fn(x.reshape(-1, self.dim))
@@ -71,7 +75,7 @@ class PyroTransform(Transform):
         has_inverse: whether pyro can invert it at arbitrary points (its planar cannot).
     """
 
-    def __init__(self, transform: pyro_transforms.TransformModule, dim: int, has_inverse: bool):
+    def __init__(self, transform: TransformModule, dim: int, has_inverse: bool) -> None:
         super().__init__(dim)
         self.inner = transform
         self.has_inverse = has_inverse
@@ -111,6 +115,8 @@ def _start_at_identity(coupling: PiecewiseRationalQuadraticCouplingTransform, bi
     maps a derivative logit a to min_derivative + softplus(a). Equal widths and heights give
     the identity once every derivative is 1.
     """
+    from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
+
     last = coupling.transform_net.net[-1]
     logit = math.log(math.expm1(1.0 - DEFAULT_MIN_DERIVATIVE))
     with torch.no_grad():
@@ -134,6 +140,8 @@ def nflows_spline(
     """
     if dim < 2:
         raise ValueError("nflows-spline needs dim >= 2 (a coupling splits the coordinates)")
+    from nflows.transforms import PiecewiseRationalQuadraticCouplingTransform
+
     body: list[Transform] = []
     for i in range(layers):
         mask = alternating_mask(dim, i).to(torch.int64)  # nflows: >0 transforms, <=0 conditions
@@ -156,6 +164,8 @@ def nflows_spline(
 
 def pyro_planar(dim: int, layers: int = 16, init_scale: float = 1.0) -> Transform:
     """A stack of pyro's planar transforms followed by our elementwise affine."""
+    from pyro.distributions import transforms as pyro_transforms
+
     body: list[Transform] = [
         PyroTransform(pyro_transforms.Planar(dim), dim, has_inverse=False) for _ in range(layers)
     ]
@@ -169,6 +179,9 @@ def pyro_coupling(
     """pyro's affine coupling layers (RealNVP) with reversals between them, then an affine."""
     if dim < 2:
         raise ValueError("pyro-coupling needs dim >= 2 (a coupling splits the coordinates)")
+    from pyro.distributions import transforms as pyro_transforms
+    from pyro.nn import DenseNN
+
     split = dim // 2
     body: list[Transform] = []
     for i in range(layers):
