@@ -59,7 +59,9 @@ def _overrides(pairs: list[str], extra: list[str]) -> dict[str, str]:
 
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
     from rl.trainer import saved_config, train
+    from vi_flows import distributed
 
+    distributed.init()  # torchrun's environment: several ranks, no new flags; else a no-op
     out = Path(args.out)
     overrides = _overrides(args.set or [], extra)
     fields = {"env_id": args.env, "seed": args.seed, "total_steps": args.steps}
@@ -86,7 +88,8 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         preset = env_preset(fields["env_id"], algo) if args.preset else {}
         cfg = with_overrides(default_config(algo), {**preset, **fields, **overrides})
     row = train(cfg, out, resume=args.resume, progress=not args.quiet, overwrite=args.overwrite)
-    print(json.dumps(row))
+    if distributed.is_main():
+        print(json.dumps(row))
     return 0
 
 

@@ -12,10 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from rl.adapter import clipped_objective, kl_penalty_objective
-from rl.algorithms.base import Algorithm, adam, adam_step
+from rl.algorithms.base import Algorithm, adam, adam_step, global_mean
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
+from vi_flows import distributed
 
 __all__ = ["PPOConfig", "PPO"]
 
@@ -80,10 +81,9 @@ class PPO(Algorithm):
                     loss = self.loss(mb, objective, alpha)
                 norm = adam_step(loss, self.opt, cfg.max_grad_norm)
                 log_ratio = seen["logp"] - mb.logp
-                clipped.append(
-                    float(((log_ratio.exp() - 1.0).abs() > cfg.clip_coef).float().mean())
-                )
-                minibatch_kl = float((log_ratio.exp() - 1.0 - log_ratio).mean())
+                # Global means under several ranks: the early stop below is decided alike.
+                clipped.append(global_mean(((log_ratio.exp() - 1.0).abs() > cfg.clip_coef).float()))
+                minibatch_kl = global_mean(log_ratio.exp() - 1.0 - log_ratio)
             if cfg.target_kl > 0 and minibatch_kl > cfg.target_kl:
                 break
         self.updates += 1
@@ -96,7 +96,7 @@ class PPO(Algorithm):
         value_loss = self.fit_value(batch)
         return {
             **stats,
-            "policy_loss": float(loss.detach()),
+            "policy_loss": float(distributed.all_reduce_sum(loss.detach().clone())),
             "value_loss": value_loss,
             "kl_coef": self.beta,
             "grad_norm": norm,
