@@ -33,13 +33,19 @@ SMALL = {
 }
 
 
-def update_config(**fields):
-    return default_config("vppo", **{**SMALL, **fields})
+#: Settings that only some algorithms have.
+PPO_ONLY = ("minibatch_size", "epochs")
+EXTRA = {"trpo": {"fisher": "score"}, "svpg": {"epochs": 2}}
 
 
-def case_update(out: Path) -> None:
-    """One rollout and one V-PPO update; saves the rollout and the parameters before/after."""
-    cfg = update_config(env_id="CartPole-v1", total_steps=10_000)  # episodes end: K differs
+def update_config(algo: str = "vppo", **fields):
+    small = {k: v for k, v in SMALL.items() if algo.endswith("ppo") or k not in PPO_ONLY}
+    return default_config(algo, **{**small, **EXTRA.get(algo, {}), **fields})
+
+
+def case_update(out: Path, algo: str = "vppo") -> None:
+    """One rollout and one update; saves the rollout and the parameters before/after."""
+    cfg = update_config(algo, env_id="CartPole-v1", total_steps=10_000)  # episodes end: K differs
     run = _Run(cfg)
     r = distributed.rank()
     if distributed.is_main():

@@ -60,11 +60,11 @@ class SVPG(Algorithm):
     def update(self, batch: Batch, alpha: float) -> dict[str, float]:
         cfg, policy = self.cfg, self.policy
         objective = clipped_objective(batch.logp, batch.advantages, cfg.clip_coef)
-        # Several ranks: log p̃ is normalised by the global sample count M (α M_r / M here gives
+        # Several ranks: log p̃ is normalised by the global sample count M (α M / M_r here gives
         # K / (M α) in its scale), so the ranks' shares of each score add up.
         share = len(batch) / distributed.all_reduce_sum(torch.tensor(float(len(batch)))).item()
         # The θ table is the n particles (Particles); differentiate at the leaf that holds them.
-        q, _, log_p = policy_log_density(policy, batch, objective, alpha * share)
+        q, _, log_p = policy_log_density(policy, batch, objective, alpha / share)
         particles = q.theta
         n = particles.shape[0]
         total = torch.zeros(())
