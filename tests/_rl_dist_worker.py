@@ -43,8 +43,16 @@ def update_config(algo: str = "vppo", **fields):
     return default_config(algo, **{**small, **EXTRA.get(algo, {}), **fields})
 
 
-def case_update(out: Path, algo: str = "vppo") -> None:
-    """One rollout and one update; saves the rollout and the parameters before/after."""
+def case_update(out: Path, *algos: str) -> None:
+    """For each algorithm: one rollout and one update; saves the rollout and the parameters
+    before and after in ``OUT/ALGO/u{rank}.pt`` (and the config in ``OUT/ALGO/config.json``)."""
+    for algo in algos:
+        (out / algo).mkdir(exist_ok=True)
+        distributed.barrier()
+        _update(out / algo, algo)
+
+
+def _update(out: Path, algo: str) -> None:
     cfg = update_config(algo, env_id="CartPole-v1", total_steps=10_000)  # episodes end: K differs
     run = _Run(cfg)
     r = distributed.rank()

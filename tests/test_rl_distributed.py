@@ -108,11 +108,22 @@ def _reference_batch(parts: list[dict], cfg) -> Batch:
     )
 
 
-@pytest.mark.parametrize("algo", ["vppo", "vtrpo", "trpo", "svpg"])
-def test_one_update_equals_the_single_process_update_on_the_concatenated_batch(algo, tmp_path):
+ALGOS = ["vppo", "vtrpo", "trpo", "svpg"]
+
+
+@pytest.fixture(scope="module")
+def updates(tmp_path_factory) -> Path:
+    """One 2-rank job that makes one update of each algorithm in :data:`ALGOS`."""
+    out = tmp_path_factory.mktemp("updates")
+    _ok(run_ranks("update", str(out), *ALGOS))
+    return out
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_one_update_equals_the_single_process_update_on_the_concatenated_batch(algo, updates):
     """V-PPO (the issue's case), V-TRPO (all-reduced Fisher-vector products and line search),
     TRPO with the score Fisher, and SVPG (all-reduced particle scores)."""
-    _ok(run_ranks("update", str(tmp_path), algo))
+    tmp_path = updates / algo
     parts = [torch.load(tmp_path / f"u{r}.pt", weights_only=True) for r in range(2)]
     # The ranks drew different ξ and episodes (rank-aware seeds) but hold the same networks.
     assert not torch.equal(parts[0]["xi"], parts[1]["xi"])

@@ -28,6 +28,7 @@ __all__ = [
     "approx_kl",
     "explained_variance",
     "global_mean",
+    "global_means",
     "share_of_mean",
     "policy_stats",
     "reinforce_loss",
@@ -62,13 +63,21 @@ def share_of_mean(x: Tensor) -> Tensor:
     return x.sum() / count.to(x.dtype)
 
 
-def global_mean(x: Tensor) -> float:
-    """``float(x.mean())``, over the concatenation of all ranks' ``x`` under several ranks."""
+def global_means(*xs: Tensor) -> list[float]:
+    """``float(x.mean())`` of each ``x``, over the concatenation of all ranks' ``x`` under several
+    ranks (one all-reduce of their sums and counts in float64, so every rank gets the same)."""
     if not distributed.is_distributed():
-        return float(x.mean())
-    acc = torch.stack([x.detach().double().sum(), torch.tensor(float(x.numel()))])
-    total, count = distributed.all_reduce_sum(acc.double()).tolist()
-    return total / count if count else math.nan
+        return [float(x.mean()) for x in xs]
+    acc = torch.tensor([[0.0, float(x.numel())] for x in xs], dtype=torch.float64)
+    for i, x in enumerate(xs):
+        acc[i, 0] = x.detach().double().sum()
+    sums = distributed.all_reduce_sum(acc).tolist()
+    return [total / count if count else math.nan for total, count in sums]
+
+
+def global_mean(x: Tensor) -> float:
+    """:func:`global_means` of one tensor."""
+    return global_means(x)[0]
 
 
 @torch.no_grad()
@@ -83,10 +92,13 @@ def policy_stats(policy: PolicyFamily, batch: Batch) -> dict[str, float]:
     theta, log_q = q(xi)
     dist = policy.grouped_distribution(batch, theta)
     log_ratio = dist.log_prob(batch.actions) - batch.logp
+    kl, entropy, posterior_entropy = global_means(
+        log_ratio.exp() - 1 - log_ratio, dist.entropy(), -log_q
+    )
     return {
-        "kl": global_mean(log_ratio.exp() - 1 - log_ratio),
-        "entropy": global_mean(dist.entropy()),
-        "posterior_entropy": global_mean(-log_q) if policy.has_kl_term else math.nan,
+        "kl": kl,
+        "entropy": entropy,
+        "posterior_entropy": posterior_entropy if policy.has_kl_term else math.nan,
     }
 
 

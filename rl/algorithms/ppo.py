@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from rl.adapter import clipped_objective, kl_penalty_objective
-from rl.algorithms.base import Algorithm, adam, adam_step, global_mean
+from rl.algorithms.base import Algorithm, adam, adam_step, global_means
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
@@ -82,8 +82,11 @@ class PPO(Algorithm):
                 norm = adam_step(loss, self.opt, cfg.max_grad_norm)
                 log_ratio = seen["logp"] - mb.logp
                 # Global means under several ranks: the early stop below is decided alike.
-                clipped.append(global_mean(((log_ratio.exp() - 1.0).abs() > cfg.clip_coef).float()))
-                minibatch_kl = global_mean(log_ratio.exp() - 1.0 - log_ratio)
+                frac, minibatch_kl = global_means(
+                    ((log_ratio.exp() - 1.0).abs() > cfg.clip_coef).float(),
+                    log_ratio.exp() - 1.0 - log_ratio,
+                )
+                clipped.append(frac)
             if cfg.target_kl > 0 and minibatch_kl > cfg.target_kl:
                 break
         self.updates += 1
