@@ -115,7 +115,7 @@ class _Run:
         )
         self.update, self.elapsed = 0, 0.0
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict | None:
         """Tensors and plain data only (numpy tagged by :func:`rl.checkpoint.to_plain`).
 
         Under several ranks this is a collective: every rank's own part (collector, envs, torch
