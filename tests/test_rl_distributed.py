@@ -246,6 +246,7 @@ def test_resume_under_two_ranks_continues_bit_for_bit_and_other_world_sizes_are_
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "written by 2 rank(s) but this job has 1" in err and "--nproc_per_node 2" in err
+    assert main(["eval", str(a), "--episodes", "1"]) == 0  # evaluation needs no ranks
 
 
 def test_a_failing_rank_brings_the_training_job_down(tmp_path):
