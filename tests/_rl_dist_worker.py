@@ -52,8 +52,11 @@ def case_update(out: Path, *algos: str) -> None:
         _update(out / algo, algo)
 
 
-def _update(out: Path, algo: str) -> None:
-    cfg = update_config(algo, env_id="CartPole-v1", total_steps=10_000)  # episodes end: K differs
+def _update(out: Path, case: str) -> None:
+    algo, _, setting = case.partition(":")  # e.g. "vppo:minibatch_size=2"
+    fields = {k: int(v) for k, v in [setting.split("=")]} if setting else {}
+    # CartPole's episodes end within the rollout, so the ranks' θ tables differ in size.
+    cfg = update_config(algo, env_id="CartPole-v1", total_steps=10_000, **fields)
     run = _Run(cfg)
     r = distributed.rank()
     if distributed.is_main():
