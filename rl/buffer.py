@@ -15,6 +15,14 @@ Then, with end_t = terminated_t or truncated_t,
 
 and Â past the last stored step is 0 (its V'_{T−1} already bootstraps the unfinished episode).
 The value target is R̂_t = Â_t + V(s_t).
+
+Under several ranks (torchrun) each rank holds its own rollout; together they form the *global
+batch*, the concatenation of the ranks' batches in rank order. Advantages are normalised with the
+global batch's mean and standard deviation, and :meth:`Batch.minibatches` draws one permutation
+of the global batch from a generator that every rank keeps in step (same seed, same draws): each
+rank takes the rows of each global minibatch that it holds. So the minibatches are exactly those
+one process would draw from the concatenated batch; a rank's share of a minibatch varies (it may
+even be empty) and the losses weight it by global counts (:mod:`rl.algorithms.base`).
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
-__all__ = ["gae", "Batch", "RolloutBuffer"]
+from vi_flows import distributed
+
+__all__ = ["gae", "Batch", "RolloutBuffer", "global_mean_std"]
 
 
 def gae(
@@ -86,10 +96,23 @@ class Batch:
         return replace(self, **per_sample)
 
     def minibatches(self, size: int, generator: torch.Generator) -> Iterator[Batch]:
-        """Shuffled minibatches of ``size`` samples (the last one may be smaller)."""
-        order = torch.randperm(len(self), generator=generator)
-        for start in range(0, len(self), size):
-            yield self.subset(order[start : start + size])
+        """Shuffled minibatches of ``size`` samples (the last one may be smaller).
+
+        Under several ranks: this rank's rows of each minibatch of the global batch (see the
+        module docstring), in the order the global permutation lists them.
+        """
+        if not distributed.is_distributed():
+            order = torch.randperm(len(self), generator=generator)
+            for start in range(0, len(self), size):
+                yield self.subset(order[start : start + size])
+            return
+        sizes = distributed.all_gather_cat(torch.tensor([len(self)]))
+        offset, total = int(sizes[: distributed.rank()].sum()), int(sizes.sum())
+        order = torch.randperm(total, generator=generator)
+        for start in range(0, total, size):
+            rows = order[start : start + size]
+            mine = rows[(rows >= offset) & (rows < offset + len(self))]
+            yield self.subset(mine - offset)
 
 
 class RolloutBuffer:
@@ -124,7 +147,10 @@ class RolloutBuffer:
             raise RuntimeError(f"buffer holds {self.t} of {self.steps} steps")
         adv = gae(self.rewards, self.values, self.next_values, self.ends, gamma, lam)
         returns = adv + self.values
-        if normalize_advantages:
+        if normalize_advantages and distributed.is_distributed():
+            mean, std = global_mean_std(adv)
+            adv = (adv - mean) / (std + 1e-8)
+        elif normalize_advantages:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         self.t = 0
         return Batch(
@@ -137,3 +163,16 @@ class RolloutBuffer:
             session=self.session.flatten(),
             xi=xi,
         )
+
+
+def global_mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and (unbiased) standard deviation of ``x`` concatenated over all ranks.
+
+    Two passes (sum and count, then the squared deviations from the global mean), each one
+    all-reduce of two numbers in float64, so every rank gets the same values.
+    """
+    acc = torch.stack([x.sum().double(), torch.tensor(float(x.numel()), dtype=torch.float64)])
+    total, count = distributed.all_reduce_sum(acc).unbind()
+    mean = total / count
+    sq = distributed.all_reduce_sum((x.double() - mean).square().sum().reshape(1))[0]
+    return mean.to(x.dtype), (sq / (count - 1)).sqrt().to(x.dtype)

@@ -65,7 +65,9 @@ def _overrides(pairs: list[str], extra: list[str]) -> dict[str, str]:
 
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
     from rl.trainer import saved_config, train
+    from vi_flows import distributed
 
+    distributed.init()  # torchrun's environment: several ranks, no new flags; else a no-op
     out = Path(args.out)
     overrides = _overrides(args.set or [], extra)
     fields = {"env_id": args.env, "seed": args.seed, "total_steps": args.steps}
@@ -98,7 +100,8 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         if preset:
             fields["preset"] = fields["env_id"]
         cfg = with_overrides(default_config(algo), {**preset, **fields, **overrides})
-        announce = _once(_preset_line(fields["env_id"], algo, preset)) if preset else None
+        main = distributed.is_main()
+        announce = _once(_preset_line(fields["env_id"], algo, preset)) if preset and main else None
     row = train(
         cfg,
         out,
@@ -107,7 +110,8 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         overwrite=args.overwrite,
         callback=announce,
     )
-    print(json.dumps(row))
+    if distributed.is_main():
+        print(json.dumps(row))
     return 0
 
 

@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 import rl.explore_envs  # noqa: F401  (registers the vi-flows/* ids with gymnasium)
+from vi_flows import distributed
 
 __all__ = [
     "RunningMeanStd",
     "RewardScaler",
+    "merge_moments",
+    "global_moments",
     "make_envs",
     "check_finite",
 ]
@@ -83,6 +87,47 @@ def check_finite(name: str, value: np.ndarray, step: int, slots: list[int] | Non
         )
 
 
+def merge_moments(
+    moments: list[tuple[np.ndarray, np.ndarray, float]],
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """The mean, (population) variance and count of the union of data sets, from theirs.
+
+    Chan, Golub & LeVeque's pairwise update, folded left to right:
+    δ = μ_b − μ_a, n = n_a + n_b, μ = μ_a + δ n_b / n, M2 = M2_a + M2_b + δ² n_a n_b / n.
+
+    >>> a, b = np.array([1.0, 2.0]), np.array([3.0, 5.0, 7.0])
+    >>> m = merge_moments([(a.mean(), a.var(), 2), (b.mean(), b.var(), 3)])
+    >>> bool(np.isclose(m[0], 3.6) and np.isclose(m[1], np.r_[a, b].var())), m[2]
+    (True, 5.0)
+    """
+    mean, var, count = moments[0][0], moments[0][1], float(moments[0][2])
+    for b_mean, b_var, b_count in moments[1:]:
+        total = count + b_count
+        if b_count == 0:
+            continue
+        delta = b_mean - mean
+        m2 = var * count + b_var * b_count + delta**2 * count * b_count / total
+        mean = mean + delta * b_count / total
+        var, count = m2 / total, total
+    return mean, var, count
+
+
+def global_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mean, variance and count over axis 0 of ``x`` concatenated over all ranks (rank order).
+
+    One all-gather of each rank's (count, mean, var) in float64, merged with
+    :func:`merge_moments` identically on every rank; on one process ``x.mean(0), x.var(0), n``.
+    """
+    if not distributed.is_distributed():
+        return x.mean(0), x.var(0), x.shape[0]
+    mean, var = np.asarray(x.mean(0), np.float64), np.asarray(x.var(0), np.float64)
+    row = np.concatenate([[float(x.shape[0])], mean.reshape(-1), var.reshape(-1)])
+    rows = distributed.all_gather_cat(torch.from_numpy(row)[None]).numpy()
+    d = mean.size
+    parts = [(r[1 : 1 + d].reshape(mean.shape), r[1 + d :].reshape(mean.shape), r[0]) for r in rows]
+    return merge_moments(parts)
+
+
 @dataclass
 class RunningMeanStd:
     """Running mean and variance of observations (parallel Welford/Chan update).
@@ -101,8 +146,13 @@ class RunningMeanStd:
         self.var = np.ones(self.shape, dtype=np.float64)
 
     def update(self, x: np.ndarray) -> None:
-        """Fold a batch (n, *shape) into the running moments."""
-        b_mean, b_var, b_count = x.mean(0), x.var(0), x.shape[0]
+        """Fold a batch (n, *shape) into the running moments; under several ranks the batch is
+        the concatenation of every rank's ``x`` (:func:`global_moments`), so all ranks keep the
+        same statistics, equal to those of one process that saw all the data."""
+        self.update_moments(*global_moments(x))
+
+    def update_moments(self, b_mean: np.ndarray, b_var: np.ndarray, b_count: float) -> None:
+        """Fold a batch given by its mean, variance and count (Chan et al.'s parallel update)."""
         delta = b_mean - self.mean
         total = self.count + b_count
         self.mean = self.mean + delta * b_count / total
@@ -142,6 +192,27 @@ class RewardScaler:
         self.stats.update(self.returns)
         self.returns[ended] = 0.0
         scaled = reward / np.sqrt(self.stats.var + 1e-8)
+        return np.clip(scaled, -self.clip, self.clip)
+
+    def scale_rollout(self, rewards: np.ndarray, ended: np.ndarray) -> np.ndarray:
+        """Scale a whole rollout's rewards (T, N) at once, with statistics merged over ranks.
+
+        Equal to calling the scaler step by step with every rank's slots side by side in one
+        process: the discounted returns G_t are per slot (local), each step's moments of G_t are
+        gathered in one collective for the whole rollout, then folded step by step.
+        """
+        g = np.empty_like(rewards, dtype=np.float64)
+        for t in range(rewards.shape[0]):
+            self.returns = self.returns * self.gamma + rewards[t]
+            g[t] = self.returns
+            self.returns[ended[t]] = 0.0
+        n = float(rewards.shape[1])
+        local = np.stack([np.full(len(g), n), g.mean(1), g.var(1)], 1)
+        rows = distributed.all_gather_cat(torch.from_numpy(local)[None]).numpy()  # (R, T, 3)
+        scaled = np.empty_like(g)
+        for t in range(len(g)):
+            self.stats.update_moments(*merge_moments([(r[t, 1], r[t, 2], r[t, 0]) for r in rows]))
+            scaled[t] = rewards[t] / np.sqrt(self.stats.var + 1e-8)
         return np.clip(scaled, -self.clip, self.clip)
 
     def state_dict(self) -> dict:

@@ -3,6 +3,10 @@
 Env slot j keeps its noise ξ_j for its whole episode (θ_j = h_φ(ξ_j) is recomputed only after an
 update changes φ) and draws a fresh ξ when the episode ends. Truncated episodes are bootstrapped
 from V(s_final) (see :mod:`rl.buffer`).
+
+Under several ranks (torchrun) each rank steps its own envs; the observation statistics and the
+reward scaler's statistics are merged over ranks after the rollout (exactly: :mod:`rl.envs`), and
+the episode returns are gathered, so every rank reports the same returns in rank order.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from torch import Tensor, nn
 
 from rl.buffer import RolloutBuffer
 from rl.envs import RewardScaler, RunningMeanStd, check_finite
+from vi_flows import distributed
 
 __all__ = ["Collector"]
 
@@ -79,6 +84,9 @@ class Collector:
         session = torch.arange(n)
         next_row = n
         returns, lengths, raw_obs = [], [], []
+        # Several ranks: the reward scaler's statistics merge over ranks once per rollout.
+        deferred = self.reward_scaler is not None and distributed.is_distributed()
+        raw_rewards, raw_ended = [], []
         truncated: list[tuple[int, int, np.ndarray]] = []  # (t, slot, final observation)
         for t in range(buffer.steps):
             raw_obs.append(self.obs.reshape(n, -1))
@@ -96,7 +104,10 @@ class Collector:
                 check_finite("final observation", final[None], self.global_step, [int(j)])
                 truncated.append((t, int(j), final))
             train_reward = reward
-            if self.reward_scaler is not None:
+            if deferred:
+                raw_rewards.append(np.asarray(reward, dtype=np.float64))
+                raw_ended.append(ended)
+            elif self.reward_scaler is not None:
                 train_reward = self.reward_scaler(np.asarray(reward, dtype=np.float64), ended)
             buffer.add(
                 obs=obs,
@@ -113,7 +124,6 @@ class Collector:
             if len(done):
                 returns += self.ep_return[done].tolist()
                 lengths += self.ep_length[done].tolist()
-                self.recent.extend(self.ep_return[done].tolist())
                 self.ep_return[done], self.ep_length[done] = 0.0, 0
                 slots = torch.as_tensor(done)
                 fresh = policy.new_noise(slots)
@@ -124,9 +134,15 @@ class Collector:
                 session[slots] = torch.arange(next_row, next_row + len(done))
                 next_row += len(done)
             self.obs = next_obs
+        if deferred:
+            scaled = self.reward_scaler.scale_rollout(np.stack(raw_rewards), np.stack(raw_ended))
+            buffer.rewards.copy_(torch.as_tensor(scaled, dtype=torch.float32))
         self._values(truncated)
         if self.normalizer is not None:
             self.normalizer.update(np.concatenate(raw_obs))
+        if distributed.is_distributed():
+            returns, lengths = _gather(returns), [int(x) for x in _gather(lengths)]
+        self.recent.extend(returns)
         return torch.cat(table), returns, lengths
 
     def _values(self, truncated: list[tuple[int, int, np.ndarray]]) -> None:
@@ -148,6 +164,7 @@ class Collector:
         buffer.next_values = next_values
 
     def state_dict(self) -> dict:
+        """This rank's collection state (obs, session noise, episode counters, scaler)."""
         return {
             "obs": self.obs,
             "slot_xi": self.slot_xi,
@@ -165,3 +182,9 @@ class Collector:
         self.global_step = int(state["global_step"])
         if self.reward_scaler is not None:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
+
+
+def _gather(values: list) -> list[float]:
+    """``values`` of every rank, concatenated in rank order."""
+    local = torch.tensor(values, dtype=torch.float64).reshape(-1)
+    return distributed.all_gather_cat(local).tolist()

@@ -5,6 +5,14 @@ A run directory holds ``config.json``, ``progress.csv`` (one row per update), ``
 state as plain data and the slots' session noise; see :mod:`rl.checkpoint`), ``tb/`` TensorBoard
 scalars and, after ``vi-rl eval``, ``eval.json``. Every file is written atomically and the
 checkpoint is read with ``weights_only=True``: loading a run never executes code.
+
+Under ``torchrun`` (several ranks, no new flags) every rank builds the same networks (seeded with
+``seed``) and its own environments and ξ draws (seeded with
+:func:`vi_flows.distributed.rank_seed`; rank 0 keeps ``seed``). ``num_envs`` and ``total_steps``
+are per rank: N ranks make the same number of updates, each on an N-times larger global batch.
+The updates all-reduce (see :mod:`rl.algorithms.base`); rank 0 alone writes the run directory,
+and its checkpoint holds every rank's environments, collector and RNG state (gathered to rank 0)
+plus ``world_size``: a resume needs the same number of ranks.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from rl.networks import mlp
 from rl.policies import make_policy
 from rl.rollout import Collector
 from rl.temperature import AutoTemperature, policy_entropy_per_param
-from vi_flows import runfiles
+from vi_flows import distributed, runfiles
 
 __all__ = ["train", "build_policy", "load_run", "RESUMABLE", "RUN_FILES"]
 
@@ -83,7 +91,8 @@ class _Run:
     def __init__(self, cfg: Any) -> None:
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
-        self.envs = make_envs(cfg.env_id, cfg.num_envs, cfg.seed)
+        seed = distributed.rank_seed(cfg.seed)  # env seeds and ξ draws: per rank (rank 0: seed)
+        self.envs = make_envs(cfg.env_id, cfg.num_envs, seed)
         obs_dim = int(np.prod(self.envs.single_observation_space.shape))
         try:
             self.policy = build_policy(cfg, obs_dim, self.envs.single_action_space)
@@ -91,6 +100,8 @@ class _Run:
             self.envs.close()
             raise
         self.critic = mlp(obs_dim, 1, cfg.hidden, cfg.activation, out_gain=1.0)
+        if distributed.rank() > 0:  # same networks on every rank, then this rank's own stream
+            torch.manual_seed(seed)
         self.algo = ALGORITHMS.get(cfg.algo).algorithm(cfg, self.policy, self.critic)
         self.normalizer = RunningMeanStd((obs_dim,)) if cfg.normalize_obs else None
         scaler = RewardScaler(cfg.num_envs, cfg.gamma) if cfg.normalize_reward else None
@@ -99,37 +110,51 @@ class _Run:
             self.policy,
             self.critic,
             cfg.rollout_steps,
-            cfg.seed,
+            seed,
             self.normalizer,
             scaler,
         )
         self.update, self.elapsed = 0, 0.0
         self.temperature = config_io.alpha_schedule(cfg)  # auto α: stepped by _loop
 
-    def state_dict(self) -> dict:
-        """Tensors and plain data only (numpy tagged by :func:`rl.checkpoint.to_plain`)."""
-        return to_plain(
-            {
-                "update": self.update,
-                "elapsed": self.elapsed,
-                "policy": self.policy.state_dict(),
-                "critic": self.critic.state_dict(),
-                "algo": self.algo.state_dict(),
-                "collector": self.collector.state_dict(),
-                "normalizer": self.normalizer.state_dict() if self.normalizer else None,
-                "envs": env_state(self.envs),
-                "torch_rng": torch.get_rng_state(),
-                "temperature": self.temperature.state_dict()
-                if isinstance(self.temperature, AutoTemperature)
-                else None,
-            }
-        )
+    def state_dict(self) -> dict | None:
+        """Tensors and plain data only (numpy tagged by :func:`rl.checkpoint.to_plain`).
+
+        Under several ranks this is a collective: every rank's own part (collector, envs, torch
+        RNG) is gathered into ``ranks`` (on rank 0; the others get None).
+        """
+        own = {
+            "collector": self.collector.state_dict(),
+            "envs": env_state(self.envs),
+            "torch_rng": torch.get_rng_state(),
+        }
+        state = {
+            "update": self.update,
+            "elapsed": self.elapsed,
+            "policy": self.policy.state_dict(),
+            "critic": self.critic.state_dict(),
+            "algo": self.algo.state_dict(),
+            "normalizer": self.normalizer.state_dict() if self.normalizer else None,
+            # the same on every rank (the dual step uses the all-reduced entropy)
+            "temperature": self.temperature.state_dict()
+            if isinstance(self.temperature, AutoTemperature)
+            else None,
+            **own,
+        }
+        if distributed.is_distributed():
+            parts = _gather_to_main(to_plain(own))
+            if not distributed.is_main():
+                return None
+            state = {**state, "world_size": distributed.world_size(), "ranks": parts}
+        return to_plain(state)
 
     def load_state_dict(self, state: dict, restore_envs: bool = True) -> None:
         """Restore :meth:`state_dict`; in-flight episodes of opaque envs restart (warned).
 
         ``restore_envs=False`` skips the environments (evaluation runs its own).
         """
+        if restore_envs and "ranks" in state:  # several ranks: this rank's own part
+            state = {**state, **state["ranks"][distributed.rank()]}
         state = from_plain(state)
         self.update, self.elapsed = int(state["update"]), float(state["elapsed"])
         self.policy.load_state_dict(state["policy"])
@@ -154,9 +179,30 @@ class _Run:
             stacklevel=3,
         )
         c = self.collector
-        c.obs, _ = self.envs.reset(seed=self.cfg.seed + 100_003 * (self.update + 1))
+        seed = distributed.rank_seed(self.cfg.seed + 100_003 * (self.update + 1))
+        c.obs, _ = self.envs.reset(seed=seed)
         c.ep_return[:], c.ep_length[:] = 0.0, 0
         c.slot_xi = self.policy.new_noise(torch.arange(c.num_envs))
+
+
+def _gather_to_main(obj: Any) -> list | None:
+    """``obj`` of every rank in rank order on rank 0 (None elsewhere); a collective."""
+    import torch.distributed as dist
+
+    parts = [None] * distributed.world_size() if distributed.is_main() else None
+    dist.gather_object(obj, parts, dst=0)
+    return parts
+
+
+def check_world_size(state: dict, path: Path) -> None:
+    """Refuse to resume a checkpoint written by another number of ranks (one-line ValueError)."""
+    saved, now = int(state.get("world_size", 1)), distributed.world_size()
+    if saved != now:
+        how = f"torchrun --nproc_per_node {saved}" if saved > 1 else "one plain process"
+        raise ValueError(
+            f"{path} was written by {saved} rank(s) but this job has {now}; resume it with the "
+            f"same number of ranks ({how}) or start a new --out"
+        )
 
 
 def saved_config(out: Path) -> Any:
@@ -182,6 +228,8 @@ def load_run(out: Path, restore_envs: bool = True, **overrides: Any) -> _Run:
         raise FileNotFoundError(f"{out} has no checkpoint.pt (not a vi-rl run, or not resumable)")
     cfg = config_io.with_overrides(saved_config(out), overrides)
     state = runfiles.load(out / "checkpoint.pt")
+    if restore_envs:
+        check_world_size(state, out / "checkpoint.pt")
     run = _Run(cfg)
     try:
         run.load_state_dict(state, restore_envs)
@@ -264,18 +312,20 @@ def train(
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file, not a folder")
         run = _Run(cfg)  # bad settings fail here, before anything is written
-        if existing:
+        distributed.barrier()  # every rank has checked ``out`` before rank 0 changes it
+        if existing and distributed.is_main():
             _remove_run_files(out)
+    main = distributed.is_main()  # rank 0 alone writes the run directory
     created = not out.exists()
     checkpointed = resume
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg = run.cfg
-        config_io.save(cfg, out / "config.json")
-        row = _loop(run, out, resume, progress, callback)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            config_io.save(run.cfg, out / "config.json")
+        row = _loop(run, out, resume, progress and main, callback)
         checkpointed = True
     except BaseException:
-        if not checkpointed and not (out / "checkpoint.pt").exists():
+        if main and not checkpointed and not (out / "checkpoint.pt").exists():
             _remove_run_files(out)
             if created and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
@@ -287,7 +337,8 @@ def train(
 
 def _loop(run: _Run, out: Path, resume: bool, progress: bool, callback) -> dict:
     cfg = run.cfg
-    log = ProgressLog(out, run.update if resume else None, cfg.tensorboard)
+    main, world = distributed.is_main(), distributed.world_size()
+    log = ProgressLog(out, run.update if resume else None, cfg.tensorboard) if main else None
     schedule = run.temperature
     bar = tqdm(total=cfg.num_updates, initial=run.update, disable=not progress, desc=cfg.algo)
     row: dict[str, float] = {}
@@ -301,13 +352,16 @@ def _loop(run: _Run, out: Path, resume: bool, progress: bool, callback) -> dict:
             )
             stats = run.algo.update(batch, alpha)
             if isinstance(schedule, AutoTemperature):  # the dual step, on the updated posterior
-                stats.update(schedule.update(policy_entropy_per_param(run.policy, batch.obs)))
+                h = policy_entropy_per_param(run.policy, batch.obs)
+                if world > 1:  # ranks see other states / draws: one α for all, from the mean
+                    h = float(distributed.all_reduce_mean(torch.tensor([h], dtype=torch.float64)))
+                stats.update(schedule.update(h))
             run.update += 1
             run.elapsed = time.perf_counter() - start
             nan = math.nan
             row = {
                 "update": run.update,
-                "env_steps": run.collector.global_step,
+                "env_steps": run.collector.global_step * world,  # all ranks step alike
                 "wall_time": run.elapsed,
                 "episodes": len(returns),
                 "return_mean": float(np.mean(returns)) if returns else nan,
@@ -315,10 +369,11 @@ def _loop(run: _Run, out: Path, resume: bool, progress: bool, callback) -> dict:
                 "return_max": float(np.max(returns)) if returns else nan,
                 "alpha": alpha,
                 "posterior_std": run.policy.posterior_std(),
-                "sps": run.collector.global_step / max(run.elapsed, 1e-9),
+                "sps": run.collector.global_step * world / max(run.elapsed, 1e-9),
                 **stats,
             }
-            log.log(row)
+            if log is not None:
+                log.log(row)
             recent = run.collector.recent
             bar.set_postfix(ret=f"{np.mean(recent):.1f}" if recent else "-")
             bar.update()
@@ -328,12 +383,15 @@ def _loop(run: _Run, out: Path, resume: bool, progress: bool, callback) -> dict:
             every = cfg.checkpoint_every  # 0: only at the end (as vi_flows.fit)
             periodic = every > 0 and run.update % every == 0
             if periodic or run.update == cfg.num_updates or reached:
-                runfiles.save(run.state_dict(), out / "checkpoint.pt")
+                state = run.state_dict()  # a collective under several ranks
+                if main:
+                    runfiles.save(state, out / "checkpoint.pt")
             if reached:
                 break
     finally:
         bar.close()
-        log.close()
+        if log is not None:
+            log.close()
     row["recent_return"] = (
         float(np.mean(run.collector.recent)) if run.collector.recent else math.nan
     )

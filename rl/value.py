@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from rl.buffer import Batch
+from vi_flows import distributed
 
 __all__ = ["fit_value"]
 
@@ -19,14 +20,26 @@ def fit_value(
     generator: torch.Generator,
     max_grad_norm: float | None = None,
 ) -> float:
-    """Regress V(s) on the GAE returns R̂ = Â + V_old(s) by minibatch MSE; returns the last loss."""
+    """Regress V(s) on the GAE returns R̂ = Â + V_old(s) by minibatch MSE; returns the last loss.
+
+    Under several ranks each rank's loss is its share Σ_local (V − R̂)² / m_global of the global
+    minibatch's MSE and the gradients are summed over ranks (see :mod:`rl.algorithms.base`).
+    """
     loss: Tensor = torch.zeros(())
+    several = distributed.is_distributed()
     for _ in range(epochs):
         for mb in batch.minibatches(minibatch_size, generator):
-            loss = (critic(mb.obs).squeeze(-1) - mb.returns).square().mean()
+            if several:
+                m = distributed.all_reduce_sum(torch.tensor(float(len(mb))))
+                loss = (critic(mb.obs).squeeze(-1) - mb.returns).square().sum() / m
+            else:
+                loss = (critic(mb.obs).squeeze(-1) - mb.returns).square().mean()
             optimizer.zero_grad()
             loss.backward()
+            distributed.all_reduce_grads(critic, weights=1.0)
             if max_grad_norm:
                 nn.utils.clip_grad_norm_(critic.parameters(), max_grad_norm, foreach=True)
             optimizer.step()
+    if several:
+        loss = distributed.all_reduce_sum(loss.detach().clone())
     return float(loss.detach())

@@ -1,4 +1,11 @@
-"""What every update shares: one Adam step, the value fit, and policy diagnostics."""
+"""What every update shares: one Adam step, the value fit, and policy diagnostics.
+
+Under several ranks (torchrun, DD-PPO style) every rank holds a share of the global batch (the
+concatenation of the ranks' batches, :mod:`rl.buffer`) and computes its *share of the global
+loss*: the sums over its rows divided by the global counts, so that the shares add up to the loss
+of the global batch and all-reducing (summing) their gradients gives its gradient. Means logged or
+used for decisions (KL for β and early stopping) are global means, so all ranks decide alike.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
 from rl.value import fit_value
+from vi_flows import distributed
 
 __all__ = [
     "Algorithm",
@@ -19,6 +27,9 @@ __all__ = [
     "adam_step",
     "approx_kl",
     "explained_variance",
+    "global_mean",
+    "global_means",
+    "share_of_mean",
     "policy_stats",
     "reinforce_loss",
 ]
@@ -35,10 +46,38 @@ def adam_step(loss: Tensor, optimizer: torch.optim.Optimizer, max_grad_norm: flo
     optimizer.zero_grad()
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    # Several ranks: ``loss`` is this rank's share of the global loss, so the gradients add up.
+    distributed.all_reduce_grads(params, weights=1.0)
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
     norm = nn.utils.clip_grad_norm_(params, limit, foreach=True)
     optimizer.step()
     return float(norm)
+
+
+def share_of_mean(x: Tensor) -> Tensor:
+    """``x.mean()`` on one process; under several ranks this rank's share Σ_local x / n_global of
+    the mean over all ranks' ``x`` (differentiable; the shares add up to the global mean)."""
+    if not distributed.is_distributed():
+        return x.mean()
+    count = distributed.all_reduce_sum(torch.tensor(float(x.numel()), dtype=torch.float64))
+    return x.sum() / count.to(x.dtype)
+
+
+def global_means(*xs: Tensor) -> list[float]:
+    """``float(x.mean())`` of each ``x``, over the concatenation of all ranks' ``x`` under several
+    ranks (one all-reduce of their sums and counts in float64, so every rank gets the same)."""
+    if not distributed.is_distributed():
+        return [float(x.mean()) for x in xs]
+    acc = torch.tensor([[0.0, float(x.numel())] for x in xs], dtype=torch.float64)
+    for i, x in enumerate(xs):
+        acc[i, 0] = x.detach().double().sum()
+    sums = distributed.all_reduce_sum(acc).tolist()
+    return [total / count if count else math.nan for total, count in sums]
+
+
+def global_mean(x: Tensor) -> float:
+    """:func:`global_means` of one tensor."""
+    return global_means(x)[0]
 
 
 @torch.no_grad()
@@ -53,10 +92,13 @@ def policy_stats(policy: PolicyFamily, batch: Batch) -> dict[str, float]:
     theta, log_q = q(xi)
     dist = policy.grouped_distribution(batch, theta)
     log_ratio = dist.log_prob(batch.actions) - batch.logp
+    kl, entropy, posterior_entropy = global_means(
+        log_ratio.exp() - 1 - log_ratio, dist.entropy(), -log_q
+    )
     return {
-        "kl": float((log_ratio.exp() - 1 - log_ratio).mean()),
-        "entropy": float(dist.entropy().mean()),
-        "posterior_entropy": float(-log_q.mean()) if policy.has_kl_term else math.nan,
+        "kl": kl,
+        "entropy": entropy,
+        "posterior_entropy": posterior_entropy if policy.has_kl_term else math.nan,
     }
 
 
@@ -89,7 +131,9 @@ class Algorithm:
         lr = self.opt.param_groups[0]["lr"] if self.opt is not None else math.nan
         return {
             **policy_stats(self.policy, batch),
-            "explained_variance": explained_variance(batch.values, batch.returns),
+            "explained_variance": explained_variance(
+                distributed.all_gather_cat(batch.values), distributed.all_gather_cat(batch.returns)
+            ),
             "lr": float(lr),
         }
 
@@ -110,8 +154,33 @@ class Algorithm:
         and a gradient on the plain algorithm's scale, so lr and clipping mean the same)."""
         if not self.policy.has_kl_term:
             alpha = 1.0
+        if distributed.is_distributed():
+            return self._loss_share(batch, objective, alpha)
         q, xi, log_p = policy_log_density(self.policy, batch, objective, alpha)
         return alpha * posterior_loss(q, log_p, xi, self.policy.has_kl_term)
+
+    def _loss_share(self, batch: Batch, objective: Objective, alpha: float) -> Tensor:
+        """This rank's share of :meth:`loss` on the global batch (K θ rows, M samples in all):
+
+        α·KL loss = (α/K) Σ_k log q(θ_k) − (1/M) Σ_i s_i  (the second term alone for a point
+        mass), the sums running over this rank's rows. A rank may hold no sample of a minibatch;
+        its share is then its sessions' log q alone (zero gradient without a KL term).
+        """
+        policy = self.policy
+        q, xi, rows = policy.variational(batch)
+        counts = torch.tensor([float(xi.shape[0]), float(rows.shape[0])], dtype=torch.float64)
+        k, m = distributed.all_reduce_sum(counts).tolist()
+        zero = sum(p.sum() for p in policy.parameters() if p.requires_grad) * 0.0
+        if rows.shape[0] == 0:
+            objective(batch.logp.new_zeros(0))  # algorithms that watch the log-probs see none
+            if policy.has_kl_term and xi.shape[0]:
+                return alpha * q(xi)[1].sum() / k + zero
+            return zero
+        theta, log_q = q(xi)
+        surrogate = objective(policy.log_prob(batch, theta)).sum() / m
+        if policy.has_kl_term:
+            return alpha * log_q.sum() / k - surrogate + zero
+        return zero - surrogate
 
     def state_dict(self) -> dict:
         state = {"value_opt": self.value_opt.state_dict(), "generator": self.generator.get_state()}

@@ -16,6 +16,7 @@ from rl.algorithms.base import Algorithm, adam, adam_step, reinforce_loss
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
+from vi_flows import distributed
 
 __all__ = ["PGConfig", "PolicyGradient"]
 
@@ -44,7 +45,7 @@ class PolicyGradient(Algorithm):
         value_loss = self.fit_value(batch)
         return {
             **stats,
-            "policy_loss": float(loss.detach()),
+            "policy_loss": float(distributed.all_reduce_sum(loss.detach().clone())),
             "value_loss": value_loss,
             "grad_norm": norm,
         }

@@ -12,10 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from rl.adapter import clipped_objective, kl_penalty_objective
-from rl.algorithms.base import Algorithm, adam, adam_step
+from rl.algorithms.base import Algorithm, adam, adam_step, global_means
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
+from vi_flows import distributed
 
 __all__ = ["PPOConfig", "PPO"]
 
@@ -80,10 +81,12 @@ class PPO(Algorithm):
                     loss = self.loss(mb, objective, alpha)
                 norm = adam_step(loss, self.opt, cfg.max_grad_norm)
                 log_ratio = seen["logp"] - mb.logp
-                clipped.append(
-                    float(((log_ratio.exp() - 1.0).abs() > cfg.clip_coef).float().mean())
+                # Global means under several ranks: the early stop below is decided alike.
+                frac, minibatch_kl = global_means(
+                    ((log_ratio.exp() - 1.0).abs() > cfg.clip_coef).float(),
+                    log_ratio.exp() - 1.0 - log_ratio,
                 )
-                minibatch_kl = float((log_ratio.exp() - 1.0 - log_ratio).mean())
+                clipped.append(frac)
             if cfg.target_kl > 0 and minibatch_kl > cfg.target_kl:
                 break
         self.updates += 1
@@ -96,7 +99,7 @@ class PPO(Algorithm):
         value_loss = self.fit_value(batch)
         return {
             **stats,
-            "policy_loss": float(loss.detach()),
+            "policy_loss": float(distributed.all_reduce_sum(loss.detach().clone())),
             "value_loss": value_loss,
             "kl_coef": self.beta,
             "grad_norm": norm,

@@ -8,6 +8,12 @@ algorithms), and the particles follow the SVGD direction over their flattened we
 
 (RBF kernel, median bandwidth; :func:`vi_flows.svgd.svgd_direction_from_score`), applied as the
 negative gradient of an Adam step. The action log-std (Box actions) follows the plain gradient.
+
+Under several ranks the n particles are *replicated*, not sharded: n is small (the kernel is
+n × n) while the samples are many, so what is split is the data. Env slot j of every rank runs
+particle j mod n; each rank computes its share of every particle's score (its samples over the
+global sample count), the shares are all-reduced, and every rank then computes the same SVGD
+direction and Adam step, equal to one process's on the concatenated batch.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from rl.algorithms.base import Algorithm, adam
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
+from vi_flows import distributed
 from vi_flows.svgd import svgd_direction_from_score
 
 __all__ = ["SVPGConfig", "SVPG"]
@@ -53,8 +60,11 @@ class SVPG(Algorithm):
     def update(self, batch: Batch, alpha: float) -> dict[str, float]:
         cfg, policy = self.cfg, self.policy
         objective = clipped_objective(batch.logp, batch.advantages, cfg.clip_coef)
+        # Several ranks: log p̃ is normalised by the global sample count M (α M / M_r here gives
+        # K / (M α) in its scale), so the ranks' shares of each score add up.
+        share = len(batch) / distributed.all_reduce_sum(torch.tensor(float(len(batch)))).item()
         # The θ table is the n particles (Particles); differentiate at the leaf that holds them.
-        q, _, log_p = policy_log_density(policy, batch, objective, alpha)
+        q, _, log_p = policy_log_density(policy, batch, objective, alpha / share)
         particles = q.theta
         n = particles.shape[0]
         total = torch.zeros(())
@@ -63,11 +73,13 @@ class SVPG(Algorithm):
             total = log_p(particles).sum()
             # α · (−Σ log p̃) gives the other parameters (log-std) the plain policy gradient.
             (-alpha * total / n).backward()
+            distributed.all_reduce_grads(policy.parameters(), weights=1.0)
             score = particles.grad.detach() * (-n / alpha)
             bandwidth = cfg.bandwidth if cfg.bandwidth > 0 else None
             phi = svgd_direction_from_score(particles.detach(), score, "rbf", bandwidth)
             particles.grad = -alpha * phi
             self.opt.step()
+        total = distributed.all_reduce_sum(total.detach().clone())
         stats = self.diagnostics(batch)
         value_loss = self.fit_value(batch)
         return {

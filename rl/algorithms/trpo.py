@@ -9,6 +9,10 @@ Fisher matrix of π with respect to them, the step is
 shrunk by backtracking until the objective improves and the mean KL(π_old‖π_new) ≤ δ. F is either
 the Hessian of the mean analytic KL (Eq. 11) or the covariance of the per-sample scores
 ∇ log π(a_i|s_i) (Eq. 12), applied as Fisher-vector products only (never formed).
+
+Under several ranks g and every Fisher-vector product are all-reduced sums of the ranks' shares
+(means over the global batch), and the line search compares the all-reduced objective and KL, so
+every rank runs the same conjugate gradient and accepts the same step.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ from torch.distributions import Distribution, kl_divergence
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from rl.adapter import ratio_objective
-from rl.algorithms.base import Algorithm
+from rl.algorithms.base import Algorithm, global_mean, share_of_mean
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
+from vi_flows import distributed
 
 __all__ = ["TRPOConfig", "TRPO", "conjugate_gradient"]
 
@@ -80,16 +85,21 @@ class TRPO(Algorithm):
     def _fvp(self, batch: Batch, old) -> Callable[[Tensor], Tensor]:
         damping = self.cfg.cg_damping
         if self.cfg.fisher == "kl-hessian":
-            kl = kl_divergence(old, self._dists(batch)).mean()
+            kl = share_of_mean(kl_divergence(old, self._dists(batch)))
             grads = torch.autograd.grad(kl, self.params, create_graph=True)
             flat = torch.cat([g.reshape(-1) for g in grads])
 
             def fvp(v: Tensor) -> Tensor:
                 hv = torch.autograd.grad(flat @ v, self.params, retain_graph=True)
-                return torch.cat([h.reshape(-1) for h in hv]) + damping * v
+                hv = distributed.all_reduce_sum(torch.cat([h.reshape(-1) for h in hv]))
+                return hv + damping * v
 
             return fvp
         logp = self._dists(batch).log_prob(batch.actions)
+        count = logp.shape[0]
+        if distributed.is_distributed():
+            count = distributed.all_reduce_sum(torch.tensor(float(count), dtype=torch.float64))
+            count = count.to(logp.dtype)
         weights = torch.zeros_like(logp, requires_grad=True)
         grads = torch.autograd.grad(logp @ weights, self.params, create_graph=True)
         flat = torch.cat([g.reshape(-1) for g in grads])
@@ -97,10 +107,9 @@ class TRPO(Algorithm):
         def fvp(v: Tensor) -> Tensor:
             # J v by the double-vjp trick, then Jᵀ (J v) / M: the score covariance times v.
             (jv,) = torch.autograd.grad(flat @ v, weights, retain_graph=True)
-            hv = torch.autograd.grad(
-                logp @ jv.detach() / logp.shape[0], self.params, retain_graph=True
-            )
-            return torch.cat([h.reshape(-1) for h in hv]) + damping * v
+            hv = torch.autograd.grad(logp @ jv.detach() / count, self.params, retain_graph=True)
+            hv = distributed.all_reduce_sum(torch.cat([h.reshape(-1) for h in hv]))
+            return hv + damping * v
 
         return fvp
 
@@ -121,6 +130,8 @@ class TRPO(Algorithm):
                 for gr, p in zip(grads, self.params, strict=True)
             ]
         )
+        g = distributed.all_reduce_sum(g)  # this rank's share -> the global batch's gradient
+        value = distributed.all_reduce_sum(value.detach().clone())
         fvp = self._fvp(batch, old)
         x = conjugate_gradient(fvp, g, cfg.cg_iters)
         step = torch.sqrt(2 * cfg.max_kl / (x @ fvp(x) + 1e-12)) * x
@@ -129,8 +140,8 @@ class TRPO(Algorithm):
         with torch.no_grad():
             for _ in range(cfg.backtrack_steps):
                 vector_to_parameters(start + frac * step, self.params)
-                new_value = surrogate()
-                kl = float(kl_divergence(old, self._dists(batch)).mean())
+                new_value = distributed.all_reduce_sum(surrogate())
+                kl = global_mean(kl_divergence(old, self._dists(batch)))
                 if new_value > value and kl <= cfg.max_kl:
                     accepted = frac
                     break
