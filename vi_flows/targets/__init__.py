@@ -17,7 +17,7 @@ A new target is a :class:`Target` subclass (or any factory returning one) regist
 
 import torch  # noqa: F401  (used by the doctest above)
 
-from vi_flows.targets import posteriordb, toys
+from vi_flows.targets import posteriordb, sampling, toys
 from vi_flows.targets.base import (
     TARGETS,
     Bounds,
@@ -43,5 +43,6 @@ __all__ = [
     "normal_log_prob",
     "posteriordb",
     "register",
+    "sampling",
     "toys",
 ]
