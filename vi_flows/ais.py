@@ -22,7 +22,8 @@ acceptance probability min(1, r) and a* the target rate (0.65 HMC, 0.57 MALA, 0.
 shrink fast and grow slowly, because HMC's acceptance falls off a cliff once ε passes the
 stability limit of the leapfrog integrator. In the first pass ε_t starts from the adapted
 ε_{t−1} (neighbouring temperatures need similar steps). The returned run then uses the adapted
-ε frozen, so its weights stay unbiased. A caller that runs AIS repeatedly (FAB) instead carries ε from call to call with :func:`adapt_step_sizes` and ``tune=0``.
+ε frozen, so its weights stay unbiased. A caller that runs AIS repeatedly (FAB) instead carries
+ε from call to call with :func:`adapt_step_sizes` and ``tune=0``.
 
 >>> import torch
 >>> q = torch.distributions.MultivariateNormal(torch.zeros(2), torch.eye(2))
