@@ -71,6 +71,12 @@ def test_ais_bad_inputs_name_the_problem():
 
     with pytest.raises(NonFiniteWeightError, match=r"temperature 1 of 4"):
         ais(nan_left_half, q, 64, num_temperatures=4, tune=0)
+
+    def zero_left_half(x):  # p̃ = 0 (log −inf) where x₀ < 0: zero weights there, not an error
+        return torch.where(x[:, 0] < 0, -torch.inf, -x.square().sum(-1))
+
+    r = ais(zero_left_half, q, 256, num_temperatures=4, tune=0)
+    assert math.isfinite(r.log_z) and (r.is_log_weights == -math.inf).any()
     with pytest.raises(ValueError, match="transition"):
         ais(lambda x: -x.square().sum(-1), q, 10, transition="gibbs")
 

@@ -253,12 +253,15 @@ def _run(
         b_prev, b = float(betas[t - 1]), float(betas[t])
         # log π_b − log π_{b'} = α (b − b') (log p̃ − log q), without cancelling large terms
         log_w = log_w + path.alpha * (b - b_prev) * (s["lp"] - s["lq"]).double()
-        bad = ~torch.isfinite(log_w)
-        if bad.any():
+        # −inf is a legitimate zero weight (a state where p̃ underflows); NaN and +inf are not,
+        # and neither is every weight being zero.
+        bad = torch.isnan(log_w) | (log_w == math.inf)
+        if bad.any() or (log_w == -math.inf).all():
+            count = int(bad.sum()) if bad.any() else n
             raise NonFiniteWeightError(
                 f"AIS log-weight non-finite at temperature {t} of {len(betas) - 1} (β={b:.4g}) "
-                f"for {int(bad.sum())} of {n} chains: log p̃ or log q is NaN/inf at the chains' "
-                "states (check the target's support and the proposal)"
+                f"for {count} of {n} chains: log p̃ or log q is NaN/+inf (or every weight is 0) at "
+                "the chains' states (check the target's support and the proposal)"
             )
         if opts["first_pass"] and t > 1:
             eps[t - 1] = eps[t - 2]
