@@ -14,6 +14,8 @@ The functions ``fit``, ``svgd`` and ``diagnose`` are re-exported here; their mod
 importable as ``vi_flows.fit`` etc. through ``from vi_flows.fit import ...``.
 """
 
+from vi_flows import losses_mass, mixture  # noqa: F401  (register renyi/forward/chi2/fab, mixture)
+from vi_flows.ais import AISResult, ais
 from vi_flows.diagnostics import Diagnostics, diagnose
 from vi_flows.fit import History, NonFiniteError, fit
 from vi_flows.flows import Flow, build
@@ -23,11 +25,13 @@ from vi_flows.svgd import amortized_svgd, svgd
 from vi_flows.targets import as_target
 
 __all__ = [
+    "AISResult",
     "Diagnostics",
     "Flow",
     "History",
     "Inference",
     "NonFiniteError",
+    "ais",
     "amortized_svgd",
     "as_target",
     "build",

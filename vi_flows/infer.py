@@ -35,6 +35,7 @@ from vi_flows import distributed, flows
 from vi_flows.diagnostics import Diagnostics, from_log_weights
 from vi_flows.fit import History, fit
 from vi_flows.losses import get_loss
+from vi_flows.losses_mass import fab_for_dim
 from vi_flows.precondition import Preconditioner, choose, precondition
 from vi_flows.targets import Target, as_target
 
@@ -370,7 +371,9 @@ def infer(
         dim: the dimension (needed for a bare callable).
         flow: a family name for :func:`vi_flows.flows.build`, or ``"auto"`` (:func:`auto_flow`).
         objective: any loss name in :data:`vi_flows.losses.LOSSES` (``"kl"``, ``"stl"``,
-            ``"iw"``, ...).
+            ``"iw"``, ``"renyi"``, ``"chi2"``, ``"forward"``, ``"fab"``, ...). ``"fab"`` gets
+            the turnkey AIS settings and replay buffer of
+            :func:`vi_flows.losses_mass.fab_for_dim`.
         precondition: ``"auto"``, ``"laplace"``, ``"pilot"`` or ``"none"``
             (:func:`vi_flows.precondition.choose`).
         steps: a fixed number of steps (constant step size for half, cosine decay for the rest);
@@ -392,6 +395,8 @@ def infer(
         raise ValueError(f"time_budget must be None or a number > 0, got {time_budget!r}")
     loss = get_loss(objective)  # an unknown name fails here, listing the known ones
     tgt = as_target(target, dim)
+    if objective == "fab":  # the turnkey AIS settings and replay buffer (fab_for_dim)
+        loss = fab_for_dim(tgt.dim, cfg.num_samples)
     if seed is not None:
         torch.manual_seed(seed)
     family, options = auto_flow(tgt.dim) if flow == "auto" else (flow, {})

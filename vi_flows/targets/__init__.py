@@ -18,7 +18,7 @@ A new target is a :class:`Target` subclass (or any factory returning one) regist
 
 import torch  # noqa: F401  (used by the doctest above)
 
-from vi_flows.targets import heavy_tails, hier_logreg, posteriordb, toys
+from vi_flows.targets import heavy_tails, hier_logreg, posteriordb, sampling, toys
 from vi_flows.targets.base import (
     TARGETS,
     Bounds,
@@ -46,5 +46,6 @@ __all__ = [
     "normal_log_prob",
     "posteriordb",
     "register",
+    "sampling",
     "toys",
 ]

@@ -1,0 +1,285 @@
+"""Mode discovery and log Z on the standard sampling benchmarks (issue 13).
+
+Every method gets the same wall-clock training budget per target (evaluation not counted);
+flows are then scored by plain importance sampling and by AIS from the trained flow.
+
+Writes under ``--out`` (default benchmarks/results/sampling): ``runs.csv`` (one row per target,
+method and seed), ``table.md`` (mean ± sd over seeds) and ``<target>.png`` for each 2-D target
+(samples on density contours); prints the table.
+
+    flock /tmp/bench.lock python benchmarks/sampling.py --targets mixture-2d --seeds 0 1 2
+    flock /tmp/bench.lock python benchmarks/sampling.py --targets manywell-32 --methods fab kl
+
+Methods: ``kl`` (reverse KL, realnvp: the best family on the project's 2-D benchmark), ``renyi``
+(α = 0.5), ``chi2``, ``mixture`` (8 realnvp components, ``mixture-kl``), ``fab`` (realnvp,
+:func:`vi_flows.losses_mass.fab_for_dim`, the settings ``infer(objective="fab")`` uses),
+``ais`` (AIS alone from N(0, s²I)) and ``svgd-500``. Every flow starts as N(0, s²I) and SVGD's
+particles are drawn from it, where s is the target's stated prior scale (``SCALES``: a box the
+mass is known to lie in, as a user's prior would give).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import markdown_table, write_csv  # noqa: E402
+
+from vi_flows import ais, build, diagnose, fit, svgd  # noqa: E402
+from vi_flows.losses_mass import Renyi, fab_for_dim  # noqa: E402
+from vi_flows.metrics import (  # noqa: E402
+    count_modes,
+    entropic_mode_coverage,
+    eubo,
+    forward_ess,
+    mmd2,
+)
+from vi_flows.targets import get  # noqa: E402
+
+#: name: (registry name, options, prior scale s, training budget in seconds per method)
+TARGETS: dict[str, tuple[str, dict[str, Any], float, float]] = {
+    "mixture-2d": ("mixture", {"dim": 2}, 10.0, 45.0),
+    "mog40": ("mog40", {}, 25.0, 120.0),
+    "funnel-10": ("funnel", {"dim": 10}, 1.0, 90.0),
+    "manywell-32": ("manywell", {"dim": 32}, 2.0, 180.0),
+    "manywell-6": ("manywell", {"dim": 6}, 2.0, 45.0),
+    "mos-2": ("mos", {"dim": 2}, 10.0, 45.0),
+    "mos-50": ("mos", {"dim": 50}, 10.0, 90.0),
+    "u1": ("u1", {}, 2.0, 45.0),
+}
+METHODS = ["kl", "renyi", "chi2", "mixture", "fab", "ais", "svgd-500"]
+BATCH = 256
+LR = 1e-3  # realnvp's step for every loss (the mass-covering ones are noisier than KL)
+EVAL_N = 100_000  # importance samples for IS log Z
+AIS_N, AIS_T = 4096, 32  # AIS from the trained flow (and for the ais method, from N(0, s²I))
+
+
+def _flow(dim: int, scale: float, components: int = 0):
+    if components:
+        return build("mixture", dim, components=components, family="realnvp", spread=scale)
+    return build("realnvp", dim, init_scale=scale)
+
+
+def train(method: str, target: Any, scale: float, budget: float) -> tuple[Any, dict[str, Any]]:
+    """Train ``method`` for ``budget`` seconds; returns (flow or samples, info)."""
+    deadline = time.perf_counter() + budget
+    start = time.perf_counter()
+    d = target.dim
+    if method == "ais":
+        q = torch.distributions.MultivariateNormal(torch.zeros(d), scale**2 * torch.eye(d))
+        temps, res = 8, None
+        while True:  # double the temperatures while the budget allows (the last run is kept)
+            t0 = time.perf_counter()
+            res = ais(target, q, AIS_N, num_temperatures=temps)
+            if time.perf_counter() + 2.2 * (time.perf_counter() - t0) > deadline:
+                break
+            temps *= 2
+        return res, {"steps": temps, "seconds": time.perf_counter() - start}
+    if method.startswith("svgd-"):
+        n = int(method.split("-")[1])
+        count = {"n": 0}
+
+        def stop(step: int, x: torch.Tensor, phi: torch.Tensor) -> bool:
+            count["n"] = step + 1
+            return time.perf_counter() > deadline
+
+        x = svgd(target, scale * torch.randn(n, d), 10**9, step_size=0.05, callback=stop)
+        return x.detach(), {"steps": count["n"], "seconds": time.perf_counter() - start}
+    loss: Any = {
+        "kl": "kl",
+        "renyi": Renyi(0.5),
+        "chi2": "chi2",
+        "mixture": "mixture-kl",
+        "fab": fab_for_dim(d, BATCH),
+    }[method]
+    q = _flow(d, scale, components=8 if method == "mixture" else 0)
+    hist = fit(
+        q, target, 10**9, loss=loss, lr=LR, num_samples=BATCH, progress=False, max_bad_steps=50,
+        grad_clip=100.0, callback=lambda step, info: time.perf_counter() > deadline,
+    )  # fmt: skip
+    return q, {"steps": len(hist), "seconds": time.perf_counter() - start}
+
+
+@torch.no_grad()
+def score(method: str, result: Any, target: Any, seed: int) -> dict[str, Any]:
+    """Metrics of a trained method (see the module docstring)."""
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    ref = target.sample(5000, gen) if target.has_sample else None
+    row: dict[str, Any] = {}
+    if method == "ais":
+        idx = torch.multinomial(torch.softmax(result.log_weights, 0), 10_000, replacement=True)
+        x = result.samples[idx]
+        row.update(ais_log_z=result.log_z, ais_se=result.log_z_se, ais_ess=result.ess)
+        row.update(is_log_z=result.is_log_z)
+    elif method.startswith("svgd-"):
+        x = result
+    else:
+        q = result
+        x = q.sample(10_000)
+        with torch.enable_grad():
+            diag = diagnose(q, target, n=EVAL_N)
+            r = ais(target, q, AIS_N, num_temperatures=AIS_T)
+        row.update(elbo=diag.elbo, is_log_z=diag.log_z, is_se=diag.log_z_se, ess=diag.ess)
+        row.update(ais_log_z=r.log_z, ais_se=r.log_z_se, ais_ess=r.ess)
+        if ref is not None:
+            row.update(eubo=eubo(q, target, ref), fwd_ess=forward_ess(q, target, ref))
+    if target.log_z is not None:
+        for key in ("is", "ais"):
+            if f"{key}_log_z" in row:
+                row[f"{key}_abs_err"] = abs(row[f"{key}_log_z"] - target.log_z)
+    if ref is not None:
+        sd = ref.std(0).clamp_min(1e-6)
+        row["mmd"] = mmd2(x[:2000].float() / sd, ref[:2000] / sd)
+    if target.modes is not None:
+        row["modes"] = count_modes(x, target)
+        row["n_modes"] = len(target.modes)
+        row["emc"] = entropic_mode_coverage(x, target)
+    row["_samples"] = x[:3000]
+    return row
+
+
+def figure(name: str, target: Any, rows: list[dict[str, Any]], out: Path) -> None:
+    """Samples of every method (first seed) on the target's density contours."""
+    rows = [r for r in rows if "_samples" in r]
+    box = target.bounds
+    g0 = torch.linspace(*box[0], 300)
+    g1 = torch.linspace(*box[1], 300)
+    xx, yy = torch.meshgrid(g0, g1, indexing="ij")
+    with torch.no_grad():
+        lp = target.log_prob(torch.stack([xx, yy], -1).reshape(-1, 2)).reshape(300, 300)
+    fig, axes = plt.subplots(1, len(rows), figsize=(2.6 * len(rows), 2.8), squeeze=False)
+    for ax, row in zip(axes[0], rows, strict=True):
+        ax.contour(xx, yy, lp.clamp_min(lp.max() - 12), levels=8, linewidths=0.5, cmap="Greys")
+        s = row["_samples"][:2000]
+        ax.scatter(s[:, 0], s[:, 1], s=1, alpha=0.4, color="tab:red")
+        ax.set_xlim(*box[0])
+        ax.set_ylim(*box[1])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        title = row["method"]
+        if "modes" in row:
+            title += f"\n{row['modes']}/{row['n_modes']} modes"
+        ax.set_title(title, fontsize=8)
+    fig.suptitle(name, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / f"{name}.png", dpi=90)
+    plt.close(fig)
+
+
+COLUMNS = [
+    "target", "method", "seeds", "is_abs_err", "ais_abs_err", "elbo", "eubo", "ess", "fwd_ess",
+    "mmd", "modes", "emc", "steps_per_s", "seconds",
+]  # fmt: skip
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± sd over seeds per (target, method)."""
+    out = []
+    keys = sorted({(r["target"], r["method"]) for r in rows}, key=lambda k: (k[0], k[1]))
+    for tgt, meth in keys:
+        group = [r for r in rows if r["target"] == tgt and r["method"] == meth]
+        summary: dict[str, Any] = {"target": tgt, "method": meth, "seeds": len(group)}
+        for col in COLUMNS[3:]:
+            vals = [float(r[col]) for r in group if r.get(col) not in (None, "")]
+            vals = [v for v in vals if math.isfinite(v)]
+            if not vals:
+                continue
+            mean = sum(vals) / len(vals)
+            if col == "modes":
+                summary[col] = f"{mean:.1f}/{group[0]['n_modes']}"
+            elif len(vals) > 1:
+                sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+                summary[col] = f"{mean:.4g} ± {sd:.2g}"
+            else:
+                summary[col] = f"{mean:.4g}"
+        if any("error" in r for r in group):
+            summary["error"] = next(r["error"] for r in group if "error" in r)[:80]
+        out.append(summary)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--budget-scale", type=float, default=1.0, help="multiply every budget")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sampling"))
+    parser.add_argument("--smoke", action="store_true", help="tiny evaluation sizes (a check)")
+    args = parser.parse_args()
+    if args.smoke:
+        global EVAL_N, AIS_N, AIS_T
+        EVAL_N, AIS_N, AIS_T = 2000, 256, 4
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv_path = args.out / "runs.csv"
+    old: list[dict[str, Any]] = []
+    if csv_path.exists():  # keep other targets/methods/seeds from earlier invocations
+        from common import read_csv
+
+        old = [
+            r
+            for r in read_csv(csv_path)
+            if not (
+                r["target"] in args.targets
+                and r["method"] in args.methods
+                and int(r["seed"]) in args.seeds
+            )
+        ]
+    rows: list[dict[str, Any]] = []
+    for name in args.targets:
+        reg, options, scale, budget = TARGETS[name]
+        target = get(reg, **options)
+        budget *= args.budget_scale
+        fig_rows = []
+        for method in args.methods:
+            for seed in args.seeds:
+                torch.manual_seed(seed)
+                row: dict[str, Any] = {"target": name, "method": method, "seed": seed}
+                row["budget_s"] = budget
+                try:
+                    result, info = train(method, target, scale, budget)
+                    row.update(info)
+                    row["steps_per_s"] = info["steps"] / info["seconds"]
+                    row.update(score(method, result, target, seed))
+                except Exception as exc:  # a failed cell stays in the table with its error
+                    row["error"] = f"{type(exc).__name__}: {exc}"
+                shown = {k: v for k, v in row.items() if not k.startswith("_")}
+                print(shown, flush=True)
+                if seed == args.seeds[0]:
+                    fig_rows.append(row)
+                rows.append(row)
+        if target.dim == 2 and target.bounds is not None:
+            figure(name, target, fig_rows, args.out)
+    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    all_rows = old + clean
+    tmp = csv_path.with_suffix(".tmp")
+    write_csv(all_rows, tmp)
+    tmp.replace(csv_path)
+    table = markdown_table(summarize(all_rows), COLUMNS + ["error"])
+    header = (
+        "# Sampling benchmarks (issue 13)\n\nSame wall-clock training budget per method and "
+        "target (`budget_s` in runs.csv), 2-core CPU shared with other jobs, one torch thread. "
+        "`is_abs_err`/`ais_abs_err`: |Δlog Z| of importance sampling "
+        f"({EVAL_N} draws) and of AIS ({AIS_N} chains, {AIS_T} HMC temperatures) from the "
+        "trained flow (AIS method: from N(0, s²I)); `modes`: declared modes holding ≥ 20% of "
+        "their fair share of 10 000 samples; `emc`: entropic mode coverage; `mmd`: MMD² to "
+        "exact samples (standardized).\n\n"
+    )
+    (args.out / "table.md").write_text(header + table + "\n")
+    print(header + table)
+
+
+if __name__ == "__main__":
+    main()

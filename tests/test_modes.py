@@ -1,0 +1,298 @@
+"""Mode discovery: AIS, the mass-covering losses, mixtures of flows, the sampling targets and the
+mode metrics (issue 13)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vi_flows import ais, build, fit
+from vi_flows.ais import NonFiniteWeightError
+from vi_flows.losses import LOSSES, get_loss
+from vi_flows.losses_mass import FAB, Renyi
+from vi_flows.metrics import (
+    count_modes,
+    entropic_mode_coverage,
+    eubo,
+    forward_ess,
+    log_z_estimates,
+)
+from vi_flows.targets import get
+from vi_flows.targets.toys import GaussianMixture
+
+# ---------------------------------------------------------------------------- AIS
+
+
+def _gaussian_target(d: int, log_z: float, loc: float = 2.0, scale: float = 0.5):
+    def log_prob(x):
+        z = (x - loc) / scale
+        return (
+            log_z - 0.5 * z.square().sum(-1) - d * math.log(scale) - 0.5 * d * math.log(2 * math.pi)
+        )
+
+    return log_prob
+
+
+@pytest.mark.parametrize("transition", ["hmc", "mala", "rwm"])
+def test_ais_exact_log_z_gaussian_to_gaussian(transition):
+    torch.manual_seed(0)
+    q = build("gaussian", 3)  # N(0, I)
+    r = ais(_gaussian_target(3, 1.5), q, 2000, num_temperatures=30, transition=transition)
+    assert abs(r.log_z - 1.5) < 3 * r.log_z_se, (r.log_z, r.log_z_se)
+    # AIS beats plain IS from the same q on this problem (its ESS is higher)
+    assert r.ess > torch.softmax(r.is_log_weights, 0).square().sum().reciprocal() / 2000
+    assert r.acceptance.shape == (30,) and r.step_sizes.shape == (30,)
+    assert r.samples.shape == (2000, 3) and r.log_weights.shape == (2000,)
+
+
+def test_ais_with_one_temperature_is_importance_sampling():
+    q = build("gaussian", 2, init_scale=2.0)
+    target = _gaussian_target(2, 0.7, loc=1.0, scale=1.0)
+    torch.manual_seed(3)
+    x0, log_q = q.sample_and_log_prob(500)
+    expected = (target(x0) - log_q).detach().double()
+    torch.manual_seed(3)
+    r = ais(target, q, 500, num_temperatures=1, tune=0)
+    assert torch.allclose(r.log_weights, expected, atol=1e-5)
+    expected_log_z = float(torch.logsumexp(expected, 0) - math.log(500))
+    assert r.log_z == pytest.approx(expected_log_z, abs=1e-5)
+    assert r.is_log_z == pytest.approx(expected_log_z, abs=1e-5)
+
+
+def test_ais_bad_inputs_name_the_problem():
+    q = build("gaussian", 2)
+    with pytest.raises(ValueError, match="num_temperatures must be >= 1"):
+        ais(lambda x: -x.square().sum(-1), q, 10, num_temperatures=0)
+
+    def nan_left_half(x):  # NaN wherever x₀ < 0: half of q's draws
+        return torch.where(x[:, 0] < 0, torch.nan, -x.square().sum(-1))
+
+    with pytest.raises(NonFiniteWeightError, match=r"temperature 1 of 4"):
+        ais(nan_left_half, q, 64, num_temperatures=4, tune=0)
+
+    def zero_left_half(x):  # p̃ = 0 (log −inf) where x₀ < 0: zero weights there, not an error
+        return torch.where(x[:, 0] < 0, -torch.inf, -x.square().sum(-1))
+
+    r = ais(zero_left_half, q, 256, num_temperatures=4, tune=0)
+    assert math.isfinite(r.log_z) and (r.is_log_weights == -math.inf).any()
+    with pytest.raises(ValueError, match="transition"):
+        ais(lambda x: -x.square().sum(-1), q, 10, transition="gibbs")
+
+
+# ---------------------------------------------------------------- loss gradients
+
+
+_GRID = torch.linspace(-20.0, 20.0, 40_001, dtype=torch.float64)[:, None]
+_H = float(_GRID[1, 0] - _GRID[0, 0])
+_LOG_P = _gaussian_target(1, 0.4, loc=1.0, scale=1.0)  # p̃ = e^{0.4} N(1, 1)
+
+
+def _integral(log_f):
+    return torch.logsumexp(log_f, 0) + math.log(_H)
+
+
+# The exact objective each loss's gradient estimates, by quadrature with log q on a grid.
+_EXACT = {
+    "kl": lambda lq, lp: (lq.exp() * (lq - lp)).sum() * _H,
+    "stl": lambda lq, lp: (lq.exp() * (lq - lp)).sum() * _H,
+    "renyi": lambda lq, lp: -_integral(0.5 * lq + 0.5 * lp) / 0.5,  # α = 0.5
+    "renyi-cubo": lambda lq, lp: 0.5 * _integral(2 * lp - lq),  # α = −1
+    "forward": lambda lq, lp: -((lp - 0.4).exp() * lq).sum() * _H,
+    "chi2": lambda lq, lp: _integral(2 * lp - lq),
+    "fab": lambda lq, lp: _integral(2 * lp - lq),
+}
+# (loss object, samples per estimate, replicates, unbiased?) — the SNIS/VR ones are consistent,
+# so they are checked with many samples, where their O(1/n) bias is below the tolerance.
+_ESTIMATORS = {
+    "kl": (lambda: get_loss("kl"), 256, 200, True),
+    "stl": (lambda: get_loss("stl"), 256, 200, True),
+    "renyi": (lambda: Renyi(0.5), 20_000, 10, False),
+    "renyi-cubo": (lambda: Renyi(-1.0), 20_000, 10, False),
+    "forward": (lambda: get_loss("forward"), 20_000, 10, False),
+    "chi2": (lambda: get_loss("chi2"), 20_000, 10, False),
+    "fab": (lambda: FAB(num_temperatures=3, transition="mala"), 4_000, 10, False),
+}
+
+
+def _q_1d():
+    q = build("gaussian", 1, init_scale=1.5).double()
+    with torch.no_grad():
+        q.transform.loc.fill_(0.3)
+    return q
+
+
+def _grads(q):
+    return torch.cat([p.grad.flatten() for p in q.parameters()])
+
+
+@pytest.mark.parametrize("name", sorted(_EXACT))
+def test_loss_gradient_matches_brute_force_on_1d_gaussian(name):
+    torch.manual_seed(0)
+    q = _q_1d()
+    _EXACT[name](q.log_prob(_GRID), _LOG_P(_GRID)).backward()
+    exact = _grads(q)
+    make, n, reps, unbiased = _ESTIMATORS[name]
+    loss = make()
+    estimates = []
+    for _ in range(reps):
+        q.zero_grad()
+        loss(q, _LOG_P, n).loss.backward()
+        estimates.append(_grads(q))
+    est = torch.stack(estimates)
+    mean, se = est.mean(0), est.std(0) / math.sqrt(reps)
+    tol = 4 * se + (0.0 if unbiased else 0.03 * exact.abs().max())
+    assert ((mean - exact).abs() <= tol + 1e-3).all(), (name, mean, exact, se)
+
+
+def test_every_registered_loss_has_a_gradient_check():
+    checked = {"kl", "stl", "renyi", "forward", "chi2", "fab", "mixture-kl"}
+    assert checked >= set(LOSSES.names()) - {"iw"}  # iw is covered by its own branch's tests
+
+
+def test_mixture_kl_gradient_matches_brute_force():
+    torch.manual_seed(0)
+    q = build("mixture", 1, components=2, family="gaussian", spread=1.0).double()
+    with torch.no_grad():
+        q.transform.logits.copy_(torch.tensor([0.3, -0.2]))
+    _EXACT["kl"](q.log_prob(_GRID), _LOG_P(_GRID)).backward()
+    exact = _grads(q)
+    estimates = []
+    for _ in range(200):
+        q.zero_grad()
+        get_loss("mixture-kl")(q, _LOG_P, 256).loss.backward()
+        estimates.append(_grads(q))
+    est = torch.stack(estimates)
+    mean, se = est.mean(0), est.std(0) / math.sqrt(len(est))
+    assert ((mean - exact).abs() <= 4 * se + 1e-3).all(), (mean, exact, se)
+    assert exact[0].abs() > 1e-3  # the weights' gradient is really checked (non-zero)
+
+
+def test_tempering_reaches_every_loss():
+    # β scales log p̃ in every loss: at β = 0 the target is flat, so the gradient differs from β = 1
+    target = _gaussian_target(1, 0.0, loc=3.0)
+    for name in ["kl", "renyi", "forward", "chi2", "fab"]:
+        grads = []
+        for beta in (1.0, 0.3):
+            torch.manual_seed(0)
+            q = build("gaussian", 1)
+            loss = FAB(num_temperatures=2) if name == "fab" else get_loss(name)
+            loss(q, target, 64, beta=beta).loss.backward()
+            grads.append(q.transform.loc.grad.clone())
+        assert not torch.allclose(grads[0], grads[1]), name
+
+
+# ---------------------------------------------------------------------- mixture
+
+
+def test_mixture_log_prob_integrates_to_one_and_is_exact():
+    torch.manual_seed(0)
+    q = build("mixture", 2, components=3, family="realnvp", layers=2, spread=1.5)
+    with torch.no_grad():
+        q.transform.logits.copy_(torch.tensor([0.5, -1.0, 0.2]))
+        g = torch.linspace(-14.0, 14.0, 561)
+        xx, yy = torch.meshgrid(g, g, indexing="ij")
+        grid = torch.stack([xx, yy], -1).reshape(-1, 2)
+        mass = q.log_prob(grid).exp().sum() * (g[1] - g[0]) ** 2
+        assert float(mass) == pytest.approx(1.0, abs=2e-3)
+        theta, log_q = q.sample_and_log_prob(1000)
+        assert torch.allclose(log_q, q.log_prob(theta), atol=1e-4)
+        xi, _ = q.transform.inverse(theta)
+        assert torch.allclose(q.transform(xi)[0], theta, atol=1e-4)
+        # each component is drawn with its weight (moved apart, so each draw's source is clear)
+        for j, comp in enumerate(q.transform.components):
+            comp.parts[-1].loc.copy_(torch.tensor([30.0 * j, 0.0]))
+        k = q.transform.component_log_probs(q.sample(2000)).argmax(-1)
+        share = torch.bincount(k, minlength=3).double() / 2000
+        pi = torch.softmax(q.transform.logits, 0).double()
+        assert (share - pi).abs().max() < 0.04, (share, pi)
+
+
+def test_mixture_save_load_round_trip(tmp_path):
+    from vi_flows.flows import load, save
+
+    torch.manual_seed(0)
+    q = build("mixture", 2, components=2, family="gaussian")
+    save(q, tmp_path / "m.pt")
+    r = load(tmp_path / "m.pt")
+    x = torch.randn(5, 2)
+    assert torch.allclose(q.log_prob(x), r.log_prob(x))
+
+
+# ------------------------------------------------------------- mode discovery
+
+
+def test_fab_finds_both_modes_where_kl_finds_one():
+    # q starts on the mode at the origin; the other lies 6 sd away. Reverse KL never sees it;
+    # FAB's AIS towards p²/q (large exactly where q is small) carries samples there.
+    modes = torch.tensor([[0.0, 0.0], [6.0, 0.0]], dtype=torch.float64)
+    target = GaussianMixture("two-modes", modes, 1.0)
+    shares = {}
+    for name in ["kl", "fab"]:
+        torch.manual_seed(0)
+        q = build("realnvp", 2, layers=4)
+        loss = FAB(num_temperatures=4) if name == "fab" else name
+        fit(q, target, 200, loss=loss, lr=3e-3, num_samples=128, progress=False)
+        with torch.no_grad():
+            dist = torch.cdist(q.sample(4000).double(), modes)
+        near = dist.argmin(-1)[dist.min(-1).values < 2.5]
+        shares[name] = torch.bincount(near, minlength=2).double() / 4000
+    assert shares["kl"][0] > 0.8 and shares["kl"][1] < 0.02, shares
+    assert (shares["fab"] > 0.25).all(), shares
+
+
+# ---------------------------------------------------------------------- targets
+
+
+def test_sampling_targets_log_z_and_modes():
+    from scipy.integrate import quad
+
+    val, _ = quad(lambda x: math.exp(-(x**4) + 6 * x**2 + 0.5 * x), -10, 10, epsabs=1e-10)
+    assert val == pytest.approx(11784.50927, rel=1e-9)
+    mw = get("manywell", dim=32)
+    assert mw.log_z == pytest.approx(164.6957, abs=1e-4)
+    assert mw.modes is None and get("manywell", dim=4).modes.shape == (4, 4)
+    assert get("mog40").modes.shape == (40, 2) and get("mog40").log_z == 0.0
+    mos = get("mos", dim=50)
+    assert mos.modes.shape == (10, 50) and mos.sample(7).shape == (7, 50)
+    with pytest.raises(ValueError, match="even dim"):
+        get("manywell", dim=3)
+    # exact ManyWell samples: the right well's share is its mass ratio
+    x = get("manywell", dim=2).sample(20_000, torch.Generator().manual_seed(0))
+    grid = torch.linspace(-4, 4, 100_001, dtype=torch.float64)
+    dens = (-grid.pow(4) + 6 * grid.square() + 0.5 * grid).exp()
+    right = float(dens[grid > 0].sum() / dens.sum())
+    assert float((x[:, 0] > 0).double().mean()) == pytest.approx(right, abs=0.015)
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+def test_mode_metrics_and_forward_measures():
+    target = get("mixture", dim=2)
+    exact = target.sample(4000, torch.Generator().manual_seed(0))
+    assert count_modes(exact, target) == 4
+    assert entropic_mode_coverage(exact, target) > 0.98
+    one_mode = target.modes[:1].float() + torch.randn(1000, 2)
+    assert count_modes(one_mode, target) == 1
+    assert entropic_mode_coverage(one_mode, target) < 0.05
+    with pytest.raises(ValueError, match="declares no modes"):
+        count_modes(exact, get("banana"))
+    with pytest.raises(ValueError, match="declares no modes"):
+        entropic_mode_coverage(exact, get("manywell", dim=32))
+
+    gauss = get("gaussian", dim=2)  # p = N(0, I) = q: EUBO = log Z = 0, forward ESS = 1
+    q = build("gaussian", 2)
+    ref = gauss.sample(2000, torch.Generator().manual_seed(1))
+    assert eubo(q, gauss, ref) == pytest.approx(0.0, abs=1e-5)
+    assert forward_ess(q, gauss, ref) == pytest.approx(1.0, abs=1e-5)
+    # a q on one mode: its EUBO sits far above log Z = 0 and the forward ESS is tiny
+    q1 = build("gaussian", 2)
+    with torch.no_grad():
+        q1.transform.loc.copy_(target.modes[0].float())
+    ref = target.sample(2000, torch.Generator().manual_seed(2))
+    assert eubo(q1, target, ref) > 5.0 and forward_ess(q1, target, ref) < 0.01
+    est = log_z_estimates(q, gauss, n=500, num_temperatures=2)
+    assert {"is_log_z", "ais_log_z", "log_z"} <= set(est)
+    assert est["is_log_z"] == pytest.approx(0.0, abs=1e-5)
