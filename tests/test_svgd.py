@@ -265,3 +265,13 @@ def test_amortized_svgd_moves_generator_to_target_mean() -> None:
     assert (samples.mean(0) - mu).abs().max() < 0.25
     assert samples.std(0).min() > 0.3  # moved as a distribution, not collapsed to the mode
     assert history[-1]["mean_log_prob"] > history[0]["mean_log_prob"]
+
+
+@pytest.mark.parametrize("n", [400, 600])
+def test_median_bandwidth_is_numpys_median_when_the_pairs_outnumber_the_subsample(n: int) -> None:
+    # n(n−1)/2 > 2¹⁶ pairs: the exact median comes from the bracketed pass, not a full sort.
+    x = torch.randn(n, 4, generator=torch.Generator().manual_seed(n), dtype=torch.float64) * 3
+    d2 = ((x[:, None] - x[None]) ** 2).sum(-1).numpy()
+    expected = np.sqrt(0.5 * np.median(d2) / np.log(n + 1))
+    assert median_bandwidth(x).item() == pytest.approx(expected, rel=1e-12)
+    assert median_bandwidth(x, chunk_size=7).item() == pytest.approx(expected, rel=1e-12)

@@ -74,7 +74,7 @@ def pairwise_sq_dists(a: Tensor, b: Tensor) -> Tensor:
 
 
 def median_bandwidth(
-    x: Tensor, chunk_size: int | None = None, *, min_bandwidth: float = 1e-6
+    x: Tensor, chunk_size: int | None = None, *, min_bandwidth: float = 1e-6, sharded: bool = False
 ) -> Tensor:
     r"""The reference median heuristic ``h = sqrt(0.5 · med / log(n + 1))`` (0-dim tensor).
 
@@ -82,42 +82,101 @@ def median_bandwidth(
     (diagonal zeros included, the two middle values averaged). Then k ≈ exp(−med / (2h²)) =
     1 / (n + 1) for a typical pair: each particle's kernel mass on the others is ≈ 1.
 
+    The median is exact but never sorts all n(n−1)/2 pair values: a seeded subsample of pairs
+    brackets it, one blocked pass counts the pairs below the bracket and keeps those inside, and
+    the exact order statistic is taken among those few (:func:`_upper_order_stats`).
+
     Args:
-        x: Particles of shape (n, d).
-        chunk_size: Rows per block when collecting the n(n−1)/2 pair distances.
+        x: Particles of shape (n, d) (under ``sharded``, the same on every rank).
+        chunk_size: Rows per block when scanning the pair distances.
         min_bandwidth: Relative floor, h ≥ min_bandwidth · max(1, max|x|). Collapsed particles
             (median 0) would give h = 0 and a 0/0 kernel; floored, K = 1 and the repulsion is 0.
+        sharded: under ``torch.distributed``, each rank scans its share of the pairs and the
+            counts and candidates are combined (a collective; the result is the same).
     """
     n = x.shape[0]
     xc = x - x.mean(0)
-    upper = x.new_empty(n * (n - 1) // 2)
-    cols = torch.arange(n, device=x.device)
-    offset = 0
-    for rows in _row_chunks(n, chunk_size):
-        d2 = pairwise_sq_dists(xc[rows], xc)
-        vals = d2[cols[None, :] > cols[rows, None]]  # strict upper triangle of these rows
-        upper[offset : offset + vals.numel()] = vals
-        offset += vals.numel()
+    total = n * n
+    positions = sorted({(total - 1) // 2, total // 2})
+    # Position p of the sorted n² entries: n diagonal zeros, then every pair value twice.
+    ranks = sorted({(p - n) // 2 + 1 for p in positions if p >= n})
+    values = _upper_order_stats(xc, ranks, chunk_size, sharded) if ranks else {}
 
     def sorted_full(p: int) -> Tensor:
-        # Position p of the sorted n² entries: n diagonal zeros, then every pair value twice.
-        if p < n:
-            return x.new_zeros(())
-        return upper.kthvalue((p - n) // 2 + 1).values
+        return x.new_zeros(()) if p < n else values[(p - n) // 2 + 1]
 
-    total = n * n
-    med = 0.5 * (sorted_full((total - 1) // 2) + sorted_full(total // 2))
+    med = 0.5 * (sorted_full(positions[0]) + sorted_full(positions[-1]))
     h = torch.sqrt(0.5 * med / math.log(n + 1))
     floor = min_bandwidth * max(1.0, x.detach().abs().max().item()) if n else min_bandwidth
     return h.clamp_min(floor)
+
+
+def _balanced_rows(n: int, sharded: bool) -> tuple[int, int]:
+    """This rank's rows [start, stop) of the strict upper triangle, with ~equal pair counts."""
+    if not (sharded and distributed.is_distributed()):
+        return 0, n
+    world, rank = distributed.world_size(), distributed.rank()
+    per_row = torch.arange(n - 1, -1, -1, dtype=torch.float64)  # row i has n − 1 − i pairs
+    cum = torch.cumsum(per_row, 0)
+    bounds = [0] + [int(torch.searchsorted(cum, cum[-1] * r / world)) + 1 for r in range(1, world)]
+    bounds = [min(b, n) for b in bounds] + [n]
+    return bounds[rank], max(bounds[rank], bounds[rank + 1])
+
+
+def _upper_order_stats(
+    xc: Tensor, ranks: list[int], chunk_size: int | None, sharded: bool
+) -> dict[int, Tensor]:
+    """The ranks[i]-th smallest (1-based) of the n(n−1)/2 strict-upper-triangle squared
+    distances of ``xc``, exactly, without materializing them all.
+
+    A subsample of 2¹⁶ pairs from a fixed-seed generator (the global RNG is untouched) gives a
+    bracket (lo, hi] around the wanted quantiles; a blocked pass counts the pairs ≤ lo and keeps
+    those in (lo, hi]; if every wanted rank falls inside, the answer is an order statistic of the
+    kept values. Otherwise the bracket widens (finally to everything, the plain method).
+    """
+    n = xc.shape[0]
+    m_total = n * (n - 1) // 2
+    gen = torch.Generator().manual_seed(0x5EED)
+    size = min(m_total, 1 << 16)
+    i = torch.randint(n, (size,), generator=gen)
+    j = torch.randint(n - 1, (size,), generator=gen)
+    j = j + (j >= i).long()  # j ≠ i
+    sample = (xc[i] - xc[j]).square().sum(-1).double()
+    start, stop = _balanced_rows(n, sharded)
+    cols = torch.arange(n, device=xc.device)
+    for width in (6.0, 48.0, math.inf):
+        margin = width / math.sqrt(size)
+        q_lo, q_hi = min(ranks) / m_total - margin, max(ranks) / m_total + margin
+        lo = -math.inf if q_lo <= 0 else float(torch.quantile(sample, q_lo))
+        hi = math.inf if q_hi >= 1 or width == math.inf else float(torch.quantile(sample, q_hi))
+        below = torch.zeros((), dtype=torch.float64)
+        kept = []
+        for rows in _row_chunks(stop - start, chunk_size, n):
+            rows = slice(start + rows.start, start + rows.stop)
+            d2 = pairwise_sq_dists(xc[rows], xc)
+            vals = d2[cols[None, :] > cols[rows, None]]  # strict upper triangle of these rows
+            below += (vals <= lo).sum()
+            kept.append(vals[(vals > lo) & (vals <= hi)])
+        inside = torch.cat(kept) if kept else xc.new_empty(0)
+        if sharded and distributed.is_distributed():
+            below = distributed.all_reduce_sum(below)
+            inside = distributed.all_gather_cat(inside)
+        base = int(below)
+        if all(base < k <= base + inside.numel() for k in ranks):
+            return {k: inside.kthvalue(k - base).values for k in ranks}
+    raise AssertionError("unreachable: the last bracket holds every pair")  # pragma: no cover
 
 
 @runtime_checkable
 class SteinKernel(Protocol):
     """What SVGD needs from a kernel: a bandwidth rule and, per block of rows, K and repulsion."""
 
-    def bandwidth(self, x: Tensor, chunk_size: int | None = None) -> Tensor:
-        """The bandwidth h (0-dim tensor) for particles ``x`` of shape (n, d)."""
+    def bandwidth(
+        self, x: Tensor, chunk_size: int | None = None, *, sharded: bool = False
+    ) -> Tensor:
+        """The bandwidth h (0-dim tensor) for particles ``x`` of shape (n, d). With ``sharded``
+        (under ``torch.distributed``, every rank passing the same ``x``) the ranks may split the
+        work of the rule between them; the result must not depend on it."""
         ...
 
     def gram_and_repulsion(self, rows: Tensor, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
@@ -148,11 +207,14 @@ class IsotropicKernel:
         self.fixed_bandwidth = bandwidth
         self.min_bandwidth = min_bandwidth
 
-    def bandwidth(self, x: Tensor, chunk_size: int | None = None) -> Tensor:
-        """Fixed h if given, else the floored median heuristic."""
+    def bandwidth(
+        self, x: Tensor, chunk_size: int | None = None, *, sharded: bool = False
+    ) -> Tensor:
+        """Fixed h if given, else the floored median heuristic (split over ranks if
+        ``sharded``)."""
         if self.fixed_bandwidth is not None:
             return torch.tensor(self.fixed_bandwidth, dtype=x.dtype, device=x.device)
-        return median_bandwidth(x, chunk_size, min_bandwidth=self.min_bandwidth)
+        return median_bandwidth(x, chunk_size, min_bandwidth=self.min_bandwidth, sharded=sharded)
 
     def profile(self, u: Tensor) -> tuple[Tensor, Tensor]:
         """Return (f(u), −2 f'(u)) elementwise."""
@@ -265,7 +327,7 @@ def svgd_direction_from_score(
     # Stationary kernels: centering changes nothing but keeps the Gram identity accurate.
     xc = x - x.mean(0)
     if bandwidth is None:  # uncentered x: the floor of the median rule scales with max|x|
-        h = kern.bandwidth(x, chunk_size)
+        h = kern.bandwidth(x, chunk_size, sharded=rows is not None)
     else:
         h = torch.as_tensor(bandwidth, dtype=x.dtype, device=x.device)
         if not h > 0:
