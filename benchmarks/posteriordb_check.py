@@ -37,8 +37,6 @@ import argparse
 import csv
 import io
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vi_flows import runfiles
 from vi_flows.targets import posteriordb
 from vi_flows.targets.posteriordb.base import flatten_draws
 
@@ -278,12 +277,7 @@ def check(name: str, s: Settings) -> dict[str, object]:
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    runfiles.write_text(path, text)  # temp file, fsync, os.replace
 
 
 COLUMNS = [

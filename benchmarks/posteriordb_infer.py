@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vi_flows import runfiles
 from vi_flows.targets import posteriordb
 
 OUT = Path(__file__).resolve().parent / "results" / "posteriordb"
@@ -77,12 +76,7 @@ def run_infer(
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    runfiles.write_text(path, text)  # temp file, fsync, os.replace
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

@@ -28,16 +28,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reliability"
-RL = [
-    "--env",
-    "CartPole-v1",
-    "--no-preset",
-    "--quiet",
-    "--set",
-    "num_envs=2",
-    "--set",
-    "rollout_steps=16",
-]
+RL = "--env CartPole-v1 --no-preset --quiet --set num_envs=2 --set rollout_steps=16".split()
 RL += ["--set", "hidden=16", "--set", "tensorboard=false", "--set", "checkpoint_every=1"]
 STEPS = 32 * 40  # 40 updates
 FIT = ["u1", "--flow", "gaussian", "--steps", "400", "--samples", "64", "--eval-samples", "2000"]

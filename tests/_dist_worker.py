@@ -77,6 +77,6 @@ def case_fit_resume(out: Path) -> None:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     case, out = sys.argv[1], Path(sys.argv[2])
-    distributed.init(timeout_s=float(sys.argv[3]) if len(sys.argv) > 3 else 60.0)
+    distributed.init()  # the collective timeout comes from VI_FLOWS_DIST_TIMEOUT
     globals()[f"case_{case}"](out)
     distributed.barrier()

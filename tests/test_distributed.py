@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
+import _ranks  # noqa: I001  (tests/_ranks.py, the rank launcher)
 import pytest
 import torch
 import torch.distributed as dist
@@ -25,45 +22,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(case: str, out: Path, world: int = 2, timeout: float = 120.0, coll: float = 60.0):
-    """Start ``world`` ranks of ``_dist_worker.py CASE`` and wait; returns their results."""
-    port = _free_port()
-    procs = []
-    for r in range(world):
-        env = {
-            **os.environ,
-            "RANK": str(r),
-            "LOCAL_RANK": str(r),
-            "WORLD_SIZE": str(world),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(WORKER), case, str(out), str(coll)],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    results = []
-    for p in procs:
-        try:
-            stdout, stderr = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise AssertionError(f"rank timed out after {timeout} s (a hang)") from None
-        results.append((p.returncode, stdout, stderr))
-    return results
+    """Start ``world`` ranks of ``_dist_worker.py CASE OUT`` and wait; returns their results."""
+    return _ranks.run_ranks(
+        WORKER, case, str(out), world=world, timeout=timeout, collective_timeout=coll
+    )
 
 
 def test_single_process_is_rank_zero_of_one() -> None:

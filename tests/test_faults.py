@@ -26,16 +26,7 @@ from vi_flows.cli import main as flows_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIM = ROOT / "tests" / "fault_shim.py"
-RL = [
-    "--env",
-    "CartPole-v1",
-    "--no-preset",
-    "--quiet",
-    "--set",
-    "num_envs=2",
-    "--set",
-    "rollout_steps=16",
-]
+RL = "--env CartPole-v1 --no-preset --quiet --set num_envs=2 --set rollout_steps=16".split()
 RL += ["--set", "hidden=16", "--set", "tensorboard=false", "--set", "checkpoint_every=2"]
 FIT = ["u1", "--flow", "gaussian", "--steps", "30", "--samples", "32", "--eval-samples", "500"]
 FIT += ["--quiet", "--lr", "0.05"]

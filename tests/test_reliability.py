@@ -21,16 +21,7 @@ from vi_flows import flows, runfiles, targets
 from vi_flows.diagnostics import diagnose, psis_khat
 from vi_flows.svgd import svgd
 
-BASE = [
-    "--no-preset",
-    "--quiet",
-    "--set",
-    "num_envs=2",
-    "--set",
-    "rollout_steps=16",
-    "--set",
-    "hidden=16",
-]
+BASE = "--no-preset --quiet --set num_envs=2 --set rollout_steps=16 --set hidden=16".split()
 BASE += ["--set", "tensorboard=false"]
 CARTPOLE = ["--env", "CartPole-v1", *BASE]
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
+import _ranks  # noqa: I001  (tests/_ranks.py, the rank launcher)
 import numpy as np
 import pytest
 import torch
@@ -35,48 +32,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_ranks(*args: str, world: int = 2, timeout: float = 150.0) -> list[tuple[int, str, str]]:
     """Start ``world`` ranks of ``_rl_dist_worker.py ARGS`` and wait; their (code, out, err)."""
-    port, procs = _free_port(), []
-    root = str(Path(__file__).resolve().parents[1])
-    for r in range(world):
-        env = {
-            **os.environ,
-            "RANK": str(r),
-            "LOCAL_RANK": str(r),
-            "WORLD_SIZE": str(world),
-            "LOCAL_WORLD_SIZE": str(world),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "OMP_NUM_THREADS": "1",
-            "VI_FLOWS_DIST_TIMEOUT": "30",
-            "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]),
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(WORKER), *args],
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    results = []
-    for p in procs:
-        try:
-            stdout, stderr = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise AssertionError(f"rank timed out after {timeout} s (a hang)") from None
-        results.append((p.returncode, stdout, stderr))
-    return results
+    return _ranks.run_ranks(WORKER, *args, world=world, timeout=timeout)
 
 
 def _ok(results) -> None:

@@ -288,13 +288,7 @@ def _iaf(
     """Inverse autoregressive flow (Kingma et al. 2016): ``layers`` affine MADE layers with
     alternating orders, then an elementwise affine. Sampling with log q is one pass per layer;
     log q at arbitrary points costs d passes per layer."""
-    body: list[Transform] = [
-        MaskedAutoregressive(
-            dim, "affine", hidden, order=o, residual=residual, scale_bound=scale_bound
-        )
-        for o in _alternating_orders(dim, layers)
-    ]
-    return _with_affine_head(body, dim, init_scale)
+    return _autoregressive(dim, layers, hidden, residual, scale_bound, init_scale, invert=False)
 
 
 @register("maf")
@@ -309,14 +303,26 @@ def _maf(
     """Masked autoregressive flow (Papamakarios et al. 2017): as ``iaf`` but each layer is the
     inverse of a MADE layer, so log q at arbitrary points is one pass per layer and sampling
     costs d passes per layer (prefer ``iaf`` for VI)."""
-    body: list[Transform] = [
-        Inverse(
-            MaskedAutoregressive(
-                dim, "affine", hidden, order=o, residual=residual, scale_bound=scale_bound
-            )
+    return _autoregressive(dim, layers, hidden, residual, scale_bound, init_scale, invert=True)
+
+
+def _autoregressive(
+    dim: int,
+    layers: int,
+    hidden: tuple[int, ...],
+    residual: bool,
+    scale_bound: float,
+    init_scale: float,
+    *,
+    invert: bool,
+) -> Transform:
+    """Affine MADE layers with alternating orders (each inverted for MAF), then an affine."""
+    body: list[Transform] = []
+    for o in _alternating_orders(dim, layers):
+        made = MaskedAutoregressive(
+            dim, "affine", hidden, order=o, residual=residual, scale_bound=scale_bound
         )
-        for o in _alternating_orders(dim, layers)
-    ]
+        body.append(Inverse(made) if invert else made)
     return _with_affine_head(body, dim, init_scale)
 
 
