@@ -130,9 +130,23 @@ def run(method: str, name: str, target: Target, budget: float, seed: int, wall: 
         family = {"advi-mf": "gaussian", "advi-fr": "full-gaussian"}.get(method, "auto")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            result = infer(
-                target, flow=family, time_budget=budget, seed=seed, progress=False, config=config
-            )
+            try:
+                result = infer(
+                    target,
+                    flow=family,
+                    time_budget=budget,
+                    seed=seed,
+                    progress=False,
+                    config=config,
+                )
+            except (FloatingPointError, ValueError) as err:  # a loud failure: recorded, flagged
+                row.update(
+                    error=f"{type(err).__name__}: {str(err)[:80]}", flagged=True, verdict="ERROR"
+                )
+                row["seconds"] = time.perf_counter() - start
+                row.update(score(torch.full((2, target.dim), math.nan), make_case.cache[name][1]))
+                row["silent_miss"] = False
+                return row
         draws = result.sample(10_000)
         flagged = not result.verdict.startswith(("good", "usable"))
         row.update(
