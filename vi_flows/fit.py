@@ -181,17 +181,6 @@ def _check_same_setup(
         )
 
 
-def _write_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Temp file in the same folder, fsync, then ``os.replace``: a crash mid-write never leaves a
-    torn checkpoint."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-
-
 def fit(
     q: Flow,
     log_prob: Any,
@@ -296,7 +285,7 @@ def fit(
     sched_name = type(scheduler).__name__ if scheduler is not None else None
 
     if resume and ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, weights_only=True)
+        state = runfiles.load(ckpt_path)  # weights_only, CRC-checked, one clear error
         _check_same_setup(state, ckpt_path, opt_name, sched_name)
         q.load_state_dict(state["flow"])
         opt.load_state_dict(state["optimizer"])
@@ -327,21 +316,19 @@ def fit(
         if world > 1:
             rng = distributed.all_gather_cat(rng[None])
         if distributed.is_main():
-            _write_checkpoint(
-                ckpt_path,
-                {
-                    "flow": q.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "history": asdict(history),
-                    "step": next_step,
-                    "bad_steps": bad_steps,
-                    "rng": rng,
-                    "world_size": world,
-                    "optimizer_name": opt_name,
-                    "scheduler_name": sched_name,
-                },
-            )
+            state = {
+                "flow": q.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "history": asdict(history),
+                "step": next_step,
+                "bad_steps": bad_steps,
+                "rng": rng,
+                "world_size": world,
+                "optimizer_name": opt_name,
+                "scheduler_name": sched_name,
+            }
+            runfiles.save(state, ckpt_path)  # temp file, fsync, os.replace: never torn
         distributed.barrier()  # no rank reads the checkpoint before it is complete
 
     bar = tqdm(range(start, steps), disable=not progress, desc="fit", leave=False)
