@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.worker:
         worker(args.worker, args.out, args.quick)
+        distributed.shutdown()
         return
     cases = ["fit", "svgd2000", "svgd8000"]
     rows = []

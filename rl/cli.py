@@ -33,6 +33,7 @@ from tqdm import tqdm
 from rl.algorithms import ALGORITHMS, default_config
 from rl.config import field_docs, with_overrides
 from rl.presets import env_preset
+from vi_flows import distributed
 
 __all__ = ["main"]
 
@@ -65,7 +66,6 @@ def _overrides(pairs: list[str], extra: list[str]) -> dict[str, str]:
 
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
     from rl.trainer import saved_config, train
-    from vi_flows import distributed
 
     distributed.init()  # torchrun's environment: several ranks, no new flags; else a no-op
     out = Path(args.out)
@@ -112,6 +112,7 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
     )
     if distributed.is_main():
         print(json.dumps(row))
+    distributed.barrier()  # every rank leaves together (rank 0 writes last)
     return 0
 
 
@@ -260,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        distributed.shutdown()  # a no-op in one process
 
 
 if __name__ == "__main__":

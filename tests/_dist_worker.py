@@ -80,3 +80,4 @@ if __name__ == "__main__":
     distributed.init()  # the collective timeout comes from VI_FLOWS_DIST_TIMEOUT
     globals()[f"case_{case}"](out)
     distributed.barrier()
+    distributed.shutdown()

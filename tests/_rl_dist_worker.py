@@ -132,3 +132,4 @@ if __name__ == "__main__":
     distributed.init(timeout_s=30.0 if case != "fail" else 10.0)
     globals()[f"case_{case}"](out, *sys.argv[3:])
     distributed.barrier()
+    distributed.shutdown()

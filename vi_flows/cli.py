@@ -179,8 +179,11 @@ def _fit(args: argparse.Namespace) -> int:
         _writable_folder(out)
     try:
         if turnkey:
-            return _fit_turnkey(args, target, out)
-        return _fit_plain(args, target, out, flow_name, options)
+            code = _fit_turnkey(args, target, out)
+        else:
+            code = _fit_plain(args, target, out, flow_name, options)
+        distributed.barrier()  # every rank leaves together (rank 0 writes last)
+        return code
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # a failed run leaves no empty folder behind
@@ -421,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(message.split()) or type(err).__name__
         print(f"vi-flows: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()  # a no-op in one process
 
 
 if __name__ == "__main__":

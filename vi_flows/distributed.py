@@ -45,6 +45,7 @@ __all__ = [
     "rank",
     "rank_seed",
     "shard",
+    "shutdown",
     "world_size",
 ]
 
@@ -209,3 +210,11 @@ def barrier() -> None:
     """Wait for every rank (a no-op on one process)."""
     if is_distributed():
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group (a no-op without one). Call it before a rank exits: a gloo group
+    still alive at interpreter shutdown can abort the process ("terminate called without an
+    active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
