@@ -22,6 +22,7 @@ import argparse
 import ast
 import csv
 import importlib.util
+import io
 import json
 import math
 import os
@@ -121,21 +122,6 @@ def _writable_folder(out: Path) -> None:
     os.unlink(probe)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-
-
-def _save_history(history: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    history.to_csv(tmp)
-    tmp.replace(path)
-
-
 def _check_args(args: argparse.Namespace) -> None:
     """Every range check before any work (one line naming the argument and the valid range)."""
     checks = [
@@ -214,7 +200,7 @@ def _fit_plain(
     # The trained flow and its history are written before anything that could fail.
     if distributed.is_main():
         flows.save(q, out / "flow.pt")
-        _save_history(history, out / "history.csv")
+        history.to_csv(out / "history.csv")  # atomic (runfiles)
     torch.manual_seed(distributed.rank_seed(args.seed + 1))
     diag = diagnose(q, target, n=args.eval_samples)
     if not distributed.is_main():
@@ -231,7 +217,7 @@ def _fit_plain(
         "seed": args.seed,
         "diagnostics": {**diag.__dict__, "kl": diag.kl},
     }
-    _atomic_text(out / "run.json", json.dumps(meta, indent=2, default=str))
+    runfiles.write_text(out / "run.json", json.dumps(meta, indent=2, default=str))
     figure = _figure(target, q, history, out)
     print(f"wrote {out / 'flow.pt'}, {out / 'history.csv'}, {out / 'run.json'}, {figure}")
     return 0
@@ -259,17 +245,16 @@ def _fit_turnkey(args: argparse.Namespace, target: targets.Target, out: Path) ->
     if not distributed.is_main():
         return 0
     flows.save(result.flow, out / "flow.pt")
-    _save_history(result.history, out / "history.csv")
+    result.history.to_csv(out / "history.csv")  # atomic (runfiles)
     torch.manual_seed(args.seed + 1)
     draws, log_w = result._draws, result._log_w
-    tmp = out / "draws.csv.tmp"
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow([f"theta[{i + 1}]" for i in range(target.dim)] + ["log_weight"])
-        rows = zip(draws[: args.draws].tolist(), log_w[: args.draws].tolist(), strict=True)
-        for row, lw in rows:
-            writer.writerow([f"{v:.8g}" for v in row] + [f"{lw:.8g}"])
-    tmp.replace(out / "draws.csv")
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow([f"theta[{i + 1}]" for i in range(target.dim)] + ["log_weight"])
+    rows = zip(draws[: args.draws].tolist(), log_w[: args.draws].tolist(), strict=True)
+    for row, lw in rows:
+        writer.writerow([f"{v:.8g}" for v in row] + [f"{lw:.8g}"])
+    runfiles.write_text(out / "draws.csv", text.getvalue())
     print(result.summary())
     if result.verdict.startswith("UNRELIABLE"):
         print(f"vi-flows: warning: {result.verdict}", file=sys.stderr)
@@ -293,7 +278,7 @@ def _fit_turnkey(args: argparse.Namespace, target: targets.Target, out: Path) ->
         },
         "diagnostics": {**diag.__dict__, "kl": diag.kl},
     }
-    _atomic_text(out / "run.json", json.dumps(meta, indent=2, default=str))
+    runfiles.write_text(out / "run.json", json.dumps(meta, indent=2, default=str))
     figure = _figure(target, result.flow, result.history, out)
     names = ", ".join(str(out / n) for n in ("flow.pt", "history.csv", "draws.csv", "run.json"))
     print(f"wrote {names}, {figure}")
