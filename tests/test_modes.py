@@ -10,8 +10,9 @@ import torch
 
 from vi_flows import ais, build, fit
 from vi_flows.ais import NonFiniteWeightError
+from vi_flows.diagnostics import diagnose
 from vi_flows.losses import LOSSES, get_loss
-from vi_flows.losses_mass import FAB, Renyi
+from vi_flows.losses_mass import FAB, FAB_BASE, Renyi
 from vi_flows.metrics import (
     count_modes,
     entropic_mode_coverage,
@@ -240,6 +241,83 @@ def test_fab_finds_both_modes_where_kl_finds_one():
         shares[name] = torch.bincount(near, minlength=2).double() / 4000
     assert shares["kl"][0] > 0.8 and shares["kl"][1] < 0.02, shares
     assert (shares["fab"] > 0.25).all(), shares
+
+
+def test_fab_needs_heavy_tails_where_p_has_them():
+    # D₂(p‖q) = log ∫ p²/q is infinite for a Gaussian q against a Student-t(3) p, so FAB's AIS
+    # target p²/q is improper and every fit widens q further: the runaway that, on Funnel-10,
+    # put a Gaussian-base flow's draws at |v| ~ 10⁵ where p̃ underflows to 0. FAB_BASE's
+    # polynomial tail keeps D₂ finite: the scale settles at p's and ν is learned near 3.
+    def student_t3(x):
+        return (-2.0 * torch.log1p(x.square() / 3.0)).sum(-1)
+
+    scales = {}
+    for name, base in [("normal", {}), ("fab", FAB_BASE)]:
+        torch.manual_seed(0)
+        q = build("gaussian", 2, **base)
+        trace = []
+
+        def record(step, info, q=q, trace=trace):
+            if step % 50 == 0:
+                trace.append(
+                    float(torch.nn.functional.softplus(q.transform.raw_scale.detach()).mean())
+                )
+            return False
+
+        loss = FAB(num_temperatures=2)
+        fit(q, student_t3, 300, loss=loss, lr=2e-2, num_samples=64, progress=False, callback=record)
+        scales[name] = trace
+        df = float(q.base.df().detach()) if name == "fab" else math.inf
+    normal, heavy = scales["normal"], scales["fab"]
+    assert 2.0 < df < 4.5, df
+    rising = all(normal[i + 1] > normal[i] for i in range(1, len(normal) - 1))
+    assert normal[-1] > 1.5 and rising, scales
+    assert all(abs(s - 1.0) < 0.2 for s in heavy), scales
+
+
+def test_infer_fab_builds_the_heavy_tailed_base(tmp_path):
+    from vi_flows import flows
+    from vi_flows.infer import InferConfig, infer
+
+    cfg = InferConfig(eval_samples=200)
+    r = infer(
+        lambda x: -0.5 * x.square().sum(-1), dim=2, objective="fab", steps=2, seed=0,
+        precondition="none", progress=False, config=cfg,
+    )  # fmt: skip
+    assert r.flow.config["base"] == FAB_BASE
+    flows.save(r.flow, tmp_path / "q.pt")
+    assert flows.load(tmp_path / "q.pt").config["base"] == FAB_BASE
+
+
+def test_diagnose_keeps_zero_weights_and_counts_them():
+    # p̃ underflowing to 0 at a draw (log w = −inf) is a zero weight, not an error; dropping it
+    # would bias log Z up. NaN stays an error.
+    torch.manual_seed(0)
+    q = build("gaussian", 2)
+
+    def half_line(x):  # N(0, I) restricted to x₀ > 0, unnormalized: Z = 1/2
+        lp = -0.5 * x.square().sum(-1) - math.log(2 * math.pi)
+        return torch.where(x[:, 0] > 0, lp, torch.full_like(lp, -math.inf))
+
+    d = diagnose(q, half_line, n=20_000)
+    assert 9_000 < d.zero_weights < 11_000
+    assert abs(d.log_z - math.log(0.5)) < 3 * d.log_z_se + 1e-3 and d.elbo == -math.inf
+    assert "zero weights" in str(d)
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        diagnose(q, lambda x: torch.full_like(x[:, 0], math.nan), n=100)
+    with pytest.raises(ValueError, match="at least one finite weight"):
+        diagnose(q, lambda x: torch.full_like(x[:, 0], -math.inf), n=100)
+
+
+def test_funnel_log_prob_deep_in_the_neck_is_never_nan():
+    # float32 e^{−v} overflows for v < −88: x = 0 there gave 0·inf = NaN.
+    t = get("funnel", dim=3)
+    x = torch.tensor([[-1000.0, 0.0, 0.0], [-1000.0, 1.0, 0.0], [-200.0, 3.0, 1.0]])
+    x.requires_grad_(True)
+    lp = t.log_prob(x)
+    assert not torch.isnan(lp).any() and lp[0] > -1e5 and (lp[1:] < -1e30).all()
+    lp.sum().backward()
+    assert not torch.isnan(x.grad).any()
 
 
 # ---------------------------------------------------------------------- targets

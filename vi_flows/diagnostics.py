@@ -40,6 +40,9 @@ class Diagnostics:
     −inf when all weights are equal (q ∝ p at every sample: no tail at all)."""
     true_log_z: float | None = None
     """The target's exact log Z, when known."""
+    zero_weights: int = 0
+    """Draws where p̃ underflowed to 0 (log w = −inf): kept as zero weights (log Z, ESS and k̂
+    stay unbiased/defined; the ELBO is then −inf), counted here so the miss is visible."""
 
     @property
     def kl(self) -> float | None:
@@ -58,6 +61,8 @@ class Diagnostics:
         if self.k_hat == -math.inf:
             k_hat = "-inf (all weights equal: q = p on every sample)"
         rows += [("ESS / n", f"{self.ess:.4f}"), ("PSIS k-hat", k_hat)]
+        if self.zero_weights:
+            rows.append(("zero weights", f"{self.zero_weights} (p̃ underflows to 0 there)"))
         width = max(len(name) for name, _ in rows)
         lines = [f"{'metric':<{width}} | value", f"{'-' * width}-+-{'-' * 20}"]
         lines += [f"{name:<{width}} | {value}" for name, value in rows]
@@ -147,18 +152,34 @@ def diagnose(q: Flow, log_prob: Any, n: int = 10_000, batch_size: int = 10_000) 
         theta, log_q = q.sample_and_log_prob(min(batch_size, local_n - start))
         log_p = fn(theta)
         check_log_prob_output(log_p, theta)
+        broken = torch.isnan(log_q) | (log_q == math.inf)
+        if broken.any():  # would otherwise pass for a zero weight (p̃ − inf = −inf)
+            raise ValueError(f"log q is NaN or +inf at {int(broken.sum())} of {n} draws of q")
         chunks.append((log_p - log_q).double())
     log_w = distributed.all_gather_cat(torch.cat(chunks) if chunks else torch.zeros(0).double())
-    finite = torch.isfinite(log_w)
-    if not finite.all():
-        raise ValueError(f"{int((~finite).sum())} of {n} log-weights are non-finite")
     return from_log_weights(log_w, getattr(log_prob, "log_z", None))
 
 
 def from_log_weights(log_w: torch.Tensor, true_log_z: float | None = None) -> Diagnostics:
-    """:class:`Diagnostics` from finite log-weights log p̃(θ) − log q(θ), θ ~ q (n ≥ 2)."""
+    """:class:`Diagnostics` from log-weights log p̃(θ) − log q(θ), θ ~ q (n ≥ 2).
+
+    A log-weight of −inf (p̃ underflows to 0 at a draw, e.g. a flow sample far out in a
+    funnel's neck) is a legitimate zero weight: it stays in every estimate (dropping it would
+    bias log Z upwards) and is counted in :attr:`Diagnostics.zero_weights`.
+
+    Raises:
+        ValueError: when a log-weight is NaN or +inf (log p̃ or log q is broken there), or
+            every weight is zero; the message gives the counts.
+    """
     log_w = log_w.double().flatten()
     n = log_w.numel()
+    bad = torch.isnan(log_w) | (log_w == math.inf)
+    zero = int((log_w == -math.inf).sum())
+    if bad.any() or zero == n:
+        raise ValueError(
+            f"{int(bad.sum())} of {n} log-weights are NaN or +inf and {zero} are -inf (p̃ = 0); "
+            "need no NaN/+inf and at least one finite weight (check log p̃ and log q there)"
+        )
     log_mean_w = torch.logsumexp(log_w, 0) - math.log(n)
     w = (log_w - log_w.max()).exp()
     ess = float(w.sum() ** 2 / (w.square().sum() * n))
@@ -167,10 +188,11 @@ def from_log_weights(log_w: torch.Tensor, true_log_z: float | None = None) -> Di
     return Diagnostics(
         n=n,
         elbo=float(log_w.mean()),
-        elbo_se=float(log_w.std() / math.sqrt(n)),
+        elbo_se=math.inf if zero else float(log_w.std() / math.sqrt(n)),
         log_z=float(log_mean_w),
         log_z_se=rel_sd / math.sqrt(n),
         ess=ess,
         k_hat=psis_khat(log_w),
         true_log_z=None if true_log_z is None else float(true_log_z),
+        zero_weights=zero,
     )

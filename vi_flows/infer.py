@@ -35,7 +35,7 @@ from vi_flows import distributed, flows
 from vi_flows.diagnostics import Diagnostics, from_log_weights
 from vi_flows.fit import History, fit
 from vi_flows.losses import get_loss
-from vi_flows.losses_mass import fab_for_dim
+from vi_flows.losses_mass import FAB_BASE, fab_for_dim
 from vi_flows.precondition import Preconditioner, choose, precondition
 from vi_flows.targets import Target, as_target
 
@@ -373,7 +373,8 @@ def infer(
         objective: any loss name in :data:`vi_flows.losses.LOSSES` (``"kl"``, ``"stl"``,
             ``"iw"``, ``"renyi"``, ``"chi2"``, ``"forward"``, ``"fab"``, ...). ``"fab"`` gets
             the turnkey AIS settings and replay buffer of
-            :func:`vi_flows.losses_mass.fab_for_dim`.
+            :func:`vi_flows.losses_mass.fab_for_dim` and a Student-t base
+            (:data:`vi_flows.losses_mass.FAB_BASE`).
         precondition: ``"auto"``, ``"laplace"``, ``"pilot"`` or ``"none"``
             (:func:`vi_flows.precondition.choose`).
         steps: a fixed number of steps (constant step size for half, cosine decay for the rest);
@@ -402,7 +403,8 @@ def infer(
     family, options = auto_flow(tgt.dim) if flow == "auto" else (flow, {})
     flows.FLOWS.get(family)  # fail before any work on an unknown family
     cond = choose(tgt, tgt.dim, precondition)
-    q = precondition_flow(family, tgt.dim, cond, options)
+    base = FAB_BASE if objective == "fab" else None  # D₂ needs heavy tails (see FAB_BASE)
+    q = precondition_flow(family, tgt.dim, cond, options, base=base)
     lr = cfg.lr if cfg.lr is not None else (1e-2 if "gaussian" in family else 3e-3)
     ctl = _Controller(cfg, steps, time_budget, start)
     history = fit(
@@ -442,7 +444,12 @@ def infer(
 
 
 def precondition_flow(
-    family: str, dim: int, cond: Preconditioner, options: dict[str, Any]
+    family: str,
+    dim: int,
+    cond: Preconditioner,
+    options: dict[str, Any],
+    base: dict[str, Any] | None = None,
 ) -> flows.Flow:
-    """A fresh flow of ``family`` composed with ``cond``'s affine (see :func:`precondition`)."""
-    return precondition(family, dim, cond.loc, cond.scale_tril, **options)
+    """A fresh flow of ``family`` composed with ``cond``'s affine (see :func:`precondition`);
+    ``base``: the base options for :func:`vi_flows.flows.build` (default normal)."""
+    return precondition(family, dim, cond.loc, cond.scale_tril, base=base, **options)

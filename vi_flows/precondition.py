@@ -182,15 +182,27 @@ def _preconditioned(
 
 
 def precondition(
-    flow: str, dim: int, loc: Tensor, scale_tril: Tensor, **flow_options: Any
+    flow: str,
+    dim: int,
+    loc: Tensor,
+    scale_tril: Tensor,
+    *,
+    base: dict[str, Any] | None = None,
+    **flow_options: Any,
 ) -> flows.Flow:
     """A new flow of family ``flow`` on z, mapped to θ = m + L z: q_θ(θ) = q_z(z) / |det L|.
+
+    ``base`` holds :func:`vi_flows.flows.build`'s base options (``base``, ``df``, ``learn_df``);
+    default: the standard normal.
 
     Returns a :class:`~vi_flows.flows.Flow` of family ``"preconditioned"`` whose ``sample``,
     ``log_prob`` and ``sample_and_log_prob`` work in θ; :func:`vi_flows.flows.save` / ``load``
     rebuild it (m and L are buffers in its state dict).
     """
-    q = flows.build("preconditioned", dim, flow=flow, flow_options=dict(flow_options))
+    base_options = dict(base or {})
+    q = flows.build(
+        "preconditioned", dim, flow=flow, flow_options=dict(flow_options), **base_options
+    )
     q.transform.parts[-1].set(loc, scale_tril)
     return q
 
