@@ -405,8 +405,11 @@ def main() -> None:
                 if seed == args.seeds[0]:
                     fig_rows.append(row)
                 rows.append(row)
-        if target.dim == 2 and target.bounds is not None:
-            figure(name, target, fig_rows, args.out)
+        if target.dim == 2 and target.bounds is not None:  # a subset of methods: own file
+            label = (
+                name if set(args.methods) == set(METHODS) else f"{name}-{'-'.join(args.methods)}"
+            )
+            figure(label, target, fig_rows, args.out)
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     all_rows = old + clean
     tmp = csv_path.with_suffix(".tmp")
