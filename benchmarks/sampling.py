@@ -388,7 +388,9 @@ def main() -> None:
                         info = {k: before[k] for k in ("budget_s", "steps", "seconds")}
                         budget = float(info["budget_s"])
                     else:
+                        cpu = time.process_time()
                         result, info = train(method, target, scale, budget)
+                        info["cpu_seconds"] = time.process_time() - cpu  # < seconds: contention
                     row.update(info)
                     row["steps_per_s"] = info["steps"] / info["seconds"]
                     t0 = time.perf_counter()
