@@ -4,16 +4,21 @@ Every method gets the same wall-clock training budget per target (evaluation not
 flows are then scored by plain importance sampling and by AIS from the trained flow.
 
 Writes under ``--out`` (default benchmarks/results/sampling): ``runs.csv`` (one row per target,
-method and seed), ``table.md`` (mean ± sd over seeds) and ``<target>.png`` for each 2-D target
-(samples on density contours); prints the table.
+method and seed; a run replaces only its own cells), ``table.md`` (mean ± sd over seeds, then the
+issue's done-means: met, or missed by how much) and ``<target>.png`` for each 2-D target (samples
+on density contours; ``<target>-<methods>.png`` when only some methods ran); prints the table.
 
     flock /tmp/bench.lock python benchmarks/sampling.py --targets mixture-2d --seeds 0 1 2
-    flock /tmp/bench.lock python benchmarks/sampling.py --targets manywell-32 --methods fab kl
+    flock /tmp/bench.lock python benchmarks/sampling.py --targets manywell-32 --methods fab \
+        --budget 840 --save-flows /tmp/flows     # --budget: training seconds per cell
+    python benchmarks/sampling.py --targets manywell-32 --methods fab --rescore /tmp/flows
+    python benchmarks/sampling.py --report      # table.md from runs.csv only
 
 Methods: ``kl`` (reverse KL, realnvp: the best family on the project's 2-D benchmark), ``renyi``
 (α = 0.5), ``chi2``, ``mixture`` (8 realnvp components, ``mixture-kl``), ``fab`` (realnvp,
 :func:`vi_flows.losses_mass.fab_for_dim`, the settings ``infer(objective="fab")`` uses),
-``ais`` (AIS alone from N(0, s²I)) and ``svgd-500``. Every flow starts as N(0, s²I) and SVGD's
+``ais`` (AIS alone from N(0, s²I)) and ``svgd-500``. FAB's flow has the Student-t base
+:data:`vi_flows.losses_mass.FAB_BASE`. Every flow starts as N(0, s²I) and SVGD's
 particles are drawn from it, where s is the target's stated prior scale (``SCALES``: a box the
 mass is known to lie in, as a user's prior would give).
 """
