@@ -18,7 +18,8 @@ Methods: ``kl`` (reverse KL, realnvp: the best family on the project's 2-D bench
 (α = 0.5), ``chi2``, ``mixture`` (8 realnvp components, ``mixture-kl``), ``fab`` (realnvp,
 :func:`vi_flows.losses_mass.fab_for_dim`, the settings ``infer(objective="fab")`` uses),
 ``ais`` (AIS alone from N(0, s²I)) and ``svgd-500``. FAB's flow has the Student-t base
-:data:`vi_flows.losses_mass.FAB_BASE`. Every flow starts as N(0, s²I) and SVGD's
+:data:`vi_flows.losses_mass.FAB_BASE`. Every flow starts as N(0, s²I) (FAB's: s times
+Student-t(5) coordinates) and SVGD's
 particles are drawn from it, where s is the target's stated prior scale (``SCALES``: a box the
 mass is known to lie in, as a user's prior would give).
 """
