@@ -457,7 +457,9 @@ def main() -> None:
         "estimates, the one with the smaller se (`estimator`); `seconds`: training wall time, "
         "`cpu_seconds` its CPU time (less when other jobs share the core); "
         "`modes`: declared modes holding ≥ 20% of their fair share of 10 000 samples; `emc`: "
-        "entropic mode coverage; `mmd`: MMD² to exact samples (standardized).\n\n"
+        "entropic mode coverage; `mmd`: MMD² to exact samples (standardized). Figures: "
+        "`<target>.png` shows the last run of every method, `<target>-<methods>.png` a later run "
+        "of some (the rows above are the latest of each cell).\n\n"
     )
     text = header + table + "\n\n" + verdicts(all_rows)
     (args.out / "table.md").write_text(text)
