@@ -35,7 +35,7 @@ from vi_flows import distributed, flows
 from vi_flows.diagnostics import Diagnostics, from_log_weights
 from vi_flows.fit import History, fit
 from vi_flows.losses import get_loss
-from vi_flows.losses_mass import FAB_BASE, fab_for_dim
+from vi_flows.losses_mass import FAB, FAB_BASE, fab_for_dim
 from vi_flows.precondition import Preconditioner, choose, precondition
 from vi_flows.targets import Target, as_target
 
@@ -403,7 +403,8 @@ def infer(
     family, options = auto_flow(tgt.dim) if flow == "auto" else (flow, {})
     flows.FLOWS.get(family)  # fail before any work on an unknown family
     cond = choose(tgt, tgt.dim, precondition)
-    base = FAB_BASE if objective == "fab" else None  # D₂ needs heavy tails (see FAB_BASE)
+    # D₂ needs heavy tails (see FAB_BASE), also for a FAB object the caller configured
+    base = FAB_BASE if objective == "fab" or isinstance(objective, FAB) else None
     q = precondition_flow(family, tgt.dim, cond, options, base=base)
     lr = cfg.lr if cfg.lr is not None else (1e-2 if "gaussian" in family else 3e-3)
     ctl = _Controller(cfg, steps, time_budget, start)
