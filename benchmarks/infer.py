@@ -3,6 +3,7 @@
     flock /tmp/bench.lock python -m benchmarks.infer --out benchmarks/results/infer
     python -m benchmarks.infer --cases all --budget 120          # every available posterior too
     python -m benchmarks.infer --repeat 5 --cases funnel10 hier-logreg --methods infer
+    python -m benchmarks.infer --cases posteriordb --budget 300 --resume   # run only missing cells
 
 Cases (``--cases``; ``all`` adds every posterior ``targets.posteriordb.available()`` lists):
 three posteriordb posteriors given **unwhitened** (arK-arK, eight_schools-eight_schools_noncentered,
@@ -174,7 +175,7 @@ def run(method: str, name: str, target: Target, budget: float, seed: int, wall: 
             row["steps"] = len(history)
             draws = q.sample(10_000)
             row.update(_diag(q, target))
-        except FloatingPointError as err:
+        except (FloatingPointError, ValueError) as err:
             row["error"] = f"{type(err).__name__}: {str(err)[:60]}"
             draws = torch.full((2, target.dim), math.nan)
         row["conditioning"] = "none"
@@ -186,9 +187,13 @@ def run(method: str, name: str, target: Target, budget: float, seed: int, wall: 
             count["n"] = step + 1
             return time.perf_counter() > deadline
 
-        draws = svgd(
-            target, torch.randn(500, target.dim), 10**9, step_size=SVGD_STEP, callback=stop
-        )
+        try:
+            draws = svgd(
+                target, torch.randn(500, target.dim), 10**9, step_size=SVGD_STEP, callback=stop
+            )
+        except (FloatingPointError, ValueError) as err:  # e.g. a non-finite score at N(0, I)
+            row["error"] = f"{type(err).__name__}: {str(err)[:60]}"
+            draws = torch.full((2, target.dim), math.nan)
         row.update(steps=count["n"], conditioning="none")
     else:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS + EXTRA_METHODS)}")
@@ -217,6 +222,7 @@ COLUMNS = [
     "conditioning",
     "verdict",
     "silent_miss",
+    "error",
 ]
 
 
@@ -255,6 +261,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--repeat", action="store_true", help="mark rows as seed repeats")
     parser.add_argument("--out", default="benchmarks/results/infer")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep rows already in runs.csv; run only the rest"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cases = args.cases
@@ -272,6 +281,12 @@ def main() -> None:
         for seed in args.seeds:
             wall = args.budget
             for method in args.methods:
+                key = {"case": name, "method": method, "seed": seed, "repeat": args.repeat}
+                done = [r for r in rows if _same(r, key)] if args.resume else []
+                if done:
+                    if method == "infer":
+                        wall = float(done[0]["seconds"])
+                    continue
                 row = run(method, name, target, args.budget, seed, wall)
                 if method == "infer":
                     wall = row["seconds"]  # the baselines get the wall time infer took
