@@ -248,7 +248,10 @@ def choose(
             laplace_elbo, k_hat = _gaussian_check(target, mode.loc, laplace_tril, check_samples)
             notes.append(f"Laplace: ELBO {laplace_elbo:.2f}, k̂ {k_hat:.2f}")
             if how == "laplace" or (k_hat <= 0.7 and math.isfinite(laplace_elbo)):
-                detail = f"laplace (mode by L-BFGS, inverse Hessian; {notes[0]})"
+                detail = (
+                    f"laplace (mode by L-BFGS + Newton, most Laplace mass of {mode.starts} "
+                    f"starts, inverse Hessian; {notes[0]})"
+                )
                 seconds = time.perf_counter() - start
                 return Preconditioner("laplace", mode.loc, laplace_tril, detail, seconds)
         else:
