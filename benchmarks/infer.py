@@ -54,8 +54,9 @@ CASES = ["arK-arK", "eight_schools-eight_schools_noncentered", "sblrc-blr", "fun
 CASES += ["gaussian100-cond1e4", "hier-logreg"]
 METHODS = ["infer", "infer-const", "old", "svgd-500"]
 #: ADVI-style Stan baselines: infer's conditioning and step-size rule with a mean-field
-#: (``gaussian``) or full-rank (``full-gaussian``) family instead of ``flow="auto"``.
-EXTRA_METHODS = ["advi-mf", "advi-fr"]
+#: (``gaussian``) or full-rank (``full-gaussian``) family instead of ``flow="auto"``; and
+#: ``infer-t``: infer with a Student-t base (``InferConfig(base="student-t")``).
+EXTRA_METHODS = ["advi-mf", "advi-fr", "infer-t"]
 SVGD_STEP = 0.05  # as in benchmarks/densities.py (the reference demos use 1e-2 to 5e-2)
 
 
@@ -126,8 +127,11 @@ def run(method: str, name: str, target: Target, budget: float, seed: int, wall: 
     torch.manual_seed(seed)
     row: dict[str, Any] = {"case": name, "dim": target.dim, "method": method, "seed": seed}
     start = time.perf_counter()
-    if method in ("infer", "infer-const", "advi-mf", "advi-fr"):
-        config = InferConfig(lr=1e-2, schedule="constant") if method == "infer-const" else None
+    if method in ("infer", "infer-const", "infer-t", "advi-mf", "advi-fr"):
+        config = {
+            "infer-const": InferConfig(lr=1e-2, schedule="constant"),
+            "infer-t": InferConfig(base="student-t"),
+        }.get(method)
         family = {"advi-mf": "gaussian", "advi-fr": "full-gaussian"}.get(method, "auto")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)

@@ -222,3 +222,16 @@ def test_find_mode_keeps_the_mode_with_the_most_mass_not_the_highest() -> None:
     assert float(best.loc[0]) == pytest.approx(-1.5, abs=1e-2), best
     assert best.log_mass == pytest.approx(math.log(0.8), abs=0.05)
     assert best.log_p < only_origin.log_p  # lower, yet holding four times the mass
+
+
+def test_student_t_base_is_used_saved_and_checked(tmp_path) -> None:
+    with pytest.raises(ValueError, match="base must be 'normal' or 'student-t'"):
+        InferConfig(base="cauchy")
+    result = infer(
+        gaussian, dim=3, steps=60, seed=0, progress=False, config=InferConfig(base="student-t")
+    )
+    assert result.flow.config["base"]["base"] == "student-t"
+    path = tmp_path / "flow.pt"
+    flows.save(result.flow, path)
+    theta = result.flow.sample(7)
+    assert torch.allclose(flows.load(path).log_prob(theta), result.flow.log_prob(theta))

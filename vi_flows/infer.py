@@ -75,6 +75,14 @@ class InferConfig:
     """Steps with more non-finite values than that may be skipped; then NonFiniteError."""
     eval_samples: int = 4000
     """Draws for the verdict (ESS, k̂, ELBO, log Z) and the summary."""
+    base: str = "normal"
+    """The flow's base: ``"normal"`` or ``"student-t"`` (independent Student-t coordinates,
+    ν learned from 5; polynomial tails reach posteriors whose tails a Gaussian base through an
+    affine-tailed flow cannot, and a heavier-tailed q keeps importance weights bounded)."""
+
+    def __post_init__(self) -> None:
+        if self.base not in ("normal", "student-t"):
+            raise ValueError(f"base must be 'normal' or 'student-t', got {self.base!r}")
 
 
 def auto_flow(dim: int) -> tuple[str, dict[str, Any]]:
@@ -402,6 +410,8 @@ def infer(
     family, options = auto_flow(tgt.dim) if flow == "auto" else (flow, {})
     flows.FLOWS.get(family)  # fail before any work on an unknown family
     cond = choose(tgt, tgt.dim, precondition)
+    if cfg.base == "student-t":
+        options = {**options, "base": "student-t", "df": 5.0, "learn_df": True}
     q = precondition_flow(family, tgt.dim, cond, options)
     lr = cfg.lr if cfg.lr is not None else (1e-2 if "gaussian" in family else 3e-3)
     ctl = _Controller(cfg, steps, time_budget, start)

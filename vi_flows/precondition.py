@@ -140,15 +140,32 @@ def _preconditioned(
 
 
 def precondition(
-    flow: str, dim: int, loc: Tensor, scale_tril: Tensor, **flow_options: Any
+    flow: str,
+    dim: int,
+    loc: Tensor,
+    scale_tril: Tensor,
+    *,
+    base: str = "normal",
+    df: float | None = None,
+    learn_df: bool = False,
+    **flow_options: Any,
 ) -> flows.Flow:
     """A new flow of family ``flow`` on z, mapped to θ = m + L z: q_θ(θ) = q_z(z) / |det L|.
 
     Returns a :class:`~vi_flows.flows.Flow` of family ``"preconditioned"`` whose ``sample``,
     ``log_prob`` and ``sample_and_log_prob`` work in θ; :func:`vi_flows.flows.save` / ``load``
-    rebuild it (m and L are buffers in its state dict).
+    rebuild it (m and L are buffers in its state dict). ``base``, ``df`` and ``learn_df`` pick
+    the base distribution as in :func:`vi_flows.flows.build`.
     """
-    q = flows.build("preconditioned", dim, flow=flow, flow_options=dict(flow_options))
+    q = flows.build(
+        "preconditioned",
+        dim,
+        base=base,
+        df=df,
+        learn_df=learn_df,
+        flow=flow,
+        flow_options=dict(flow_options),
+    )
     q.transform.parts[-1].set(loc, scale_tril)
     return q
 
