@@ -176,9 +176,9 @@ class Inference:
             if self.nonfinite:
                 why += f", {self.nonfinite} of {total} draws have a non-finite log p̃"
             return (
-                f"UNRELIABLE: {why}: the flow misses mass of p; try objective='iw', a larger "
-                "flow (flow='realnvp' with more layers or 'nflows-spline'), or more steps / a "
-                "longer time_budget"
+                f"UNRELIABLE: {why}: the flow misses mass of p (often a tail); try a "
+                "heavy-tailed base (config=InferConfig(base='student-t')), objective='iw', a "
+                "larger flow, or more steps / a longer time_budget"
             )
         lo, hi = self.sd_ratio
         if self.shift >= 0.1 or not 0.9 <= lo <= hi <= 1.1:
