@@ -99,9 +99,11 @@ class TrainConfig:
     svpg (no posterior density) default to constant."""
     posterior_std_target: float = 0.01
     """auto α: the per-weight std σ* the posterior keeps at least (target entropy
-    ½ log(2πe σ*²) per weight); the posterior also starts at this width. 0.01 held the returns
-    of constant α ≤ 1e-5 on Pendulum, MountainCarContinuous and CartPole (σ* from 0.003 to 0.03
-    were measured, benchmarks/results/rl-autoalpha/README.md)."""
+    ½ log(2πe σ*²) per weight; for action-mean / auxiliary policies per coordinate of θ(s)); a
+    bnn posterior also starts at this width. 0.01: every σ* from 0.003 to 0.03 learned Pendulum,
+    MountainCarContinuous and CartPole in short runs and 0.1 slowed MountainCar, so the default
+    is that range's geometric middle, the initial width all earlier benchmarks used
+    (benchmarks/results/rl-autoalpha/README.md)."""
     alpha_lr: float = 0.5
     """auto α: integral gain η, the step on the integral part of log α per optimizer step (per
     natural step for vtrpo) per nat of entropy-per-weight gap."""

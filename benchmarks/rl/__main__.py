@@ -35,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     p.add_argument("--quick", action="store_true", help="small steps/seeds (minutes)")
-    p.add_argument("--seeds", type=int, default=None, help="use only the first N seeds")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="run seeds 0..N-1 of every task (default: the suite's own count)",
+    )
     p.add_argument(
         "--only",
         default=None,

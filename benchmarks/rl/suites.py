@@ -173,11 +173,11 @@ def suites(quick: bool) -> dict[str, dict[str, Task]]:
 def select(
     all_suites: dict[str, dict[str, Task]], seeds: int | None, only: str | None
 ) -> dict[str, dict[str, Task]]:
-    """Keep the first ``seeds`` seeds of every task and, with ``only`` ("a,b"), only the methods
-    (labels) or environments named."""
+    """Run seeds 0 … ``seeds`` − 1 of every task (fewer or more than its own count) and, with
+    ``only`` ("a,b"), only the methods (labels) or environments named."""
     if seeds is not None:
         all_suites = {
-            name: {k: dataclasses.replace(t, seeds=min(t.seeds, seeds)) for k, t in tasks.items()}
+            name: {k: dataclasses.replace(t, seeds=seeds) for k, t in tasks.items()}
             for name, tasks in all_suites.items()
         }
     if only:
