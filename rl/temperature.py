@@ -36,12 +36,12 @@ only rescales the step size per update and would make it depend on the network s
 
 .. math::
 
-    \log α_{t+1} = \operatorname{clip}\big(\log α_t − η\,(h_t − h^*)\big).
+    \log α_{t+1} = \operatorname{clip}\big(\log α_t − η\,(h_t − h^*)\big)
 
-Entropy below target (h < h*) ⇒ α grows, which strengthens the entropy term and widens q;
-above target ⇒ α shrinks towards ``min_alpha``. At a fixed point h = h* (the constraint is
-active) or α = ``min_alpha`` (slack: the return does not care about the width, as for a reward
-that is linear in θ, and the KKT multiplier is 0).
+(plus the proportional term below). Entropy below target (h < h*) ⇒ α grows, which
+strengthens the entropy term and widens q; above target ⇒ α shrinks towards ``min_alpha``. At
+a fixed point h = h* (the constraint is active) or α = ``min_alpha`` (slack: the return does not
+care about the width, as for a reward that is linear in θ, and the KKT multiplier is 0).
 
 For a Gaussian, h − h* = (1/d) log|det A| − log σ* = log(σ̄/σ*) with σ̄ = |det A|^{1/d} the
 geometric-mean std (for a diagonal posterior exactly the geometric mean of the σ_i), so one step
@@ -54,19 +54,31 @@ update (the first version) let a PPO update's 10 epochs × 64 minibatches = 640 
 before α reacted: on Pendulum from α₀ = 1e-2, σ̄ went from 0.01 to 0.08 in 6 updates, and once
 α had fallen to its floor nothing narrowed q again (the policy gradient hardly depends on the
 width at this scale), so the sampled policies stayed noisy (final return −234 at the posterior
-mean, −353 with θ ~ q, against PPO's ≈ −190; one seed). Stepping log α after every optimizer
-step, the integral controller meets a plant whose rate is bounded by the learning rate lr per
-step: from a log α error Δ the width overshoots by about √(2Δ·lr/η) nats (from 1e-2 on
-Pendulum, lr = 1e-3: measured σ̄ ≤ 1.1 σ*) and α is back in range within tens of steps. TRPO
-takes one natural step per update, so vtrpo takes one dual step per update (its trust region
-bounds the width's change).
+mean, −353 with θ ~ q, against PPO's −194; one seed). Stepping log α after every optimizer step
+instead, a pure integral step meets a plant whose rate is bounded by the learning rate lr per
+step; from a log α error Δ the width overshoots by about √(2Δ·lr/η) nats, and the loop
+oscillates without settling where lr is large (the toy of tests/test_rl_temperature.py at Adam
+lr 0.05). So the step also has a proportional term (a PI controller, as the PID Lagrangian of
+Stooke et al. 2020):
+
+.. math::
+
+    I_{t+1} = \operatorname{clip}\big(I_t − η\,(h_t − h^*)\big), \qquad
+    \log α_{t+1} = \operatorname{clip}\big(I_{t+1} − κ\,(h_t − h^*)\big),
+
+so α falls e-fold as soon as σ̄ exceeds σ* by a fraction 1/κ, whatever the optimizer's speed,
+and the integral I carries the multiplier (at a fixed point h = h*, α = e^I). With κ = 20 and
+η = 0.5 the toy settles from α₀ 50× too large (≤ 35% overshoot) and from 1e-6 at Adam lr 0.005
+and 0.05 alike; on Pendulum from α₀ = 1e-2 (lr 1e-3) σ̄ stayed ≤ 1.08 σ*. TRPO takes one natural
+step per update, so vtrpo takes one dual step per update (its trust region bounds the width's
+change per step; α then falls more slowly).
 
 **The posterior starts at σ*.** h then starts at h* and α at ``alpha`` only decides the
 direction of the first steps. The constraint is an *inequality*: when the return does not
-narrow q (measured on Pendulum, MountainCarContinuous and CartPole at σ* ≤ 0.03: the policy
-gradient of the width is noise there), α goes to ``min_alpha`` and q keeps σ̄ ≈ σ*, i.e. auto α
-then holds the weight noise at σ* and adds no entropy gradient; where the return narrows q, α
-rises to the multiplier that holds σ̄ = σ*.
+narrow q (measured on Pendulum, MountainCarContinuous and CartPole for σ* from 0.003 to 0.1:
+the policy gradient of the width is noise there), α goes to ``min_alpha`` and q keeps
+σ̄ ≈ σ*, i.e. auto α then holds the weight noise at σ* and adds no entropy gradient; where the
+return narrows q, α rises to the multiplier that holds σ̄ = σ*.
 
 **Estimating h.** With q = h_φ # N(0, I_d) the entropy is exact in the base:
 
