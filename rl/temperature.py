@@ -195,14 +195,17 @@ def policy_entropy_per_param(
         )
     if not isinstance(policy, BNNPolicy) and obs is None:
         raise ValueError("obs is required for a state-conditioned (action-mean) posterior")
+    # This runs after every optimizer step: where the log-det does not depend on ξ (affine flows;
+    # the state-conditioned Gaussian, affine in ξ at each state) ξ = 0 gives it without a draw.
+    if not isinstance(policy, BNNPolicy):
+        return entropy_per_param(policy.q_at(obs), torch.zeros(obs.shape[0], policy.noise_dim))
+    q = policy.q
+    if isinstance(q, Flow) and _constant_log_det(q.transform):
+        return entropy_per_param(q, torch.zeros(1, policy.noise_dim))
     # The draws come from a fork of the global RNG: estimating h leaves the training run's
     # random stream as it found it (a run's resume and its other draws do not depend on it).
     with torch.random.fork_rng(devices=[]):
-        if isinstance(policy, BNNPolicy):
-            q = policy.q
-            exact = isinstance(q, Flow) and _constant_log_det(q.transform)
-            return entropy_per_param(q, torch.randn(1 if exact else num_samples, policy.noise_dim))
-        return entropy_per_param(policy.q_at(obs), torch.randn(obs.shape[0], policy.noise_dim))
+        return entropy_per_param(q, torch.randn(num_samples, policy.noise_dim))
 
 
 class AutoTemperature:

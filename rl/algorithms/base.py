@@ -114,6 +114,10 @@ def explained_variance(values: Tensor, returns: Tensor) -> float:
     return float(1.0 - (returns - values).var() / var) if var > 0 else math.nan
 
 
+#: Monte Carlo draws of the entropy estimate of a non-affine flow in :meth:`Algorithm.dual_step`.
+DUAL_SAMPLES = 4
+
+
 class Algorithm:
     """Base of the update rules: owns the value baseline's optimizer and the minibatch RNG."""
 
@@ -136,8 +140,11 @@ class Algorithm:
         state-conditioned posterior is averaged over); returns the values to log.
 
         Under several ranks the entropy is the ranks' mean, so every rank takes the same step.
+        A flow whose log-det depends on ξ is estimated from :data:`DUAL_SAMPLES` draws: the
+        estimate of h is a mean over d parameters (noise O(1/d)), and this runs after every
+        optimizer step.
         """
-        h = policy_entropy_per_param(self.policy, obs)
+        h = policy_entropy_per_param(self.policy, obs, num_samples=DUAL_SAMPLES)
         if distributed.is_distributed():
             h = float(distributed.all_reduce_mean(torch.tensor([h], dtype=torch.float64)))
         return temperature.update(h)
