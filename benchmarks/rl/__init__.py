@@ -33,7 +33,8 @@ cores, then one plain rerun, which finds every cell cached, writes the tables an
 The full sizes are the issue's. Measured wall time, one process per core on a 2-core machine:
 exploration 26 min (most of it the SB3 zoo runs at ≈ 550 steps/s), pendulum 16 min, cartpole
 9 min, ablation 53 min, mujoco 1 h 45 min (SB3 43 min + ours 60 min; only with ``mujoco``
-installed, skipped with a message otherwise), throughput 1 min.
+installed, skipped with a message otherwise), throughput 1 min, autoalpha 33 min (18 runs, one
+process on a machine shared with other jobs).
 
 Runs are resumable: a cell (suite, env, label, seed) with a ``result.json`` is skipped; a cell
 without one is started again from scratch.
