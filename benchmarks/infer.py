@@ -203,7 +203,7 @@ def run(method: str, name: str, target: Target, budget: float, seed: int, wall: 
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS + EXTRA_METHODS)}")
     row["seconds"] = time.perf_counter() - start
     row.update(score(draws.detach(), make_case.cache[name][1]))
-    if method.startswith("infer"):
+    if "flagged" in row:  # every method with a verdict (infer*, advi-*)
         row["silent_miss"] = (not row["hit"]) and not row["flagged"]
     return row
 
