@@ -3,6 +3,7 @@
     flock /tmp/bench.lock python -m benchmarks.infer --out benchmarks/results/infer
     python -m benchmarks.infer --cases all --budget 120          # every available posterior too
     python -m benchmarks.infer --repeat 5 --cases funnel10 hier-logreg --methods infer
+    python -m benchmarks.infer --cases posteriordb --budget 300 --resume   # run only missing cells
 
 Cases (``--cases``; ``all`` adds every posterior ``targets.posteriordb.available()`` lists):
 three posteriordb posteriors given **unwhitened** (arK-arK, eight_schools-eight_schools_noncentered,
@@ -53,8 +54,9 @@ CASES = ["arK-arK", "eight_schools-eight_schools_noncentered", "sblrc-blr", "fun
 CASES += ["gaussian100-cond1e4", "hier-logreg"]
 METHODS = ["infer", "infer-const", "old", "svgd-500"]
 #: ADVI-style Stan baselines: infer's conditioning and step-size rule with a mean-field
-#: (``gaussian``) or full-rank (``full-gaussian``) family instead of ``flow="auto"``.
-EXTRA_METHODS = ["advi-mf", "advi-fr"]
+#: (``gaussian``) or full-rank (``full-gaussian``) family instead of ``flow="auto"``; and
+#: ``infer-t``: infer with a Student-t base (``InferConfig(base="student-t")``).
+EXTRA_METHODS = ["advi-mf", "advi-fr", "infer-t"]
 SVGD_STEP = 0.05  # as in benchmarks/densities.py (the reference demos use 1e-2 to 5e-2)
 
 
@@ -125,8 +127,11 @@ def run(method: str, name: str, target: Target, budget: float, seed: int, wall: 
     torch.manual_seed(seed)
     row: dict[str, Any] = {"case": name, "dim": target.dim, "method": method, "seed": seed}
     start = time.perf_counter()
-    if method in ("infer", "infer-const", "advi-mf", "advi-fr"):
-        config = InferConfig(lr=1e-2, schedule="constant") if method == "infer-const" else None
+    if method in ("infer", "infer-const", "infer-t", "advi-mf", "advi-fr"):
+        config = {
+            "infer-const": InferConfig(lr=1e-2, schedule="constant"),
+            "infer-t": InferConfig(base="student-t"),
+        }.get(method)
         family = {"advi-mf": "gaussian", "advi-fr": "full-gaussian"}.get(method, "auto")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -174,7 +179,7 @@ def run(method: str, name: str, target: Target, budget: float, seed: int, wall: 
             row["steps"] = len(history)
             draws = q.sample(10_000)
             row.update(_diag(q, target))
-        except FloatingPointError as err:
+        except (FloatingPointError, ValueError) as err:
             row["error"] = f"{type(err).__name__}: {str(err)[:60]}"
             draws = torch.full((2, target.dim), math.nan)
         row["conditioning"] = "none"
@@ -186,15 +191,19 @@ def run(method: str, name: str, target: Target, budget: float, seed: int, wall: 
             count["n"] = step + 1
             return time.perf_counter() > deadline
 
-        draws = svgd(
-            target, torch.randn(500, target.dim), 10**9, step_size=SVGD_STEP, callback=stop
-        )
+        try:
+            draws = svgd(
+                target, torch.randn(500, target.dim), 10**9, step_size=SVGD_STEP, callback=stop
+            )
+        except (FloatingPointError, ValueError) as err:  # e.g. a non-finite score at N(0, I)
+            row["error"] = f"{type(err).__name__}: {str(err)[:60]}"
+            draws = torch.full((2, target.dim), math.nan)
         row.update(steps=count["n"], conditioning="none")
     else:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS + EXTRA_METHODS)}")
     row["seconds"] = time.perf_counter() - start
     row.update(score(draws.detach(), make_case.cache[name][1]))
-    if method.startswith("infer"):
+    if "flagged" in row:  # every method with a verdict (infer*, advi-*)
         row["silent_miss"] = (not row["hit"]) and not row["flagged"]
     return row
 
@@ -217,6 +226,7 @@ COLUMNS = [
     "conditioning",
     "verdict",
     "silent_miss",
+    "error",
 ]
 
 
@@ -255,6 +265,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--repeat", action="store_true", help="mark rows as seed repeats")
     parser.add_argument("--out", default="benchmarks/results/infer")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep rows already in runs.csv; run only the rest"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cases = args.cases
@@ -272,6 +285,12 @@ def main() -> None:
         for seed in args.seeds:
             wall = args.budget
             for method in args.methods:
+                key = {"case": name, "method": method, "seed": seed, "repeat": args.repeat}
+                done = [r for r in rows if _same(r, key)] if args.resume else []
+                if done:
+                    if method == "infer":
+                        wall = float(done[0]["seconds"])
+                    continue
                 row = run(method, name, target, args.budget, seed, wall)
                 if method == "infer":
                     wall = row["seconds"]  # the baselines get the wall time infer took

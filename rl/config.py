@@ -64,7 +64,8 @@ class TrainConfig:
     posterior: str = "gaussian"
     """vi_flows family of the weight posterior (bnn), or point for the plain algorithms."""
     posterior_init_scale: float = 0.01
-    """Initial scale σ₀ of the weight posterior around the initial weights θ₀."""
+    """Initial scale σ₀ of the weight posterior around the initial weights θ₀ (constant, linear
+    and exponential α; under auto α the posterior starts at posterior_std_target instead)."""
     posterior_options: str = "{}"
     """Extra options for vi_flows.flows.build as a JSON object, e.g. {"rank": 8}."""
     hidden: tuple[int, ...] = (64, 64)
@@ -88,20 +89,31 @@ class TrainConfig:
     value_minibatch_size: int = 256
     """Minibatch size of the value regression."""
     alpha: float = 1e-3
-    """Temperature α of p(θ) ∝ exp(R(θ)/α), R measured per step (ignored by the plain forms)."""
-    alpha_schedule: str = "constant"
-    """α over updates: constant, linear (alpha → alpha_end over alpha_updates), exponential, or
-    auto (a dual step after every update holds the posterior entropy per weight at that of
-    N(0, posterior_std_target²), starting from alpha; rl.temperature). auto is an option, not yet
-    the default: one seed on Pendulum started at alpha=1e-2 ended at -330 against PPO's ~-175,
-    so the default stays constant until issue 14's 3-seed measurement passes."""
+    """Temperature α of p(θ) ∝ exp(R(θ)/α), R measured per step (ignored by the plain forms);
+    under alpha_schedule=auto the initial α (the dual step moves it from there)."""
+    alpha_schedule: str = "auto"
+    """α over updates: auto (the default of the variational algorithms: α is the Lagrange
+    multiplier of a posterior entropy of at least that of N(0, posterior_std_target²) per weight,
+    moved by a dual step after every optimizer step, starting from alpha; rl.temperature),
+    constant, linear (alpha → alpha_end over alpha_updates) or exponential. The plain forms and
+    svpg (no posterior density) default to constant."""
     posterior_std_target: float = 0.01
-    """auto α: the per-weight std σ* the posterior should keep (target entropy ½ log(2πe σ*²))."""
+    """auto α: the per-weight std σ* the posterior keeps at least (target entropy
+    ½ log(2πe σ*²) per weight; for action-mean / auxiliary policies per coordinate of θ(s)); a
+    bnn posterior also starts at this width. 0.01: every σ* from 0.003 to 0.03 learned Pendulum,
+    MountainCarContinuous and CartPole in short runs and 0.1 slowed MountainCar, so the default
+    is that range's geometric middle, the initial width all earlier benchmarks used
+    (benchmarks/results/rl-autoalpha/README.md)."""
     alpha_lr: float = 0.5
-    """auto α: step on log α per update per nat of entropy-per-weight gap (< 2 for a monotone
-    closed loop)."""
+    """auto α: integral gain η, the step on the integral part of log α per optimizer step (per
+    natural step for vtrpo) per nat of entropy-per-weight gap."""
+    alpha_kp: float = 20.0
+    """auto α: proportional gain κ, log α = I − κ (h − h*): α falls e-fold as soon as the entropy
+    per weight exceeds its target by 1/κ nats (damps the integral step; 0: SAC's pure integral
+    step)."""
     alpha_min: float = 1e-8
-    """auto α: lower clamp of α (reached when the return ignores the posterior's width)."""
+    """auto α: lower clamp of α (reached when the return does not narrow the posterior: the
+    entropy constraint is slack)."""
     alpha_max: float = 1.0
     """auto α: upper clamp of α."""
     alpha_end: float = 1e-4
@@ -177,6 +189,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     ),
     "posterior_std_target": (lambda x: 0 < x < float("inf"), "> 0 and finite"),
     "alpha_lr": (lambda x: 0 < x < float("inf"), "> 0 and finite"),
+    "alpha_kp": (lambda x: 0 <= x < float("inf"), ">= 0 and finite"),
     "alpha_min": (lambda x: 0 < x < float("inf"), "> 0 and finite"),
     "alpha_max": (lambda x: 0 < x < float("inf"), "> 0 and finite"),
     "alpha_end": (_positive, "> 0"),
@@ -262,6 +275,7 @@ def alpha_schedule(cfg: TrainConfig) -> Schedule:
             cfg.posterior_std_target,
             init_alpha=cfg.alpha,
             lr=cfg.alpha_lr,
+            kp=cfg.alpha_kp,
             min_alpha=cfg.alpha_min,
             max_alpha=cfg.alpha_max,
         )

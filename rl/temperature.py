@@ -36,21 +36,49 @@ only rescales the step size per update and would make it depend on the network s
 
 .. math::
 
-    \log α_{t+1} = \operatorname{clip}\big(\log α_t − η\,(h_t − h^*)\big).
+    \log α_{t+1} = \operatorname{clip}\big(\log α_t − η\,(h_t − h^*)\big)
 
-Entropy below target (h < h*) ⇒ α grows, which strengthens the entropy term and widens q;
-above target ⇒ α shrinks towards ``min_alpha``. At a fixed point h = h* (the constraint is
-active) or α = ``min_alpha`` (slack: the return does not care about the width, as for a reward
-that is linear in θ, and the KKT multiplier is 0).
+(plus the proportional term below). Entropy below target (h < h*) ⇒ α grows, which
+strengthens the entropy term and widens q; above target ⇒ α shrinks towards ``min_alpha``. At
+a fixed point h = h* (the constraint is active) or α = ``min_alpha`` (slack: the return does not
+care about the width, as for a reward that is linear in θ, and the KKT multiplier is 0).
 
 For a Gaussian, h − h* = (1/d) log|det A| − log σ* = log(σ̄/σ*) with σ̄ = |det A|^{1/d} the
 geometric-mean std (for a diagonal posterior exactly the geometric mean of the σ_i), so one step
-moves log α by η·log(σ̄/σ*): η is "the fraction of the log-std gap acted on per update". Near a
-quadratic optimum the posterior's own fixed point is σ_i² = α / (−∂²R̂/∂θ_i²), so log σ̄ moves by
-½ Δlog α once the φ-update has settled: the closed loop contracts the log α gap by (1 − η/2) per
-update, monotonically for η < 2. The default η = 0.5 leaves room for the φ-update lagging
-behind (an integral controller on a slow plant overshoots when η is large), and ``max_step``
-bounds a single relative change (e^1 per update) while the entropy is far from its target.
+moves log α by η·log(σ̄/σ*).
+
+**When to step: after every optimizer step, as SAC does.** The posterior's widths are moved by
+Adam, which changes each log σ_i by up to about its learning rate per step *whatever the size of
+the entropy gradient α*: a too-large α widens q at the optimizer's full speed. A dual step per
+update (the first version) let a PPO update's 10 epochs × 64 minibatches = 640 Adam steps act
+before α reacted: on Pendulum from α₀ = 1e-2, σ̄ went from 0.01 to 0.08 in 6 updates, and once
+α had fallen to its floor nothing narrowed q again (the policy gradient hardly depends on the
+width at this scale), so the sampled policies stayed noisy (final return −234 at the posterior
+mean, −353 with θ ~ q, against PPO's −194; one seed). Stepping log α after every optimizer step
+instead, a pure integral step meets a plant whose rate is bounded by the learning rate lr per
+step; from a log α error Δ the width overshoots by about √(2Δ·lr/η) nats, and the loop
+oscillates without settling where lr is large (the toy of tests/test_rl_temperature.py at Adam
+lr 0.05). So the step also has a proportional term (a PI controller, as the PID Lagrangian of
+Stooke et al. 2020):
+
+.. math::
+
+    I_{t+1} = \operatorname{clip}\big(I_t − η\,(h_t − h^*)\big), \qquad
+    \log α_{t+1} = \operatorname{clip}\big(I_{t+1} − κ\,(h_t − h^*)\big),
+
+so α falls e-fold as soon as σ̄ exceeds σ* by a fraction 1/κ, whatever the optimizer's speed,
+and the integral I carries the multiplier (at a fixed point h = h*, α = e^I). With κ = 20 and
+η = 0.5 the toy settles from α₀ 50× too large (≤ 35% overshoot) and from 1e-6 at Adam lr 0.005
+and 0.05 alike; on Pendulum from α₀ = 1e-2 (lr 1e-3) σ̄ stayed ≤ 1.08 σ*. TRPO takes one natural
+step per update, so vtrpo takes one dual step per update (its trust region bounds the width's
+change per step; α then falls more slowly).
+
+**The posterior starts at σ*.** h then starts at h* and α at ``alpha`` only decides the
+direction of the first steps. The constraint is an *inequality*: when the return does not
+narrow q (measured on Pendulum, MountainCarContinuous and CartPole for σ* from 0.003 to 0.1:
+the policy gradient of the width is noise there), α goes to ``min_alpha`` and q keeps
+σ̄ ≈ σ*, i.e. auto α then holds the weight noise at σ* and adds no entropy gradient; where the
+return narrows q, α rises to the multiplier that holds σ̄ = σ*.
 
 **Estimating h.** With q = h_φ # N(0, I_d) the entropy is exact in the base:
 
@@ -167,32 +195,38 @@ def policy_entropy_per_param(
         )
     if not isinstance(policy, BNNPolicy) and obs is None:
         raise ValueError("obs is required for a state-conditioned (action-mean) posterior")
+    # This runs after every optimizer step: where the log-det does not depend on ξ (affine flows;
+    # the state-conditioned Gaussian, affine in ξ at each state) ξ = 0 gives it without a draw.
+    if not isinstance(policy, BNNPolicy):
+        return entropy_per_param(policy.q_at(obs), torch.zeros(obs.shape[0], policy.noise_dim))
+    q = policy.q
+    if isinstance(q, Flow) and _constant_log_det(q.transform):
+        return entropy_per_param(q, torch.zeros(1, policy.noise_dim))
     # The draws come from a fork of the global RNG: estimating h leaves the training run's
     # random stream as it found it (a run's resume and its other draws do not depend on it).
     with torch.random.fork_rng(devices=[]):
-        if isinstance(policy, BNNPolicy):
-            q = policy.q
-            exact = isinstance(q, Flow) and _constant_log_det(q.transform)
-            return entropy_per_param(q, torch.randn(1 if exact else num_samples, policy.noise_dim))
-        return entropy_per_param(policy.q_at(obs), torch.randn(obs.shape[0], policy.noise_dim))
+        return entropy_per_param(q, torch.randn(num_samples, policy.noise_dim))
 
 
 class AutoTemperature:
     """α as a Lagrange multiplier for the posterior entropy per parameter (module docstring).
 
-    Call :meth:`update` once per policy update with the posterior's entropy per parameter (from
-    :func:`policy_entropy_per_param`); read :attr:`alpha` (or call the object with an update
-    index, which makes it a ``vi_flows.schedules.Schedule``) for the next update's α.
+    Call :meth:`update` after every optimizer step with the posterior's entropy per parameter
+    (from :func:`policy_entropy_per_param`; rl.algorithms.base ``Algorithm.dual_step``); read
+    :attr:`alpha` (or call the object with an update index, which makes it a
+    ``vi_flows.schedules.Schedule``) for the next step's α.
 
     Args:
         std_target: σ*, the per-weight standard deviation the posterior should keep; the target
             entropy per parameter is h* = ½ log(2πe σ*²).
         init_alpha: α₀.
-        lr: η, the step on log α per update per nat of entropy gap (0 < η; < 2 for a monotone
-            closed loop near a quadratic optimum).
-        min_alpha, max_alpha: α is clipped to this range (α → min_alpha when the constraint is
-            slack).
-        max_step: bound on |Δ log α| per update.
+        lr: η, the integral gain: the step on the integral part of log α per dual step per nat
+            of entropy gap (0 < η).
+        kp: κ, the proportional gain: log α = I − κ (h − h*), so α falls by e^1 as soon as h
+            exceeds h* by 1/κ nats (0: the pure integral step of SAC).
+        min_alpha, max_alpha: α (and the integral I) are clipped to this range (α → min_alpha
+            when the constraint is slack).
+        max_step: bound on |Δ I| per dual step.
     """
 
     def __init__(
@@ -200,6 +234,7 @@ class AutoTemperature:
         std_target: float,
         init_alpha: float = 1e-3,
         lr: float = 0.5,
+        kp: float = 20.0,
         min_alpha: float = 1e-8,
         max_alpha: float = 1.0,
         max_step: float = 1.0,
@@ -213,6 +248,8 @@ class AutoTemperature:
         ]:
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a positive finite number, got {value}")
+        if not (kp >= 0 and math.isfinite(kp)):
+            raise ValueError(f"kp must be a finite number >= 0, got {kp}")
         if not min_alpha <= init_alpha <= max_alpha:
             raise ValueError(
                 f"init_alpha must lie in [min_alpha, max_alpha] = [{min_alpha}, {max_alpha}], "
@@ -220,22 +257,27 @@ class AutoTemperature:
             )
         self.std_target = float(std_target)
         self.entropy_target = gaussian_entropy_per_param(std_target)
-        self.lr, self.max_step = float(lr), float(max_step)
+        self.lr, self.kp, self.max_step = float(lr), float(kp), float(max_step)
         self.min_alpha, self.max_alpha = float(min_alpha), float(max_alpha)
+        #: I, the integral part of log α (log α₀ at the start).
         self.log_alpha = math.log(init_alpha)
+        #: h − h* at the last dual step (0 before the first).
+        self.gap = 0.0
         self.updates = 0
 
     @property
     def alpha(self) -> float:
-        """The current temperature α = exp(log α)."""
-        return math.exp(self.log_alpha)
+        """The current temperature α = exp(clip(I − κ (h − h*))) at the last measured h."""
+        log_alpha = self.log_alpha - self.kp * self.gap
+        return math.exp(min(max(log_alpha, math.log(self.min_alpha)), math.log(self.max_alpha)))
 
     def __call__(self, step: int) -> float:
         """α for the update ``step`` (the current value: α is driven by :meth:`update`)."""
         return self.alpha
 
     def update(self, entropy_per_param: float) -> dict[str, float]:
-        """One dual step: log α ← clip(log α − η (h − h*)); returns the values to log.
+        """One dual step: I ← clip(I − η (h − h*)), then α = exp(clip(I − κ (h − h*)));
+        returns the values to log.
 
         Args:
             entropy_per_param: h, the posterior entropy divided by the number of parameters.
@@ -250,6 +292,7 @@ class AutoTemperature:
         step = min(max(self.lr * gap, -self.max_step), self.max_step)
         low, high = math.log(self.min_alpha), math.log(self.max_alpha)
         self.log_alpha = min(max(self.log_alpha - step, low), high)
+        self.gap = gap
         self.updates += 1
         return {
             "entropy_per_param": entropy_per_param,
@@ -262,6 +305,7 @@ class AutoTemperature:
         """Plain tensors only (loads with ``torch.load(weights_only=True)``)."""
         return {
             "log_alpha": torch.tensor(self.log_alpha, dtype=torch.float64),
+            "gap": torch.tensor(self.gap, dtype=torch.float64),
             "updates": torch.tensor(self.updates, dtype=torch.int64),
         }
 
@@ -270,10 +314,11 @@ class AutoTemperature:
         if missing:
             raise ValueError(f"AutoTemperature state lacks {sorted(missing)}")
         self.log_alpha = float(state["log_alpha"])
+        self.gap = float(state.get("gap", 0.0))  # absent in checkpoints before the P term
         self.updates = int(state["updates"])
 
     def __repr__(self) -> str:
         return (
             f"AutoTemperature(alpha={self.alpha:.3g}, std_target={self.std_target}, "
-            f"lr={self.lr}, range=[{self.min_alpha}, {self.max_alpha}])"
+            f"lr={self.lr}, kp={self.kp}, range=[{self.min_alpha}, {self.max_alpha}])"
         )

@@ -39,7 +39,7 @@ from rl.logger import ProgressLog
 from rl.networks import mlp
 from rl.policies import make_policy
 from rl.rollout import Collector
-from rl.temperature import AutoTemperature, policy_entropy_per_param
+from rl.temperature import AutoTemperature
 from vi_flows import distributed, runfiles
 
 __all__ = ["train", "build_policy", "load_run", "RESUMABLE", "RUN_FILES"]
@@ -62,7 +62,12 @@ def build_policy(cfg: Any, obs_dim: int, action_space) -> torch.nn.Module:
     if cfg.policy == "bnn":
         options = json.loads(cfg.posterior_options)
         if cfg.posterior != "point":
-            options.setdefault("init_scale", cfg.posterior_init_scale)
+            # auto α starts the posterior at its target width σ*, so h starts at h* and the dual
+            # step has nothing to undo (a wider start is slack: nothing would narrow it).
+            auto = cfg.alpha_schedule == "auto"
+            options.setdefault(
+                "init_scale", cfg.posterior_std_target if auto else cfg.posterior_init_scale
+            )
         return make_policy(
             "bnn",
             obs_dim,
@@ -350,12 +355,9 @@ def _loop(run: _Run, out: Path, resume: bool, progress: bool, callback) -> dict:
             batch = run.collector.buffer.batch(
                 xi, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages
             )
-            stats = run.algo.update(batch, alpha)
-            if isinstance(schedule, AutoTemperature):  # the dual step, on the updated posterior
-                h = policy_entropy_per_param(run.policy, batch.obs)
-                if world > 1:  # ranks see other states / draws: one α for all, from the mean
-                    h = float(distributed.all_reduce_mean(torch.tensor([h], dtype=torch.float64)))
-                stats.update(schedule.update(h))
+            # auto α: the algorithm takes a dual step after each of its optimizer steps
+            auto = schedule if isinstance(schedule, AutoTemperature) else None
+            stats = run.algo.update(batch, alpha, auto)
             run.update += 1
             run.elapsed = time.perf_counter() - start
             nan = math.nan

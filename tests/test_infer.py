@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -174,3 +175,63 @@ def test_fixed_affine_inverts_exactly() -> None:
     back, ladj_inv = t.inverse(y)
     assert torch.allclose(back, x, atol=1e-5) and torch.allclose(ladj, -ladj_inv)
     assert torch.allclose(ladj, torch.full((10,), math.log(3.0)))
+
+
+def _raw_covariate_regression() -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    """y = a + b·x + N(0, σ²) on raw years x ∈ [1950, 2015], flat priors, x = (a, b, log σ).
+
+    The posterior sds span 1e-3 (log σ, b) to 1e1 (a) with a and b correlated to 1 − 1e-7: a
+    Hessian condition number near 1e12, where L-BFGS from 0 stops far from the mode.
+    """
+    gen = torch.Generator().manual_seed(0)
+    years = torch.arange(1950.0, 2016.0, dtype=torch.float64)
+    y = -30.0 + 0.02 * years + 0.5 * torch.randn(years.shape, generator=gen, dtype=torch.float64)
+
+    def log_p(x: torch.Tensor) -> torch.Tensor:
+        a, b, log_s = x[..., :1], x[..., 1:2], x[..., 2]
+        resid = y.to(x) - a - b * years.to(x)
+        return -years.numel() * log_s - 0.5 * resid.square().sum(-1) / torch.exp(2 * log_s)
+
+    design = torch.stack([torch.ones_like(years), years], -1)
+    ols = torch.linalg.lstsq(design, y[:, None]).solution[:, 0]
+    resid = y - design @ ols
+    return log_p, torch.cat([ols, 0.5 * torch.log(resid.square().mean())[None]])
+
+
+def test_find_mode_reaches_the_mode_of_a_badly_scaled_regression() -> None:
+    log_p, exact = _raw_covariate_regression()
+    mode = find_mode(log_p, 3)
+    assert mode.cov is not None, mode.reason
+    # each coordinate within 1e-3 of its own posterior sd (L-BFGS alone is off by thousands)
+    sd = mode.cov.diagonal().sqrt()
+    assert bool(((mode.loc - exact).abs() / sd < 1e-3).all()), (mode.loc, exact)
+
+
+def test_find_mode_keeps_the_mode_with_the_most_mass_not_the_highest() -> None:
+    # a tall narrow peak at the origin (mass 0.2) and a wide mode at −1.5 (mass 0.8)
+    def log_p(x: torch.Tensor) -> torch.Tensor:
+        narrow = math.log(0.2) + torch.distributions.Normal(0.0, 0.05).log_prob(x[..., 0])
+        wide = math.log(0.8) + torch.distributions.Normal(-1.5, 0.5).log_prob(x[..., 0])
+        return torch.logaddexp(narrow, wide)
+
+    only_origin = find_mode(log_p, 1, restarts=0)
+    assert float(only_origin.loc[0]) == pytest.approx(0.0, abs=1e-3)  # the taller peak
+    gen = torch.Generator().manual_seed(0)
+    best = find_mode(log_p, 1, restarts=6, generator=gen)
+    assert best.starts == 7
+    assert float(best.loc[0]) == pytest.approx(-1.5, abs=1e-2), best
+    assert best.log_mass == pytest.approx(math.log(0.8), abs=0.05)
+    assert best.log_p < only_origin.log_p  # lower, yet holding four times the mass
+
+
+def test_student_t_base_is_used_saved_and_checked(tmp_path) -> None:
+    with pytest.raises(ValueError, match="base must be 'normal' or 'student-t'"):
+        InferConfig(base="cauchy")
+    result = infer(
+        gaussian, dim=3, steps=60, seed=0, progress=False, config=InferConfig(base="student-t")
+    )
+    assert result.flow.config["base"]["base"] == "student-t"
+    path = tmp_path / "flow.pt"
+    flows.save(result.flow, path)
+    theta = result.flow.sample(7)
+    assert torch.allclose(flows.load(path).log_prob(theta), result.flow.log_prob(theta))

@@ -26,7 +26,7 @@ from rl.temperature import (
     gaussian_entropy_per_param,
     policy_entropy_per_param,
 )
-from rl.trainer import train
+from rl.trainer import build_policy, train
 from vi_flows.flows import build
 from vi_flows.objectives import kl_loss
 
@@ -80,19 +80,23 @@ def test_dual_step_moves_alpha_towards_the_entropy_target(family):
     target = 0.05
     for std, direction in [(0.005, +1), (0.5, -1), (target, 0)]:
         q = build(family, 40, init_scale=std)  # low-rank: V starts small, σ̄ ≈ D
-        temp = AutoTemperature(target, init_alpha=1e-3)
+        temp = AutoTemperature(target, init_alpha=1e-3, min_alpha=1e-30, max_alpha=1e30)
         logs = temp.update(entropy_per_param(q, torch.zeros(1, 40)))
         assert logs["entropy_std"] == pytest.approx(std, rel=1e-2)
         assert logs["entropy_target"] == pytest.approx(gaussian_entropy_per_param(target))
         change = math.log(logs["alpha_next"] / 1e-3)
+        gap = logs["entropy_per_param"] - logs["entropy_target"]
+        # the integral step η·gap (at most max_step) plus the proportional term κ·gap
+        integral = min(max(temp.lr * gap, -temp.max_step), temp.max_step)
+        assert change == pytest.approx(-(integral + temp.kp * gap), rel=1e-6, abs=1e-9)
         if direction == 0:
-            assert change == pytest.approx(0.0, abs=1e-3)
+            assert abs(gap) < 0.01
         else:
-            assert direction * change > 0.5  # log(10) nats of gap at lr 0.5 (capped at 1)
+            assert direction * change > 0.5
 
 
 def test_dual_step_is_bounded_and_clipped():
-    temp = AutoTemperature(0.1, init_alpha=1e-3, lr=10.0, max_step=0.5, min_alpha=1e-4)
+    temp = AutoTemperature(0.1, init_alpha=1e-3, lr=10.0, kp=0.0, max_step=0.5, min_alpha=1e-4)
     temp.update(temp.entropy_target - 3.0)
     assert temp.alpha == pytest.approx(1e-3 * math.exp(0.5))
     for _ in range(20):
@@ -100,8 +104,18 @@ def test_dual_step_is_bounded_and_clipped():
     assert temp.alpha == pytest.approx(1e-4)
 
 
-def _toy(init_alpha: float, *, curvature: float, init_scale: float, updates: int, seed: int = 0):
-    """Fit q by the algorithms' loss α·kl_loss(q, R/α) (20 Adam steps per update) + the dual."""
+def _toy(
+    init_alpha: float,
+    *,
+    curvature: float,
+    init_scale: float,
+    updates: int,
+    seed: int = 0,
+    steps_per_dual: int = 1,
+):
+    """Fit q by the algorithms' loss α·kl_loss(q, R/α) for 20 Adam steps per update with a dual
+    step after every ``steps_per_dual`` Adam steps (1: as the algorithms do); returns the
+    temperature, the last dual step's logs and the largest σ̄ seen."""
     torch.manual_seed(seed)
     dim, target = 16, 0.1
     q = build("gaussian", dim, init_scale=init_scale)
@@ -113,28 +127,55 @@ def _toy(init_alpha: float, *, curvature: float, init_scale: float, updates: int
     opt = torch.optim.Adam(q.parameters(), lr=0.05)
     temp = AutoTemperature(target, init_alpha=init_alpha, min_alpha=1e-8, max_alpha=10.0)
     logs: dict[str, float] = {}
-    for _ in range(updates):
+    widest = 0.0
+    for step in range(20 * updates):
         alpha = temp.alpha
-        for _ in range(20):
-            loss = alpha * kl_loss(q, lambda theta, a=alpha: reward(theta) / a, 32)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        logs = temp.update(entropy_per_param(q, torch.zeros(1, dim)))
-    return temp, logs
+        loss = alpha * kl_loss(q, lambda theta, a=alpha: reward(theta) / a, 32)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if (step + 1) % steps_per_dual == 0:
+            logs = temp.update(entropy_per_param(q, torch.zeros(1, dim)))
+            widest = max(widest, logs["entropy_std"])
+    return temp, logs, widest
 
 
 @pytest.mark.parametrize("init_alpha", [2.0, 1e-6])
 def test_auto_alpha_holds_the_toy_posterior_at_its_entropy_target(init_alpha):
     curvature, target = 4.0, 0.1
-    temp, logs = _toy(init_alpha, curvature=curvature, init_scale=0.3, updates=80)
+    temp, logs, _ = _toy(init_alpha, curvature=curvature, init_scale=0.3, updates=80)
     assert logs["entropy_std"] == pytest.approx(target, rel=0.05)
-    assert temp.alpha == pytest.approx(curvature * target**2, rel=0.1)  # the multiplier α*
+    # the integral part of log α is the multiplier α* (α itself adds κ·(h − h*) of Adam's jitter)
+    assert math.exp(temp.log_alpha) == pytest.approx(curvature * target**2, rel=0.1)
+
+
+def test_a_dual_step_per_optimizer_step_keeps_the_start_from_widening_q():
+    # The posterior starts at its target σ* = 0.1 with α 50× the multiplier α* = c σ*²: the
+    # entropy gradient widens q at Adam's speed (lr = 0.05 per step here) until α has come
+    # down. Stepping α after every Adam step bounds the overshoot; stepping it after every 20
+    # (once per "update") lets q widen first.
+    widest = {
+        every: _toy(2.0, curvature=4.0, init_scale=0.1, updates=40, steps_per_dual=every)[2]
+        for every in (1, 20)
+    }
+    assert widest[1] < 1.5 * 0.1
+    assert widest[20] > 2 * widest[1]
+
+
+def test_the_proportional_term_reacts_at_once_and_the_integral_keeps_the_multiplier():
+    temp = AutoTemperature(0.1, init_alpha=1e-3, lr=0.5, kp=20.0)
+    temp.update(temp.entropy_target + 0.05)  # 5 % wider than the target
+    assert temp.log_alpha == pytest.approx(math.log(1e-3) - 0.5 * 0.05)
+    assert temp.alpha == pytest.approx(math.exp(temp.log_alpha - 20.0 * 0.05))
+    temp.update(temp.entropy_target)  # back on target: the P term vanishes, I stays
+    assert temp.alpha == pytest.approx(math.exp(math.log(1e-3) - 0.5 * 0.05))
+    temp.update(temp.entropy_target - 10.0)  # α never leaves [min_alpha, max_alpha]
+    assert temp.alpha == pytest.approx(1.0)
 
 
 def test_auto_alpha_goes_to_its_floor_when_the_reward_ignores_the_width():
     # R linear in θ: the width costs nothing, the constraint is slack and its multiplier is 0.
-    temp, logs = _toy(1e-3, curvature=0.0, init_scale=1.0, updates=20)
+    temp, logs, _ = _toy(1e-3, curvature=0.0, init_scale=1.0, updates=20)
     assert logs["entropy_std"] > 0.1
     assert temp.alpha == pytest.approx(1e-8)
 
@@ -194,13 +235,20 @@ def test_trainer_steps_alpha_towards_the_target_and_logs_it(target, direction, t
     # The posterior's σ̄ stays well inside (0.001, 3) here: a target above it must raise α at
     # every update, one below it lower α.
     cfg = default_config(
-        "vppo", **SMALL, alpha_schedule="auto", posterior_std_target=target, alpha=1e-3
+        "vppo",
+        **SMALL,
+        alpha_schedule="auto",
+        posterior_std_target=target,
+        alpha=1e-3,
+        posterior_options='{"init_scale": 0.05}',  # not at σ*, where auto α starts it
     )
     train(cfg, tmp_path, progress=False)
     rows = _rows(tmp_path)
     alphas = [float(r["alpha"]) for r in rows]
     assert alphas[0] == pytest.approx(1e-3)
-    assert all(direction * (b - a) > 0 for a, b in zip(alphas, alphas[1:], strict=False))
+    # α may sit at a clip: from σ̄ = 0.05 the P term alone asks for far more than 1 or 1e-8
+    assert all(direction * (b - a) >= 0 for a, b in zip(alphas, alphas[1:], strict=False))
+    assert direction * (alphas[-1] - alphas[0]) > 0
     for row in rows:
         assert float(row["entropy_target"]) == pytest.approx(gaussian_entropy_per_param(target))
         assert 3 * 0.001 < float(row["entropy_std"]) < 3.0 / 3
@@ -209,9 +257,19 @@ def test_trainer_steps_alpha_towards_the_target_and_logs_it(target, direction, t
         )
 
 
-def test_auto_alpha_is_an_option_not_the_default():
-    assert default_config("vppo").alpha_schedule == "constant"
-    assert default_config("vppo", alpha_schedule="auto").alpha_schedule == "auto"
+def test_auto_alpha_is_the_default_where_there_is_a_density():
+    for algo in ["vppo", "vtrpo", "vreinforce"]:
+        assert default_config(algo).alpha_schedule == "auto"
+    for algo in ["ppo", "trpo", "reinforce", "svpg"]:  # no posterior density: α is unused
+        assert default_config(algo).alpha_schedule == "constant"
+    assert default_config("vppo", alpha_schedule="constant").alpha_schedule == "constant"
+
+
+def test_auto_alpha_starts_the_posterior_at_its_target(tmp_path):
+    for fields, std in [({}, 0.02), ({"alpha_schedule": "constant"}, 0.01)]:
+        cfg = default_config("vppo", **SMALL, posterior_std_target=0.02, **fields)
+        policy = build_policy(cfg, 4, gym.spaces.Discrete(2))
+        assert policy_entropy_per_param(policy) == pytest.approx(gaussian_entropy_per_param(std))
 
 
 @pytest.mark.parametrize(

@@ -25,9 +25,7 @@ import importlib.util
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn
@@ -112,16 +110,6 @@ def _target(spec: str, dim: int | None) -> targets.Target:
     return target
 
 
-def _writable_folder(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-probe-")
-    except OSError as err:
-        raise CliError(f"--out {str(out)!r} is not a writable folder ({err.strerror})") from None
-    os.close(fd)
-    os.unlink(probe)
-
-
 def _check_args(args: argparse.Namespace) -> None:
     """Every range check before any work (one line naming the argument and the valid range)."""
     checks = [
@@ -162,7 +150,10 @@ def _fit(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(args.target, flow_name)
     created = not out.exists()
     if distributed.is_main():
-        _writable_folder(out)
+        try:
+            runfiles.check_writable(out, "--out", create=True)
+        except ValueError as err:
+            raise CliError(str(err)) from None
     try:
         if turnkey:
             code = _fit_turnkey(args, target, out)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,21 +83,6 @@ def _make_scheduler(
 def _check_range(name: str, value: Any, low: int, what: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an integer {what}, got {value!r}")
-
-
-def _check_writable_folder(path: Path, argument: str) -> None:
-    """Fail now, not after the last step, when ``path``'s folder cannot take a file."""
-    folder = path.parent
-    if not folder.is_dir():
-        raise ValueError(f"{argument}: folder {str(folder)!r} does not exist (create it first)")
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
-    except OSError as err:
-        raise ValueError(
-            f"{argument}: folder {str(folder)!r} is not writable ({err.strerror})"
-        ) from None
-    os.close(fd)
-    os.unlink(probe)
 
 
 def _check_differentiable(log_p: Tensor, theta: Tensor) -> None:
@@ -280,7 +263,7 @@ def fit(
     start, bad_steps = 0, 0
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and distributed.is_main():
-        _check_writable_folder(ckpt_path, "checkpoint")
+        runfiles.check_writable(ckpt_path.parent, "checkpoint")
     opt_name = type(opt).__name__
     sched_name = type(scheduler).__name__ if scheduler is not None else None
 

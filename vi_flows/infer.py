@@ -75,6 +75,14 @@ class InferConfig:
     """Steps with more non-finite values than that may be skipped; then NonFiniteError."""
     eval_samples: int = 4000
     """Draws for the verdict (ESS, k̂, ELBO, log Z) and the summary."""
+    base: str = "normal"
+    """The flow's base: ``"normal"`` or ``"student-t"`` (independent Student-t coordinates,
+    ν learned from 5; polynomial tails reach posteriors whose tails a Gaussian base through an
+    affine-tailed flow cannot, and a heavier-tailed q keeps importance weights bounded)."""
+
+    def __post_init__(self) -> None:
+        if self.base not in ("normal", "student-t"):
+            raise ValueError(f"base must be 'normal' or 'student-t', got {self.base!r}")
 
 
 def auto_flow(dim: int) -> tuple[str, dict[str, Any]]:
@@ -168,9 +176,9 @@ class Inference:
             if self.nonfinite:
                 why += f", {self.nonfinite} of {total} draws have a non-finite log p̃"
             return (
-                f"UNRELIABLE: {why}: the flow misses mass of p; try objective='iw', a larger "
-                "flow (flow='realnvp' with more layers or 'nflows-spline'), or more steps / a "
-                "longer time_budget"
+                f"UNRELIABLE: {why}: the flow misses mass of p (often a tail); try a "
+                "heavy-tailed base (config=InferConfig(base='student-t')), objective='iw', a "
+                "larger flow, or more steps / a longer time_budget"
             )
         lo, hi = self.sd_ratio
         if self.shift >= 0.1 or not 0.9 <= lo <= hi <= 1.1:
@@ -403,9 +411,11 @@ def infer(
     family, options = auto_flow(tgt.dim) if flow == "auto" else (flow, {})
     flows.FLOWS.get(family)  # fail before any work on an unknown family
     cond = choose(tgt, tgt.dim, precondition)
-    # D₂ needs heavy tails (see FAB_BASE), also for a FAB object the caller configured
-    base = FAB_BASE if objective == "fab" or isinstance(objective, FAB) else None
-    q = precondition_flow(family, tgt.dim, cond, options, base=base)
+    if cfg.base == "student-t":
+        options = {**options, "base": "student-t", "df": 5.0, "learn_df": True}
+    if objective == "fab" or isinstance(objective, FAB):  # D₂ needs heavy tails: FAB_BASE
+        options = {**options, **FAB_BASE}
+    q = precondition_flow(family, tgt.dim, cond, options)
     lr = cfg.lr if cfg.lr is not None else (1e-2 if "gaussian" in family else 3e-3)
     ctl = _Controller(cfg, steps, time_budget, start)
     history = fit(
@@ -445,12 +455,7 @@ def infer(
 
 
 def precondition_flow(
-    family: str,
-    dim: int,
-    cond: Preconditioner,
-    options: dict[str, Any],
-    base: dict[str, Any] | None = None,
+    family: str, dim: int, cond: Preconditioner, options: dict[str, Any]
 ) -> flows.Flow:
-    """A fresh flow of ``family`` composed with ``cond``'s affine (see :func:`precondition`);
-    ``base``: the base options for :func:`vi_flows.flows.build` (default normal)."""
-    return precondition(family, dim, cond.loc, cond.scale_tril, base=base, **options)
+    """A fresh flow of ``family`` composed with ``cond``'s affine (see :func:`precondition`)."""
+    return precondition(family, dim, cond.loc, cond.scale_tril, **options)

@@ -5,8 +5,8 @@ sds of 1e-1 and strong correlations; a flow (or SVGD's particles) started at N(0
 of its budget finding that scale. The usual remedy — Stan's metric adaptation does the same — is
 to fit in whitened coordinates z with θ = m + L z. Here m and L come from either
 
-* the **Laplace approximation**: m the mode (L-BFGS), L Lᵀ the inverse Hessian of −log p̃ there
-  (:func:`laplace`, :func:`find_mode`); or
+* the **Laplace approximation**: m the mode holding the most mass (several starts, L-BFGS then
+  Newton; :mod:`vi_flows.modes`), L Lᵀ the inverse Hessian of −log p̃ there; or
 * a **pilot Gaussian**: a short mean-field fit, m its mean and L = diag(σ) — for targets without
   a useful mode (a funnel's density peaks at a point of negligible mass).
 
@@ -14,12 +14,7 @@ to fit in whitened coordinates z with θ = m + L z. Here m and L come from eithe
 composed with :class:`FixedAffine` is a flow on θ (family ``"preconditioned"``, see
 :func:`precondition`), so users only ever see θ, and save/load needs no code beyond the config.
 
->>> import torch
->>> def log_p(x):
-...     return -0.5 * (((x - 3.0) / 1e-3) ** 2).sum(-1)
->>> mode, cov = laplace(log_p, dim=2)
->>> [round(v, 4) for v in mode.tolist()], float(cov[0, 0].sqrt()) < 1.1e-3
-([3.0, 3.0], True)
+``Mode``, ``find_mode`` and ``laplace`` live in :mod:`vi_flows.modes` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -35,6 +30,7 @@ from torch import Tensor
 from vi_flows import flows
 from vi_flows.diagnostics import psis_khat
 from vi_flows.fit import NonFiniteError, fit
+from vi_flows.modes import Mode, find_mode, laplace
 from vi_flows.objectives import as_log_prob
 from vi_flows.transforms import Compose, Transform
 
@@ -49,44 +45,6 @@ __all__ = [
     "pilot_gaussian",
     "precondition",
 ]
-
-
-def laplace(
-    target: Any, dim: int | None = None, init: Tensor | None = None, max_iter: int = 500
-) -> tuple[Tensor, Tensor]:
-    """Mode and inverse negative Hessian of log p̃ (float64), found by L-BFGS.
-
-    Args:
-        target: a target (anything with ``log_prob``) or a callable θ (n, d) ↦ log p̃ (n,).
-        dim: the dimension (defaults to ``target.dim``).
-        init: starting point (zeros by default).
-        max_iter: L-BFGS iterations.
-
-    Returns:
-        ``(mode, cov)`` with cov = (−∇² log p̃(mode))⁻¹; eigenvalues of the Hessian below 1e-12
-        of the largest are floored there, so cov is always symmetric positive definite.
-    """
-    fn = as_log_prob(target)
-    d = int(dim if dim is not None else target.dim)
-    x = (torch.zeros(d) if init is None else init.detach().clone()).double().requires_grad_(True)
-    opt = torch.optim.LBFGS(
-        [x], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe", tolerance_grad=1e-10
-    )
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = -fn(x[None])[0]
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    mode = x.detach()
-    hess = torch.func.hessian(lambda v: -fn(v[None])[0])(mode)
-    hess = 0.5 * (hess + hess.T)
-    evals, evecs = torch.linalg.eigh(hess)
-    evals = evals.clamp_min(1e-12 * float(evals.abs().max().clamp_min(1e-300)))
-    cov = (evecs / evals) @ evecs.T
-    return mode, 0.5 * (cov + cov.T)
 
 
 class Whitened:
@@ -187,82 +145,29 @@ def precondition(
     loc: Tensor,
     scale_tril: Tensor,
     *,
-    base: dict[str, Any] | None = None,
+    base: str = "normal",
+    df: float | None = None,
+    learn_df: bool = False,
     **flow_options: Any,
 ) -> flows.Flow:
     """A new flow of family ``flow`` on z, mapped to θ = m + L z: q_θ(θ) = q_z(z) / |det L|.
 
-    ``base`` holds :func:`vi_flows.flows.build`'s base options (``base``, ``df``, ``learn_df``);
-    default: the standard normal.
-
     Returns a :class:`~vi_flows.flows.Flow` of family ``"preconditioned"`` whose ``sample``,
     ``log_prob`` and ``sample_and_log_prob`` work in θ; :func:`vi_flows.flows.save` / ``load``
-    rebuild it (m and L are buffers in its state dict).
+    rebuild it (m and L are buffers in its state dict). ``base``, ``df`` and ``learn_df`` pick
+    the base distribution as in :func:`vi_flows.flows.build`.
     """
-    base_options = dict(base or {})
     q = flows.build(
-        "preconditioned", dim, flow=flow, flow_options=dict(flow_options), **base_options
+        "preconditioned",
+        dim,
+        base=base,
+        df=df,
+        learn_df=learn_df,
+        flow=flow,
+        flow_options=dict(flow_options),
     )
     q.transform.parts[-1].set(loc, scale_tril)
     return q
-
-
-@dataclass(frozen=True)
-class Mode:
-    """What :func:`find_mode` found."""
-
-    loc: Tensor
-    """The mode m (float64)."""
-    cov: Tensor | None
-    """(−∇² log p̃(m))⁻¹ when the Hessian is finite and positive definite, else ``None``."""
-    log_p: float
-    """log p̃(m)."""
-    reason: str
-    """Why ``cov`` is ``None`` (empty when it is not)."""
-
-
-def find_mode(target: Any, dim: int, max_iter: int = 500) -> Mode:
-    """L-BFGS mode of log p̃ and the Hessian there, checked rather than floored.
-
-    Runs in float64 (falling back to the default dtype for targets that only take float32).
-    ``cov`` is ``None`` — with the reason — when the mode or Hessian is non-finite or the Hessian
-    is not positive definite.
-    """
-    fn = as_log_prob(target)
-    last_err: Exception | None = None
-    for dtype in (torch.float64, torch.get_default_dtype()):
-        x = torch.zeros(dim, dtype=dtype, requires_grad=True)
-        opt = torch.optim.LBFGS(
-            [x], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe", tolerance_grad=1e-9
-        )
-
-        def closure(x: Tensor = x, opt: torch.optim.LBFGS = opt) -> Tensor:
-            opt.zero_grad()
-            loss = -fn(x[None])[0]
-            if not torch.isfinite(loss):
-                raise FloatingPointError("log p̃ is non-finite along the L-BFGS path")
-            loss.backward()
-            return loss
-
-        try:
-            opt.step(closure)
-            mode = x.detach()
-            hess = torch.func.hessian(lambda v: -fn(v[None])[0])(mode)
-        except (RuntimeError, FloatingPointError, ValueError, TypeError) as err:
-            last_err = err
-            continue
-        log_p = float(fn(mode[None])[0].detach())
-        if not (torch.isfinite(mode).all() and math.isfinite(log_p)):
-            return Mode(mode.double(), None, log_p, "the mode search diverged")
-        hess = 0.5 * (hess + hess.T).double()
-        if not torch.isfinite(hess).all():
-            return Mode(mode.double(), None, log_p, "the Hessian at the mode is not finite")
-        evals, evecs = torch.linalg.eigh(hess)
-        if float(evals.min()) <= 1e-10 * float(evals.abs().max()):
-            return Mode(mode.double(), None, log_p, "the Hessian at the mode is not positive")
-        cov = (evecs / evals) @ evecs.T
-        return Mode(mode.double(), 0.5 * (cov + cov.T), log_p, "")
-    return Mode(torch.zeros(dim, dtype=torch.float64), None, -math.inf, f"failed: {last_err}")
 
 
 def pilot_gaussian(
@@ -360,7 +265,10 @@ def choose(
             laplace_elbo, k_hat = _gaussian_check(target, mode.loc, laplace_tril, check_samples)
             notes.append(f"Laplace: ELBO {laplace_elbo:.2f}, k̂ {k_hat:.2f}")
             if how == "laplace" or (k_hat <= 0.7 and math.isfinite(laplace_elbo)):
-                detail = f"laplace (mode by L-BFGS, inverse Hessian; {notes[0]})"
+                detail = (
+                    f"laplace (mode by L-BFGS + Newton, most Laplace mass of {mode.starts} "
+                    f"starts, inverse Hessian; {notes[0]})"
+                )
                 seconds = time.perf_counter() - start
                 return Preconditioner("laplace", mode.loc, laplace_tril, detail, seconds)
         else:

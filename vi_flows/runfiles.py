@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["RunFileError", "save", "load", "write_text", "atomic_write"]
+__all__ = ["RunFileError", "atomic_write", "check_writable", "load", "save", "write_text"]
 
 
 class RunFileError(ValueError):
@@ -61,6 +62,32 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def check_writable(folder: str | Path, argument: str, *, create: bool = False) -> None:
+    """Fail now, not after a long run, when ``folder`` cannot take a new file.
+
+    Probes with a temporary file (deleted at once). With ``create`` the folder (and parents) is
+    made first. Raises a one-line ``ValueError`` naming ``argument`` otherwise.
+    """
+    folder = Path(folder)
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(
+                f"{argument}: cannot create folder {str(folder)!r} ({err.strerror})"
+            ) from None
+    if not folder.is_dir():
+        raise ValueError(f"{argument}: folder {str(folder)!r} does not exist (create it first)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+    except OSError as err:
+        raise ValueError(
+            f"{argument}: folder {str(folder)!r} is not writable ({err.strerror})"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def save(obj: Any, path: str | Path) -> None:

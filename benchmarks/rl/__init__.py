@@ -11,22 +11,30 @@ One command runs a named suite and writes under ``--out``::
     OUT/summary.csv, OUT/summary.md           one row per (suite, env, label), every hyperparameter
     OUT/<suite>-<env>.png                     deterministic-eval return vs env steps, mean ± std
     OUT/throughput.csv, OUT/throughput.md     (suite ``throughput``)
+    RESULTS/table.md, table.csv, curves.png   (suite ``autoalpha``; ``--results``, default OUT)
 
 Usage::
 
     python -m benchmarks.rl --suite all --quick --out /tmp/bench/rl-quick
     python -m benchmarks.rl --suite pendulum --out /tmp/bench/rl
     python -m benchmarks.rl --suite throughput --out /tmp/bench/rl
+    python -m benchmarks.rl --suite autoalpha --out /tmp/bench/rl-autoalpha \
+        --results benchmarks/results/rl-autoalpha
 
-Suites: exploration, pendulum, cartpole, mujoco, ablation, throughput, all (everything but
-throughput). ``--quick`` shrinks steps and seeds: ``--suite all --quick`` took 3 min 10 s and
-``--suite throughput`` 1 min on one core. ``--seeds N`` keeps only the first N seeds of every task;
+Suites: exploration, pendulum, cartpole, mujoco, ablation, autoalpha, throughput, all
+(everything but autoalpha and throughput). ``autoalpha`` is issue 14's auto-α check
+(:mod:`~benchmarks.rl.autoalpha`): V-PPO with the default ``alpha_schedule="auto"`` on Pendulum
+from α₀ = 1e-2 and 1e-6 against PPO, 3 seeds, plus V-PPO low-rank and V-TRPO from 1e-2.
+:mod:`~benchmarks.rl.probe` is one exploratory run with its α / σ̄ trace. ``--quick`` shrinks
+steps and seeds: ``--suite all --quick`` took 3 min 10 s and
+``--suite throughput`` 1 min on one core. ``--seeds N`` runs seeds 0 … N−1 of every task;
 ``--only a,b`` runs only the methods (labels) or environments named (e.g. two processes on two
 cores, then one plain rerun, which finds every cell cached, writes the tables and figures).
 The full sizes are the issue's. Measured wall time, one process per core on a 2-core machine:
 exploration 26 min (most of it the SB3 zoo runs at ≈ 550 steps/s), pendulum 16 min, cartpole
 9 min, ablation 53 min, mujoco 1 h 45 min (SB3 43 min + ours 60 min; only with ``mujoco``
-installed, skipped with a message otherwise), throughput 1 min.
+installed, skipped with a message otherwise), throughput 1 min, autoalpha 33 min (18 runs, one
+process on a machine shared with other jobs).
 
 Runs are resumable: a cell (suite, env, label, seed) with a ``result.json`` is skipped; a cell
 without one is started again from scratch.

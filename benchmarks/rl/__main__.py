@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 
 from benchmarks.rl import __doc__ as DOC
+from benchmarks.rl.autoalpha import write_autoalpha
 from benchmarks.rl.reports import write_tables
-from benchmarks.rl.runners import run_suite
+from benchmarks.rl.runners import run_cell, run_suite
 from benchmarks.rl.suites import select, suites
 from benchmarks.rl.throughput import throughput
 
@@ -22,10 +23,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--suite",
         default="all",
-        choices=["all", "exploration", "pendulum", "cartpole", "mujoco", "ablation", "throughput"],
+        choices=[
+            "all",
+            "exploration",
+            "pendulum",
+            "cartpole",
+            "mujoco",
+            "ablation",
+            "autoalpha",
+            "throughput",
+        ],
     )
     p.add_argument("--quick", action="store_true", help="small steps/seeds (minutes)")
-    p.add_argument("--seeds", type=int, default=None, help="use only the first N seeds")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="run seeds 0..N-1 of every task (default: the suite's own count)",
+    )
     p.add_argument(
         "--only",
         default=None,
@@ -33,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         "e.g. two processes on two cores, then one plain rerun to write the tables",
     )
     p.add_argument("--out", default="/tmp/bench/rl")
+    p.add_argument(
+        "--results",
+        default=None,
+        help="autoalpha: folder for table.md, table.csv and curves.png (default: --out)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     root = Path(args.out)
@@ -60,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
         rows += run_suite(name, tasks[name], root)
         write_tables(old + rows, root)
+        if name == "autoalpha":
+            dest = Path(args.results) if args.results else root
+            for task in tasks[name].values():  # every cell is cached by now: run_cell loads it
+                seeds = range(task.seeds)
+                results = {
+                    m.label: [run_cell(name, task, m, s, root) for s in seeds] for m in task.methods
+                }
+                print(write_autoalpha(name, task, results, root, dest), flush=True)
+            return 0
     print((root / "summary.md").read_text() if (root / "summary.md").exists() else "no results")
     return 0
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from rl.presets import env_preset, sb3_zoo
 
-__all__ = ["FAMILIES", "Method", "Task", "ours", "select", "suites"]
+__all__ = ["AUTO_FROM", "FAMILIES", "Method", "Task", "ours", "select", "suites"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ MC = {"num_envs": 8, "rollout_steps": 256, **env_preset("MountainCarContinuous-v
 CARTPOLE = {**env_preset("CartPole-v1", "ppo"), "clip_coef": 0.2}
 
 FAMILIES = ("gaussian", "lowrank-gaussian", "planar")
+#: Initial α of the autoalpha suite: 10× the constant α that failed on Pendulum, and 1e-6.
+AUTO_FROM = (1e-2, 1e-6)
 
 
 def suites(quick: bool) -> dict[str, dict[str, Task]]:
@@ -122,9 +124,8 @@ def suites(quick: bool) -> dict[str, dict[str, Task]]:
             base = {**preset, "posterior": family}
             for factor in (0.01, 0.1, 1.0, 10.0):
                 alpha = default_alpha * factor
-                methods.append(
-                    ours(f"vppo-{family}-a{alpha:g}", "vppo", **{**base, "alpha": alpha})
-                )
+                constant = {"alpha": alpha, "alpha_schedule": "constant"}
+                methods.append(ours(f"vppo-{family}-a{alpha:g}", "vppo", **{**base, **constant}))
             anneal = {
                 "alpha": 10 * default_alpha,
                 "alpha_schedule": "linear",
@@ -135,7 +136,32 @@ def suites(quick: bool) -> dict[str, dict[str, Task]]:
         ablation[env_id] = Task(env_id, steps, seeds, tuple(methods), episodes, 5)
         if quick:
             break
+    # Issue 14's auto-α check: V-PPO from α₀ = 1e-2 and 1e-6 within 15% of PPO's final return.
+    steps, seeds = size(100_000, 3, 16_384, 1)
+    auto = {"alpha_schedule": "auto"}
+    autoalpha = Task(
+        "Pendulum-v1",
+        steps,
+        seeds,
+        (
+            ours("ppo", "ppo", **PEND),
+            *(
+                ours(f"vppo-gaussian-auto-from-{a:g}", "vppo", **{**PEND, **auto, "alpha": a})
+                for a in AUTO_FROM
+            ),
+            ours(
+                "vppo-lowrank-auto-from-0.01",
+                "vppo",
+                **{**PEND, **auto, "alpha": 1e-2},
+                posterior="lowrank-gaussian",
+            ),
+            ours("trpo", "trpo", **PEND_TRPO),
+            ours("vtrpo-gaussian-auto-from-0.01", "vtrpo", **{**PEND_TRPO, **auto, "alpha": 1e-2}),
+        ),
+        episodes,
+    )
     return {
+        "autoalpha": {autoalpha.env_id: autoalpha},
         "exploration": {exploration.env_id: exploration},
         "pendulum": {pendulum.env_id: pendulum},
         "cartpole": {cartpole.env_id: cartpole},
@@ -147,11 +173,11 @@ def suites(quick: bool) -> dict[str, dict[str, Task]]:
 def select(
     all_suites: dict[str, dict[str, Task]], seeds: int | None, only: str | None
 ) -> dict[str, dict[str, Task]]:
-    """Keep the first ``seeds`` seeds of every task and, with ``only`` ("a,b"), only the methods
-    (labels) or environments named."""
+    """Run seeds 0 … ``seeds`` − 1 of every task (fewer or more than its own count) and, with
+    ``only`` ("a,b"), only the methods (labels) or environments named."""
     if seeds is not None:
         all_suites = {
-            name: {k: dataclasses.replace(t, seeds=min(t.seeds, seeds)) for k, t in tasks.items()}
+            name: {k: dataclasses.replace(t, seeds=seeds) for k, t in tasks.items()}
             for name, tasks in all_suites.items()
         }
     if only:

@@ -25,6 +25,8 @@ def _plain(variational: str) -> str:
 
 #: What the plain (point-mass) forms fix: a point mass on the MLP's weights.
 PLAIN: dict[str, str] = {"posterior": "point", "policy": "bnn"}
+#: Without a posterior density there is no entropy for auto α to target (α is unused there).
+NO_DENSITY = {"alpha_schedule": "constant"}
 
 
 @dataclass(frozen=True)
@@ -40,15 +42,20 @@ class Spec:
     :func:`check_config`)."""
     role: str = "a variational algorithm"
     """What it is, for the message when a fixed field is overridden."""
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    """Config fields whose default differs for this algorithm (set by :func:`default_config`,
+    free to override)."""
 
 
 #: The algorithms by name (:class:`vi_flows.registry.Registry`).
 ALGORITHMS: Registry[Spec] = Registry("algorithm")
-ALGORITHMS.register("reinforce", Spec(PGConfig, PolicyGradient, "pg", PLAIN, _plain("vreinforce")))
+ALGORITHMS.register(
+    "reinforce", Spec(PGConfig, PolicyGradient, "pg", PLAIN, _plain("vreinforce"), NO_DENSITY)
+)
 ALGORITHMS.register("vreinforce", Spec(PGConfig, PolicyGradient, "pg"))
-ALGORITHMS.register("trpo", Spec(TRPOConfig, TRPO, "trpo", PLAIN, _plain("vtrpo")))
+ALGORITHMS.register("trpo", Spec(TRPOConfig, TRPO, "trpo", PLAIN, _plain("vtrpo"), NO_DENSITY))
 ALGORITHMS.register("vtrpo", Spec(TRPOConfig, TRPO, "trpo"))
-ALGORITHMS.register("ppo", Spec(PPOConfig, PPO, "ppo", PLAIN, _plain("vppo")))
+ALGORITHMS.register("ppo", Spec(PPOConfig, PPO, "ppo", PLAIN, _plain("vppo"), NO_DENSITY))
 ALGORITHMS.register("vppo", Spec(PPOConfig, PPO, "ppo"))
 ALGORITHMS.register(
     "svpg",
@@ -58,18 +65,21 @@ ALGORITHMS.register(
         "svpg",
         {"posterior": "point", "policy": "particles"},
         "SVPG over policy particles",
+        NO_DENSITY,
     ),
 )
 
 
 def default_config(algo: str, **fields: Any) -> Any:
-    """The algorithm's config with ``algo`` and the fields it fixes set.
+    """The algorithm's config with ``algo``, the fields it fixes and its own defaults set
+    (the plain forms and svpg default to a constant α: they have no posterior density, so the
+    variational algorithms' default ``alpha_schedule="auto"`` has nothing to hold).
 
     Raises:
         UnknownNameError: for an unknown algorithm name (a ValueError).
     """
     spec = ALGORITHMS.get(algo)
-    return spec.config(**{"algo": algo, **spec.fixed, **fields})
+    return spec.config(**{"algo": algo, **spec.defaults, **spec.fixed, **fields})
 
 
 def check_config(cfg: Any) -> None:

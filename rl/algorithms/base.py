@@ -18,6 +18,7 @@ from rl.adapter import Objective, policy_log_density, posterior_loss, reinforce_
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
+from rl.temperature import AutoTemperature, policy_entropy_per_param
 from rl.value import fit_value
 from vi_flows import distributed
 
@@ -113,6 +114,10 @@ def explained_variance(values: Tensor, returns: Tensor) -> float:
     return float(1.0 - (returns - values).var() / var) if var > 0 else math.nan
 
 
+#: Monte Carlo draws of the entropy estimate of a non-affine flow in :meth:`Algorithm.dual_step`.
+DUAL_SAMPLES = 4
+
+
 class Algorithm:
     """Base of the update rules: owns the value baseline's optimizer and the minibatch RNG."""
 
@@ -123,8 +128,26 @@ class Algorithm:
         self.opt: torch.optim.Optimizer | None = None
         self.generator = torch.Generator().manual_seed(cfg.seed)
 
-    def update(self, batch: Batch, alpha: float) -> dict[str, float]:  # pragma: no cover
+    def update(
+        self, batch: Batch, alpha: float, temperature: AutoTemperature | None = None
+    ) -> dict[str, float]:  # pragma: no cover
+        """One update on ``batch`` at temperature ``alpha``; with ``temperature`` (auto α) α is
+        read from it and a dual step follows every optimizer step (:meth:`dual_step`)."""
         raise NotImplementedError
+
+    def dual_step(self, temperature: AutoTemperature, obs: Tensor) -> dict[str, float]:
+        """One dual step of auto α on the current posterior (``obs``: the states a
+        state-conditioned posterior is averaged over); returns the values to log.
+
+        Under several ranks the entropy is the ranks' mean, so every rank takes the same step.
+        A flow whose log-det depends on ξ is estimated from :data:`DUAL_SAMPLES` draws: the
+        estimate of h is a mean over d parameters (noise O(1/d)), and this runs after every
+        optimizer step.
+        """
+        h = policy_entropy_per_param(self.policy, obs, num_samples=DUAL_SAMPLES)
+        if distributed.is_distributed():
+            h = float(distributed.all_reduce_mean(torch.tensor([h], dtype=torch.float64)))
+        return temperature.update(h)
 
     def diagnostics(self, batch: Batch) -> dict[str, float]:
         """:func:`policy_stats`, the explained variance and the policy's current learning rate."""

@@ -16,6 +16,7 @@ from rl.algorithms.base import Algorithm, adam, adam_step, reinforce_loss
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
+from rl.temperature import AutoTemperature
 from vi_flows import distributed
 
 __all__ = ["PGConfig", "PolicyGradient"]
@@ -36,15 +37,22 @@ class PolicyGradient(Algorithm):
         super().__init__(cfg, policy, critic)
         self.opt = adam(policy.parameters(), lr=cfg.lr)
 
-    def update(self, batch: Batch, alpha: float) -> dict[str, float]:
+    def update(
+        self, batch: Batch, alpha: float, temperature: AutoTemperature | None = None
+    ) -> dict[str, float]:
         loss, norm = torch.zeros(()), 0.0
+        dual: dict[str, float] = {}
         for _ in range(self.cfg.epochs):
             loss = reinforce_loss(self, batch, alpha)
             norm = adam_step(loss, self.opt, self.cfg.max_grad_norm)
+            if temperature is not None:  # auto α: a dual step per optimizer step
+                dual = self.dual_step(temperature, batch.obs)
+                alpha = temperature.alpha
         stats = self.diagnostics(batch)
         value_loss = self.fit_value(batch)
         return {
             **stats,
+            **dual,
             "policy_loss": float(distributed.all_reduce_sum(loss.detach().clone())),
             "value_loss": value_loss,
             "grad_norm": norm,

@@ -16,6 +16,7 @@ from rl.algorithms.base import Algorithm, adam, adam_step, global_means
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
+from rl.temperature import AutoTemperature
 from vi_flows import distributed
 
 __all__ = ["PPOConfig", "PPO"]
@@ -57,8 +58,11 @@ class PPO(Algorithm):
         self.beta = cfg.kl_coef
         self.updates = 0
 
-    def update(self, batch: Batch, alpha: float) -> dict[str, float]:
+    def update(
+        self, batch: Batch, alpha: float, temperature: AutoTemperature | None = None
+    ) -> dict[str, float]:
         cfg = self.cfg
+        dual: dict[str, float] = {}
         if cfg.anneal_lr:  # CleanRL: lr · (1 − (update − 1) / num_updates) for updates 1, 2, …
             for group in self.opt.param_groups:
                 group["lr"] = cfg.lr * (1.0 - self.updates / cfg.num_updates)
@@ -80,6 +84,9 @@ class PPO(Algorithm):
                 with self.policy.head.perturbed(cfg.rpo_alpha):
                     loss = self.loss(mb, objective, alpha)
                 norm = adam_step(loss, self.opt, cfg.max_grad_norm)
+                if temperature is not None:  # auto α reacts within the update (rl.temperature)
+                    dual = self.dual_step(temperature, mb.obs)
+                    alpha = temperature.alpha
                 log_ratio = seen["logp"] - mb.logp
                 # Global means under several ranks: the early stop below is decided alike.
                 frac, minibatch_kl = global_means(
@@ -99,6 +106,7 @@ class PPO(Algorithm):
         value_loss = self.fit_value(batch)
         return {
             **stats,
+            **dual,
             "policy_loss": float(distributed.all_reduce_sum(loss.detach().clone())),
             "value_loss": value_loss,
             "kl_coef": self.beta,

@@ -28,6 +28,7 @@ from rl.algorithms.base import Algorithm, adam
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
+from rl.temperature import AutoTemperature
 from vi_flows import distributed
 from vi_flows.svgd import svgd_direction_from_score
 
@@ -57,7 +58,9 @@ class SVPG(Algorithm):
         super().__init__(cfg, policy, critic)
         self.opt = adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
 
-    def update(self, batch: Batch, alpha: float) -> dict[str, float]:
+    def update(
+        self, batch: Batch, alpha: float, temperature: AutoTemperature | None = None
+    ) -> dict[str, float]:
         cfg, policy = self.cfg, self.policy
         objective = clipped_objective(batch.logp, batch.advantages, cfg.clip_coef)
         # Several ranks: log p̃ is normalised by the global sample count M (α M / M_r here gives

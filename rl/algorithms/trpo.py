@@ -30,6 +30,7 @@ from rl.algorithms.base import Algorithm, global_mean, share_of_mean
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
+from rl.temperature import AutoTemperature
 from vi_flows import distributed
 
 __all__ = ["TRPOConfig", "TRPO", "conjugate_gradient"]
@@ -113,7 +114,9 @@ class TRPO(Algorithm):
 
         return fvp
 
-    def update(self, batch: Batch, alpha: float) -> dict[str, float]:
+    def update(
+        self, batch: Batch, alpha: float, temperature: AutoTemperature | None = None
+    ) -> dict[str, float]:
         cfg = self.cfg
         objective = ratio_objective(batch.logp, batch.advantages)
         with torch.no_grad():
@@ -149,10 +152,13 @@ class TRPO(Algorithm):
             else:
                 vector_to_parameters(start, self.params)
                 kl = 0.0
+        # auto α: one natural step per update, so one dual step per update
+        dual = self.dual_step(temperature, batch.obs) if temperature is not None else {}
         stats = self.diagnostics(batch)
         value_loss = self.fit_value(batch)
         return {
             **stats,
+            **dual,
             "policy_loss": -float(value.detach()),
             "value_loss": value_loss,
             "kl": kl,
