@@ -235,3 +235,27 @@ def test_student_t_base_is_used_saved_and_checked(tmp_path) -> None:
     flows.save(result.flow, path)
     theta = result.flow.sample(7)
     assert torch.allclose(flows.load(path).log_prob(theta), result.flow.log_prob(theta))
+
+
+def test_defensive_mixture_weights_are_exact_and_see_wider_tails() -> None:
+    from vi_flows.infer import _defensive_log_weights, _moment_check
+    from vi_flows.targets import as_target
+
+    torch.manual_seed(0)
+    q = flows.build("gaussian", 1)  # N(0, 1) as built
+    wide = torch.distributions.Normal(0.0, 1.5)  # p is wider than q: q's own IS is heavy-tailed
+
+    def log_p(x: torch.Tensor) -> torch.Tensor:
+        return wide.log_prob(x[..., 0])
+
+    draws, log_w = _defensive_log_weights(q, as_target(log_p, 1), 20_000, scale=2.0)
+    x = draws[:, 0].double()
+    mixture = torch.logaddexp(
+        torch.distributions.Normal(0.0, 1.0).log_prob(x),
+        torch.distributions.Normal(0.0, 2.0).log_prob(x),
+    ) - math.log(2.0)
+    assert torch.allclose(log_w, wide.log_prob(x) - mixture, atol=1e-4)
+    assert float(x[10_000:].std()) == pytest.approx(2.0, rel=0.05)  # the wide half
+    # q (sd 1) against p (sd 1.5): the check reports q's sd at 1/1.5 of p's
+    lo, hi = _moment_check(q.sample(20_000), draws, log_w)["sd_ratio"]
+    assert lo == pytest.approx(1 / 1.5, rel=0.04) and hi == lo
