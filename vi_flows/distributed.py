@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from collections.abc import Iterable
 
 import torch
@@ -212,9 +213,28 @@ def barrier() -> None:
         dist.barrier()
 
 
-def shutdown() -> None:
-    """Leave the process group (a no-op without one). Call it before a rank exits: a gloo group
-    still alive at interpreter shutdown can abort the process ("terminate called without an
-    active exception")."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def shutdown(wait_s: float = 30.0) -> None:
+    """Leave the process group (a no-op without one). Call it before a rank exits.
+
+    A gloo group still alive at interpreter shutdown can abort the process ("terminate called
+    without an active exception"), and so can a rank whose peer — or the rendezvous store, which
+    rank 0 hosts under a plain ``env://`` launch — disappears while it is still leaving. So every
+    rank destroys its group, the other ranks then check out through the store, and rank 0 (the
+    store's host) waits up to ``wait_s`` seconds for all of them before it returns.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    world, rank = dist.get_world_size(), dist.get_rank()
+    store = dist.distributed_c10d._get_default_store() if world > 1 else None
+    dist.destroy_process_group()
+    if store is None:
+        return
+    try:
+        if rank != 0:
+            store.add("vi_flows/left", 1)
+            return
+        deadline = time.monotonic() + wait_s
+        while store.add("vi_flows/left", 0) < world - 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    except (RuntimeError, OSError):  # a store already gone: nothing left to wait for
+        pass
