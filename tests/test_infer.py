@@ -238,7 +238,7 @@ def test_student_t_base_is_used_saved_and_checked(tmp_path) -> None:
 
 
 def test_defensive_mixture_weights_are_exact_and_see_wider_tails() -> None:
-    from vi_flows.infer import _defensive_log_weights, _moment_check
+    from vi_flows.importance import defensive_log_weights, moment_check
     from vi_flows.targets import as_target
 
     torch.manual_seed(0)
@@ -248,7 +248,7 @@ def test_defensive_mixture_weights_are_exact_and_see_wider_tails() -> None:
     def log_p(x: torch.Tensor) -> torch.Tensor:
         return wide.log_prob(x[..., 0])
 
-    draws, log_w = _defensive_log_weights(q, as_target(log_p, 1), 20_000, scale=2.0)
+    draws, log_w = defensive_log_weights(q, as_target(log_p, 1), 20_000, scale=2.0)
     x = draws[:, 0].double()
     mixture = torch.logaddexp(
         torch.distributions.Normal(0.0, 1.0).log_prob(x),
@@ -257,5 +257,5 @@ def test_defensive_mixture_weights_are_exact_and_see_wider_tails() -> None:
     assert torch.allclose(log_w, wide.log_prob(x) - mixture, atol=1e-4)
     assert float(x[10_000:].std()) == pytest.approx(2.0, rel=0.05)  # the wide half
     # q (sd 1) against p (sd 1.5): the check reports q's sd at 1/1.5 of p's
-    lo, hi = _moment_check(q.sample(20_000), draws, log_w)["sd_ratio"]
+    lo, hi = moment_check(q.sample(20_000), draws, log_w)["sd_ratio"]
     assert lo == pytest.approx(1 / 1.5, rel=0.04) and hi == lo

@@ -1,0 +1,125 @@
+"""Importance sampling from a fitted flow: the draws and weights behind ``infer``'s verdict.
+
+* :func:`log_weights` — n draws of q and their log w = log p̃ − log q.
+* :func:`defensive_log_weights` — draws of the defensive mixture ½ q + ½ q_s and log p̃ − log r.
+* :func:`psis_weights` — Pareto-smoothed normalized weights (Vehtari et al. 2024).
+* :func:`moment_check` — q's means and sds against importance-corrected ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vi_flows import distributed, flows
+from vi_flows.targets import Target
+
+__all__ = [
+    "DEFENSIVE_SCALE",
+    "defensive_log_weights",
+    "log_weights",
+    "moment_check",
+    "psis_weights",
+]
+
+
+def psis_weights(log_w: Tensor) -> Tensor:
+    """Pareto-smoothed normalized importance weights (Vehtari et al. 2024).
+
+    The largest M = ⌈min(0.2 n, 3√n)⌉ raw weights are replaced by the expected order statistics
+    of a generalized Pareto fitted to them (capped at the largest raw weight); ``-inf`` log-weights
+    get weight 0.
+    """
+    from pyro.ops.stats import fit_generalized_pareto
+
+    lw = log_w.double().flatten()
+    w = torch.exp(lw - lw.max())
+    n = lw.numel()
+    m = math.ceil(min(0.2 * n, 3.0 * math.sqrt(n)))
+    order = torch.argsort(w)
+    if n >= 20 and m >= 5:
+        tail_idx = order[-m:]
+        cutoff = float(w[order[-m - 1]])
+        excess = w[tail_idx] - cutoff
+        if bool((excess > 0).all()):
+            k, sigma = fit_generalized_pareto(excess)
+            p = (torch.arange(1, m + 1, dtype=torch.float64) - 0.5) / m
+            if abs(k) < 1e-8:
+                q = -sigma * torch.log1p(-p)
+            else:
+                q = sigma / k * ((1.0 - p) ** (-k) - 1.0)
+            w = w.clone()
+            w[tail_idx] = torch.clamp(cutoff + q, max=float(w.max()))
+    return w / w.sum()
+
+
+@torch.no_grad()
+def log_weights(q: flows.Flow, target: Target, n: int) -> tuple[Tensor, Tensor, int]:
+    """n draws of q, their log w = log p̃ − log q (non-finite log p̃ → −inf), and that count."""
+    draws, log_w = [], []
+    local_n = distributed.shard(n)[1]  # under torchrun each rank draws its share, then gather
+    for start in range(0, local_n, 10_000):
+        theta, log_q = q.sample_and_log_prob(min(10_000, local_n - start))
+        draws.append(theta)
+        log_w.append((target.log_prob(theta) - log_q).double())
+    lw = distributed.all_gather_cat(torch.cat(log_w))
+    bad = ~torch.isfinite(lw)
+    all_draws = distributed.all_gather_cat(torch.cat(draws))
+    return all_draws, lw.masked_fill(bad, -math.inf), int(bad.sum())
+
+
+#: ξ-scale of the wide half of the defensive mixture that the moment check samples from. 4
+#: reaches 4 sds of q in every direction at once, where a posterior with heavy (or long
+#: one-sided) tails keeps mass that q under-represents. Measured on one fitted flow (bball HMM,
+#: q's sd 0.85 of the truth in its long-tailed direction), two evaluations each: the check's
+#: sd ratio came out 0.92 / 0.89 with scale 2, 0.90 / 0.87 with 3, 0.87 / 0.81 with 4 (flagged
+#: both times). In high dimensions the wide half lands where p̃ ≈ 0 and the check falls back
+#: to q's own half: harmless, but no help there.
+DEFENSIVE_SCALE = 4.0
+
+
+@torch.no_grad()
+def defensive_log_weights(
+    q: flows.Flow, target: Target, n: int, scale: float = DEFENSIVE_SCALE
+) -> tuple[Tensor, Tensor]:
+    """n draws of the defensive mixture r = ½ q + ½ q_s and their log p̃ − log r.
+
+    q_s pushes ξ·s (ξ ~ q₀) through the same map h, so at θ = h(ξ') both densities come from
+    one pass: log q_s(θ) = log q(θ) − log q₀(ξ') + log q₀(ξ'/s) − d log s. Half the draws come
+    from q, half from q_s (Hesterberg 1995, "defensive importance sampling"): the wide half
+    visits tails that q itself under-represents, and the weights p̃/r ≤ 2 p̃/q_s stay bounded
+    there, so importance-corrected moments can see what q's own draws cannot.
+    """
+    draws, log_w = [], []
+    local_n = distributed.shard(n)[1]
+    log_s = q.dim * math.log(scale)
+    for factor, m in ((1.0, local_n // 2), (scale, local_n - local_n // 2)):
+        for start in range(0, m, 10_000):
+            xi = q.base_sample(min(10_000, m - start)) * factor
+            theta, log_q = q(xi)
+            log_q_s = log_q - q.base_log_prob(xi) + q.base_log_prob(xi / scale) - log_s
+            log_r = torch.logaddexp(log_q, log_q_s) - math.log(2.0)
+            draws.append(theta)
+            log_w.append((target.log_prob(theta) - log_r).double())
+    lw = distributed.all_gather_cat(torch.cat(log_w))
+    all_draws = distributed.all_gather_cat(torch.cat(draws))
+    return all_draws, lw.masked_fill(~torch.isfinite(lw), -math.inf)
+
+
+def moment_check(draws: Tensor, is_draws: Tensor, is_log_w: Tensor) -> dict[str, Any]:
+    """q's moments (from ``draws``) against PSIS-weighted moments of p (see ``Inference``).
+
+    The importance-sampling side uses the defensive mixture's draws
+    (:func:`defensive_log_weights`), so a tail q misses shows up as an sd ratio below 1.
+    """
+    x = draws.double()
+    y = is_draws.double()
+    w = psis_weights(is_log_w)[:, None]
+    mean_is = (w * y).sum(0)
+    sd_is = ((w * (y - mean_is).square()).sum(0)).sqrt().clamp_min(1e-300)
+    shift = float(((x.mean(0) - mean_is).abs() / sd_is).max())
+    ratio = x.std(0) / sd_is
+    return {"shift": shift, "sd_ratio": (float(ratio.min()), float(ratio.max()))}
