@@ -225,7 +225,10 @@ def shutdown(wait_s: float = 30.0) -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     world, rank = dist.get_world_size(), dist.get_rank()
-    store = dist.distributed_c10d._get_default_store() if world > 1 else None
+    try:  # torch keeps the rendezvous store private; without it, just leave the group
+        store = dist.distributed_c10d._get_default_store() if world > 1 else None
+    except (AttributeError, RuntimeError):
+        store = None
     dist.destroy_process_group()
     if store is None:
         return
