@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -56,19 +57,37 @@ def psis_weights(log_w: Tensor) -> Tensor:
     return w / w.sum()
 
 
+def _pushed(q: flows.Flow, m: int, factor: float = 1.0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """m draws of ξ·factor (ξ ~ q₀) pushed through q, in chunks of 10,000.
+
+    Yields ``(ξ·factor, θ, log q(θ))``; with factor 1 these are q's own draws.
+    """
+    for start in range(0, m, 10_000):
+        xi = q.base_sample(min(10_000, m - start)) * factor
+        theta, log_q = q(xi)
+        yield xi, theta, log_q
+
+
+def _gathered(draws: list[Tensor], log_w: list[Tensor]) -> tuple[Tensor, Tensor, int]:
+    """Every rank's draws and log-weights (non-finite → −inf), and how many were non-finite."""
+    lw = distributed.all_gather_cat(torch.cat(log_w))
+    bad = ~torch.isfinite(lw)
+    return (
+        distributed.all_gather_cat(torch.cat(draws)),
+        lw.masked_fill(bad, -math.inf),
+        int(bad.sum()),
+    )
+
+
 @torch.no_grad()
 def log_weights(q: flows.Flow, target: Target, n: int) -> tuple[Tensor, Tensor, int]:
     """n draws of q, their log w = log p̃ − log q (non-finite log p̃ → −inf), and that count."""
     draws, log_w = [], []
     local_n = distributed.shard(n)[1]  # under torchrun each rank draws its share, then gather
-    for start in range(0, local_n, 10_000):
-        theta, log_q = q.sample_and_log_prob(min(10_000, local_n - start))
+    for _, theta, log_q in _pushed(q, local_n):
         draws.append(theta)
         log_w.append((target.log_prob(theta) - log_q).double())
-    lw = distributed.all_gather_cat(torch.cat(log_w))
-    bad = ~torch.isfinite(lw)
-    all_draws = distributed.all_gather_cat(torch.cat(draws))
-    return all_draws, lw.masked_fill(bad, -math.inf), int(bad.sum())
+    return _gathered(draws, log_w)
 
 
 #: ξ-scale of the wide half of the defensive mixture that the moment check samples from. 4
@@ -97,16 +116,13 @@ def defensive_log_weights(
     local_n = distributed.shard(n)[1]
     log_s = q.dim * math.log(scale)
     for factor, m in ((1.0, local_n // 2), (scale, local_n - local_n // 2)):
-        for start in range(0, m, 10_000):
-            xi = q.base_sample(min(10_000, m - start)) * factor
-            theta, log_q = q(xi)
+        for xi, theta, log_q in _pushed(q, m, factor):
             log_q_s = log_q - q.base_log_prob(xi) + q.base_log_prob(xi / scale) - log_s
             log_r = torch.logaddexp(log_q, log_q_s) - math.log(2.0)
             draws.append(theta)
             log_w.append((target.log_prob(theta) - log_r).double())
-    lw = distributed.all_gather_cat(torch.cat(log_w))
-    all_draws = distributed.all_gather_cat(torch.cat(draws))
-    return all_draws, lw.masked_fill(~torch.isfinite(lw), -math.inf)
+    all_draws, lw, _ = _gathered(draws, log_w)
+    return all_draws, lw
 
 
 def moment_check(draws: Tensor, is_draws: Tensor, is_log_w: Tensor) -> dict[str, Any]:
