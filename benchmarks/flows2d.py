@@ -189,8 +189,7 @@ def run_speed(out: Path, rounds: int, steps_per_round: int) -> list[dict]:
     """Fit steps/s of the same spline coupling flow (4 layers, hidden (64, 64), 8 bins, bound 5,
     batch 256) from us, nflows and zuko, on U1 (d = 2) and the 10-d funnel; one process, the
     libraries alternating within each round; median over ``rounds``."""
-    from common import build_family
-
+    from benchmarks.common import build_family
     from vi_flows.fit import fit
 
     rows = []

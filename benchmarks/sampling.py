@@ -8,11 +8,11 @@ method and seed; a run replaces only its own cells), ``table.md`` (mean ± sd ov
 issue's done-means: met, or missed by how much) and ``<target>.png`` for each 2-D target (samples
 on density contours; ``<target>-<methods>.png`` when only some methods ran); prints the table.
 
-    flock /tmp/bench.lock python benchmarks/sampling.py --targets mixture-2d --seeds 0 1 2
-    flock /tmp/bench.lock python benchmarks/sampling.py --targets manywell-32 --methods fab \
+    flock /tmp/bench.lock python -m benchmarks.sampling --targets mixture-2d --seeds 0 1 2
+    flock /tmp/bench.lock python -m benchmarks.sampling --targets manywell-32 --methods fab \
         --budget 840 --save-flows /tmp/flows     # --budget: training seconds per cell
-    python benchmarks/sampling.py --targets manywell-32 --methods fab --rescore /tmp/flows
-    python benchmarks/sampling.py --report      # table.md from runs.csv only
+    python -m benchmarks.sampling --targets manywell-32 --methods fab --rescore /tmp/flows
+    python -m benchmarks.sampling --report      # table.md from runs.csv only
 
 Methods: ``kl`` (reverse KL, realnvp: the best family on the project's 2-D benchmark), ``renyi``
 (α = 0.5), ``chi2``, ``mixture`` (8 realnvp components, ``mixture-kl``), ``fab`` (realnvp,
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,10 +38,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_csv  # noqa: E402
-
-from vi_flows import ais, build, diagnose, fit, svgd  # noqa: E402
+from benchmarks.common import markdown_table, read_csv, write_csv  # noqa: E402
+from vi_flows import AISResult, ais, build, diagnose, fit, svgd  # noqa: E402
 from vi_flows.losses_mass import FAB_BASE, Renyi, fab_for_dim  # noqa: E402
 from vi_flows.metrics import (  # noqa: E402
     count_modes,
@@ -68,7 +65,9 @@ METHODS = ["kl", "renyi", "chi2", "mixture", "fab", "ais", "svgd-500"]
 BATCH = 256
 LR = 1e-3  # realnvp's step for every loss (the mass-covering ones are noisier than KL)
 EVAL_N = 1_000_000  # importance samples for IS log Z (se well below the issue's 0.005 bounds)
-AIS_N, AIS_T = 4096, 32  # AIS from the trained flow (and for the ais method, from N(0, s²I))
+#: AIS from the trained flow (and for the ais method, from N(0, s²I)): chains, first temperatures,
+#: and the batches the ais method splits its chains into (see train_ais)
+AIS_N, AIS_T, AIS_BATCHES = 4096, 32, 8
 #: Evaluation AIS from a trained flow doubles its temperatures from AIS_T while its standard
 #: error exceeds AIS_SE and the next run fits in AIS_SHARE of the training budget (at least 60 s):
 #: the log Z estimate then costs a bounded fraction of the training, and the error we report is
@@ -102,25 +101,43 @@ def eval_ais(target: Any, q: Any, budget: float) -> tuple[Any, int]:
         temps *= 2
 
 
+def train_ais(target: Any, scale: float, deadline: float) -> tuple[Any, dict[str, Any]]:
+    """The ``ais`` method: AIS from N(0, s²I) with as many temperatures as the budget allows.
+
+    A 32-temperature pilot on AIS_N chains measures the cost per temperature; T then fills the
+    rest of the budget (the variance of log w falls like 1/T, so one long run beats a doubling
+    sequence that keeps only its last member). Wall time per temperature varies with load, so
+    the AIS_N chains run in AIS_BATCHES batches that share the first batch's tuned step sizes,
+    and a batch starts only if it is predicted to end before the deadline; the finished batches
+    are merged (each is unbiased for Z, so their pool is too). The pilot is kept if nothing
+    more fits.
+    """
+    d, start = target.dim, time.perf_counter()
+    q = torch.distributions.MultivariateNormal(torch.zeros(d), scale**2 * torch.eye(d))
+    res = ais(target, q, AIS_N, num_temperatures=AIS_T)
+    per_temp = (time.perf_counter() - start) / AIS_T
+    temps = int((deadline - time.perf_counter()) / (1.05 * per_temp))
+    if temps <= AIS_T:
+        return res, {"steps": AIS_T, "seconds": time.perf_counter() - start}
+    n, runs, eps = AIS_N // AIS_BATCHES, [], None
+    while len(runs) < AIS_BATCHES:
+        t0 = time.perf_counter()
+        kw = {"tune": 0, "step_size": eps} if eps is not None else {}
+        runs.append(ais(target, q, n, num_temperatures=temps, **kw))
+        eps, took = runs[0].step_sizes, time.perf_counter() - t0
+        if time.perf_counter() + took > deadline:
+            break
+    info = {"steps": temps, "seconds": time.perf_counter() - start, "ais_chains": n * len(runs)}
+    return AISResult.merge(runs), info
+
+
 def train(method: str, target: Any, scale: float, budget: float) -> tuple[Any, dict[str, Any]]:
     """Train ``method`` for ``budget`` seconds; returns (flow or samples, info)."""
     deadline = time.perf_counter() + budget
     start = time.perf_counter()
     d = target.dim
     if method == "ais":
-        # A 32-temperature run measures the cost per temperature; one run then spends the rest of
-        # the budget (the variance of log w falls like 1/T, so one long run beats a doubling
-        # sequence that keeps only its last member). The first run is kept if nothing more fits.
-        q = torch.distributions.MultivariateNormal(torch.zeros(d), scale**2 * torch.eye(d))
-        temps = 32
-        t0 = time.perf_counter()
-        res = ais(target, q, AIS_N, num_temperatures=temps)
-        per_temp = (time.perf_counter() - t0) / temps
-        more = int((deadline - time.perf_counter()) / (1.1 * per_temp))
-        if more > temps:
-            temps = more
-            res = ais(target, q, AIS_N, num_temperatures=temps)
-        return res, {"steps": temps, "seconds": time.perf_counter() - start}
+        return train_ais(target, scale, deadline)
     if method.startswith("svgd-"):
         n = int(method.split("-")[1])
         count = {"n": 0}
@@ -383,8 +400,6 @@ def main() -> None:
     csv_path = args.out / "runs.csv"
     old: list[dict[str, Any]] = []
     if csv_path.exists():  # keep other targets/methods/seeds from earlier invocations
-        from common import read_csv
-
         old = [
             r
             for r in read_csv(csv_path)
@@ -397,8 +412,6 @@ def main() -> None:
         ]
     trained: dict[tuple[str, str, int], dict[str, Any]] = {}
     if args.rescore:
-        from common import read_csv
-
         trained = {(r["target"], r["method"], int(r["seed"])): r for r in read_csv(csv_path)}
     rows: list[dict[str, Any]] = []
     for name in [] if args.report else args.targets:

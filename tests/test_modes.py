@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vi_flows import ais, build, fit
-from vi_flows.ais import NonFiniteWeightError
+from vi_flows.ais import AISResult, NonFiniteWeightError
 from vi_flows.diagnostics import diagnose
 from vi_flows.losses import LOSSES, get_loss
 from vi_flows.losses_mass import FAB, FAB_BASE, Renyi
@@ -60,6 +60,27 @@ def test_ais_with_one_temperature_is_importance_sampling():
     expected_log_z = float(torch.logsumexp(expected, 0) - math.log(500))
     assert r.log_z == pytest.approx(expected_log_z, abs=1e-5)
     assert r.is_log_z == pytest.approx(expected_log_z, abs=1e-5)
+
+
+def test_ais_merge_pools_batches_into_one_estimate():
+    q = build("gaussian", 2)
+    target = _gaussian_target(2, 0.3, loc=0.5, scale=1.0)
+    torch.manual_seed(1)
+    a = ais(target, q, 300, num_temperatures=5)
+    b = ais(target, q, 100, num_temperatures=5, step_size=a.step_sizes, tune=0)
+    m = AISResult.merge([a, b])
+    pooled = torch.cat([a.log_weights, b.log_weights])
+    assert m.log_z == pytest.approx(float(torch.logsumexp(pooled, 0) - math.log(400)), abs=1e-9)
+    assert m.samples.shape == (400, 2) and m.is_log_weights.shape == (400,)
+    # acceptance is the chain-weighted mean; step sizes are those the batches shared
+    assert torch.allclose(m.acceptance, (3 * a.acceptance + b.acceptance) / 4)
+    assert torch.equal(m.step_sizes, a.step_sizes)
+    assert m.log_z_se < a.log_z_se and abs(m.log_z - 0.3) < 3 * m.log_z_se
+    other = ais(target, q, 50, num_temperatures=4)
+    with pytest.raises(ValueError, match="same temperatures"):
+        AISResult.merge([a, other])
+    with pytest.raises(ValueError, match="at least one"):
+        AISResult.merge([])
 
 
 def test_ais_bad_inputs_name_the_problem():

@@ -124,6 +124,38 @@ class AISResult:
         n = self.is_log_weights.numel()
         return float(torch.logsumexp(self.is_log_weights, 0) - math.log(n))
 
+    @classmethod
+    def merge(cls, runs: list[AISResult]) -> AISResult:
+        """Pool independent runs over the same temperatures into one run of Σnᵢ chains.
+
+        Each run's weights are unbiased for Z_π, so the pooled mean weight is too: log Z, its
+        se and the ESS are recomputed from all the weights; acceptance rates are averaged with
+        weights nᵢ. This makes AIS anytime: a caller with a wall-clock budget runs batches of
+        chains with the step sizes of the first batch (``step_size=r.step_sizes, tune=0``) and
+        merges what finished.
+
+        >>> q = torch.distributions.MultivariateNormal(torch.zeros(2), torch.eye(2))
+        >>> a = ais(lambda x: -0.5 * x.square().sum(-1), q, 64, num_temperatures=3)
+        >>> b = ais(lambda x: -0.5 * x.square().sum(-1), q, 32, step_size=a.step_sizes,
+        ...         num_temperatures=3, tune=0)
+        >>> AISResult.merge([a, b]).log_weights.shape
+        torch.Size([96])
+        """
+        if not runs:
+            raise ValueError("runs must hold at least one AISResult")
+        first = runs[0]
+        for r in runs[1:]:
+            if r.betas.shape != first.betas.shape or not torch.equal(r.betas, first.betas):
+                raise ValueError("runs must share the same temperatures (betas) to be merged")
+        log_w = torch.cat([r.log_weights for r in runs])
+        log_z, se, ess = _log_z_and_se(log_w)
+        sizes = torch.tensor([r.log_weights.numel() for r in runs], dtype=torch.float64)
+        acceptance = sum(s * r.acceptance for s, r in zip(sizes, runs, strict=True)) / sizes.sum()
+        return cls(
+            log_z, se, torch.cat([r.samples for r in runs]), log_w, ess, acceptance,
+            first.step_sizes, first.betas, torch.cat([r.is_log_weights for r in runs]),
+        )  # fmt: skip
+
 
 def _log_z_and_se(log_w: Tensor) -> tuple[float, float, float]:
     n = log_w.numel()
