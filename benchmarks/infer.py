@@ -24,7 +24,8 @@ Scores in the target's own (unconstrained) coordinates, standardized by the refe
 |mean − mean_ref| / sd_ref over coordinates and the range of sd / sd_ref, from 10,000 draws of q
 (SVGD: its 500 particles). A **hit** is worst error < 0.1 and sd ratios in [0.9, 1.1]. For
 ``infer`` the table also says whether its verdict flagged the run (UNRELIABLE: k̂ > 0.7, or
-BIASED: q's moments differ from the importance-corrected ones); a miss that is not flagged is a
+BIASED: q's moments differ from the importance-corrected ones, judged on the 90% bootstrap
+interval ``check_lo``–``check_hi`` of the sd ratios); a miss that is not flagged is a
 **silent miss**. Rows are appended to ``runs.csv`` as they finish; ``table.md`` is rebuilt from all
 rows each time.
 """
@@ -162,6 +163,8 @@ def run(method: str, name: str, target: Target, budget: float, seed: int, wall: 
             flagged=flagged,
             verdict=result.verdict.split(":")[0],
             stop=result.stop_reason,
+            check_lo=result.sd_ratio_bounds[0],  # the verdict's 90% interval of the sd ratios
+            check_hi=result.sd_ratio_bounds[1],
         )
     elif method == "old":
         q = flows.build("realnvp", target.dim)
@@ -220,6 +223,8 @@ COLUMNS = [
     "sd_max",
     "hit",
     "k_hat",
+    "check_lo",
+    "check_hi",
     "ess_n",
     "seconds",
     "steps",

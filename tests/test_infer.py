@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -259,3 +260,49 @@ def test_defensive_mixture_weights_are_exact_and_see_wider_tails() -> None:
     # q (sd 1) against p (sd 1.5): the check reports q's sd at 1/1.5 of p's
     lo, hi = moment_check(q.sample(20_000), draws, log_w)["sd_ratio"]
     assert lo == pytest.approx(1 / 1.5, rel=0.04) and hi == lo
+
+
+def test_moment_check_interval_is_tight_when_q_is_p_and_covers_a_true_deficit() -> None:
+    from vi_flows.importance import defensive_log_weights, moment_check
+    from vi_flows.targets import as_target
+
+    torch.manual_seed(0)
+    q = flows.build("gaussian", 2)  # N(0, I) as built
+
+    def normal(x: torch.Tensor) -> torch.Tensor:
+        return -0.5 * x.square().sum(-1)
+
+    def wider(x: torch.Tensor) -> torch.Tensor:  # p's first coordinate has sd 1.5
+        return -0.5 * (x[..., 0] / 1.5).square() - 0.5 * x[..., 1].square()
+
+    draws = q.sample(16_000)
+    exact = moment_check(draws, *defensive_log_weights(q, as_target(normal, 2), 16_000))
+    lo, hi = exact["sd_ratio_bounds"]
+    assert 0.95 < lo <= exact["sd_ratio"][0] <= exact["sd_ratio"][1] <= hi < 1.05
+    assert exact["shift"] <= exact["shift_bound"] < 0.05
+    # q's sd is 1/1.5 of p's in one coordinate: the interval holds the truth and flags it
+    miss = moment_check(draws, *defensive_log_weights(q, as_target(wider, 2), 16_000))
+    m_lo, m_hi = miss["sd_ratio_bounds"]
+    assert m_lo < 1 / 1.5 < 0.9 and 0.95 < m_hi < 1.05
+    # the interval is the importance draws' sampling noise: 16× fewer draws, ~4× wider (1-D,
+    # so the interval is one coordinate's)
+    q1 = flows.build("gaussian", 1)
+    one = as_target(lambda x: -0.5 * (x[..., 0] / 1.5).square(), 1)
+    widths = [
+        (lambda b: b[1] - b[0])(
+            moment_check(draws[:, :1], *defensive_log_weights(q1, one, n))["sd_ratio_bounds"]
+        )
+        for n in (16_000, 1_000)
+    ]
+    assert widths[1] > 2.5 * widths[0]
+    with pytest.raises(ValueError, match="resamples must be >= 0 and level in"):
+        moment_check(draws, draws, torch.zeros(16_000), level=1.0)
+
+
+def test_the_verdict_reads_the_interval_not_the_point_estimate() -> None:
+    result = infer(gaussian, dim=3, seed=0, progress=False, config=FAST)
+    assert result.verdict.startswith(("good", "usable"))
+    unsure = dataclasses.replace(result, sd_ratio=(0.95, 1.0), sd_ratio_bounds=(0.85, 1.02))
+    assert unsure.verdict.startswith("BIASED") and "90% interval 0.85-1.02" in unsure.verdict
+    drifting = dataclasses.replace(result, shift=0.05, shift_bound=0.12)
+    assert drifting.verdict.startswith("BIASED") and "up to 0.12" in drifting.verdict
