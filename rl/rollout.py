@@ -86,7 +86,11 @@ class Collector:
         returns, lengths, raw_obs = [], [], []
         # Several ranks: the reward scaler's statistics merge over ranks once per rollout.
         deferred = self.reward_scaler is not None and distributed.is_distributed()
-        raw_rewards, raw_ended = [], []
+        # Per-step env outputs stay in numpy and enter the buffer once, after the loop (the
+        # per-step tensor conversions showed up in the rollout's profile).
+        rewards = np.zeros((buffer.steps, n))
+        terminated = np.zeros((buffer.steps, n), dtype=bool)
+        ends = np.zeros((buffer.steps, n), dtype=bool)
         truncated: list[tuple[int, int, np.ndarray]] = []  # (t, slot, final observation)
         for t in range(buffer.steps):
             raw_obs.append(self.obs.reshape(n, -1))
@@ -96,28 +100,18 @@ class Collector:
             logp = dist.log_prob(action)
             next_obs, reward, term, trunc, info = self.envs.step(policy.head.to_env(action))
             self.global_step += n
-            check_finite("reward", np.asarray(reward, dtype=np.float64), self.global_step)
+            reward = np.asarray(reward, dtype=np.float64)
+            check_finite("reward", reward, self.global_step)
             check_finite("observation", np.asarray(next_obs, dtype=np.float64), self.global_step)
             ended = np.logical_or(term, trunc)
             for j in np.nonzero(trunc & ~term)[0]:
                 final = np.asarray(info["final_obs"][j])
                 check_finite("final observation", final[None], self.global_step, [int(j)])
                 truncated.append((t, int(j), final))
-            train_reward = reward
-            if deferred:
-                raw_rewards.append(np.asarray(reward, dtype=np.float64))
-                raw_ended.append(ended)
-            elif self.reward_scaler is not None:
-                train_reward = self.reward_scaler(np.asarray(reward, dtype=np.float64), ended)
-            buffer.add(
-                obs=obs,
-                actions=action,
-                logp=logp,
-                rewards=torch.as_tensor(train_reward, dtype=torch.float32),
-                terminated=torch.as_tensor(term),
-                ends=torch.as_tensor(ended),
-                session=session,
-            )
+            rewards[t], terminated[t], ends[t] = reward, term, ended
+            if self.reward_scaler is not None and not deferred:
+                rewards[t] = self.reward_scaler(reward, ended)
+            buffer.add(obs=obs, actions=action, logp=logp, session=session)
             self.ep_return += reward
             self.ep_length += 1
             done = np.nonzero(ended)[0]
@@ -135,8 +129,10 @@ class Collector:
                 next_row += len(done)
             self.obs = next_obs
         if deferred:
-            scaled = self.reward_scaler.scale_rollout(np.stack(raw_rewards), np.stack(raw_ended))
-            buffer.rewards.copy_(torch.as_tensor(scaled, dtype=torch.float32))
+            rewards = self.reward_scaler.scale_rollout(rewards, ends)
+        buffer.rewards.copy_(torch.from_numpy(rewards))
+        buffer.terminated.copy_(torch.from_numpy(terminated))
+        buffer.ends.copy_(torch.from_numpy(ends))
         self._values(truncated)
         if self.normalizer is not None:
             self.normalizer.update(np.concatenate(raw_obs))
