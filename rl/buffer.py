@@ -96,7 +96,14 @@ class Batch:
         return replace(self, **per_sample)
 
     def minibatches(self, size: int, generator: torch.Generator) -> Iterator[Batch]:
-        """Shuffled minibatches of ``size`` samples (the last one may be smaller).
+        """Shuffled minibatches of ``size`` samples (the last one may be smaller): the
+        :meth:`minibatch_rows` of this batch, as batches."""
+        for rows in self.minibatch_rows(size, generator):
+            yield self.subset(rows)
+
+    def minibatch_rows(self, size: int, generator: torch.Generator) -> Iterator[Tensor]:
+        """The rows of each shuffled minibatch of ``size`` samples (for a loss that needs a few
+        fields only; :meth:`minibatches` indexes them all).
 
         Under several ranks: this rank's rows of each minibatch of the global batch (see the
         module docstring), in the order the global permutation lists them.
@@ -104,15 +111,14 @@ class Batch:
         if not distributed.is_distributed():
             order = torch.randperm(len(self), generator=generator)
             for start in range(0, len(self), size):
-                yield self.subset(order[start : start + size])
+                yield order[start : start + size]
             return
         sizes = distributed.all_gather_cat(torch.tensor([len(self)]))
         offset, total = int(sizes[: distributed.rank()].sum()), int(sizes.sum())
         order = torch.randperm(total, generator=generator)
         for start in range(0, total, size):
             rows = order[start : start + size]
-            mine = rows[(rows >= offset) & (rows < offset + len(self))]
-            yield self.subset(mine - offset)
+            yield rows[(rows >= offset) & (rows < offset + len(self))] - offset
 
 
 class RolloutBuffer:
@@ -138,6 +144,13 @@ class RolloutBuffer:
         for name, value in step.items():
             getattr(self, name)[self.t] = value
         self.t += 1
+
+    def fill(self, **rollout: Tensor) -> None:
+        """Store whole-rollout fields, each (T, N, ...), at once (cast to the buffer's dtypes);
+        the fields not given keep their contents. The buffer then holds T steps."""
+        for name, value in rollout.items():
+            getattr(self, name).copy_(value)
+        self.t = self.steps
 
     def batch(
         self, xi: Tensor, gamma: float, lam: float, normalize_advantages: bool = True
