@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, fields, replace
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -52,14 +53,17 @@ def gae(
     >>> gae(one, 0 * one, 0 * one, torch.zeros(3, 1, dtype=torch.bool), 0.5, 1.0).flatten()
     tensor([1.7500, 1.5000, 1.0000])
     """
-    continues = (~episode_ends).to(rewards.dtype)
     deltas = rewards + gamma * next_values - values
-    adv = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[0])
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        running = deltas[t] + gamma * lam * continues[t] * running
+    decay = gamma * lam * (~episode_ends).to(rewards.dtype)
+    # The backward recursion runs over numpy rows: the same float32 arithmetic as torch's, about
+    # 8× faster than indexing tensors T times.
+    d, c = deltas.detach().cpu().numpy(), decay.detach().cpu().numpy()
+    adv = np.empty_like(d)
+    running = np.zeros_like(d[0])
+    for t in range(d.shape[0] - 1, -1, -1):
+        running = d[t] + c[t] * running
         adv[t] = running
-    return adv
+    return torch.from_numpy(adv).to(rewards.device)
 
 
 @dataclass
@@ -96,7 +100,14 @@ class Batch:
         return replace(self, **per_sample)
 
     def minibatches(self, size: int, generator: torch.Generator) -> Iterator[Batch]:
-        """Shuffled minibatches of ``size`` samples (the last one may be smaller).
+        """Shuffled minibatches of ``size`` samples (the last one may be smaller): the
+        :meth:`minibatch_rows` of this batch, as batches."""
+        for rows in self.minibatch_rows(size, generator):
+            yield self.subset(rows)
+
+    def minibatch_rows(self, size: int, generator: torch.Generator) -> Iterator[Tensor]:
+        """The rows of each shuffled minibatch of ``size`` samples (for a loss that needs a few
+        fields only; :meth:`minibatches` indexes them all).
 
         Under several ranks: this rank's rows of each minibatch of the global batch (see the
         module docstring), in the order the global permutation lists them.
@@ -104,15 +115,14 @@ class Batch:
         if not distributed.is_distributed():
             order = torch.randperm(len(self), generator=generator)
             for start in range(0, len(self), size):
-                yield self.subset(order[start : start + size])
+                yield order[start : start + size]
             return
         sizes = distributed.all_gather_cat(torch.tensor([len(self)]))
         offset, total = int(sizes[: distributed.rank()].sum()), int(sizes.sum())
         order = torch.randperm(total, generator=generator)
         for start in range(0, total, size):
             rows = order[start : start + size]
-            mine = rows[(rows >= offset) & (rows < offset + len(self))]
-            yield self.subset(mine - offset)
+            yield rows[(rows >= offset) & (rows < offset + len(self))] - offset
 
 
 class RolloutBuffer:
@@ -138,6 +148,13 @@ class RolloutBuffer:
         for name, value in step.items():
             getattr(self, name)[self.t] = value
         self.t += 1
+
+    def fill(self, **rollout: Tensor) -> None:
+        """Store whole-rollout fields, each (T, N, ...), at once (cast to the buffer's dtypes);
+        the fields not given keep their contents. The buffer then holds T steps."""
+        for name, value in rollout.items():
+            getattr(self, name).copy_(value)
+        self.t = self.steps
 
     def batch(
         self, xi: Tensor, gamma: float, lam: float, normalize_advantages: bool = True

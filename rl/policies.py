@@ -172,7 +172,9 @@ class BNNPolicy(nn.Module):
         return torch.randn(len(slots), self.noise_dim)
 
     def session_params(self, xi: Tensor) -> Tensor:
-        return self.q(xi)[0]
+        """The sessions' absolute weights θ₀ + θ (K, d): acting adds θ₀ once per session, not
+        once per step."""
+        return self.theta0 + self.q(xi)[0]
 
     def evaluate(self, theta: Tensor, obs: Tensor) -> Distribution:
         """π for K weight vectors at once: θ (K, d) offsets from θ₀, obs (K, B, n_obs) → (K, B)."""
@@ -183,7 +185,8 @@ class BNNPolicy(nn.Module):
         return self.head(self.net(self.theta0 + theta, obs.unsqueeze(-2)).squeeze(-2))
 
     def act_distribution(self, params: Tensor, obs: Tensor) -> Distribution:
-        return self.distribution(params, obs)
+        """π_{θ_i}(·|s_i) for the absolute weights of :meth:`session_params`."""
+        return self.head(self.net(params, obs.unsqueeze(-2)).squeeze(-2))
 
     def rows(self, batch: Batch) -> Tensor:
         """The θ-table row of every sample: its session."""
@@ -209,11 +212,11 @@ class BNNPolicy(nn.Module):
         sorted_rows = rows[order]
         counts = torch.bincount(rows, minlength=k)
         starts = torch.cumsum(counts, 0) - counts
-        pos = torch.arange(m) - starts[sorted_rows]
+        pos = torch.empty_like(rows)  # each sample's place in its θ row's group
+        pos[order] = torch.arange(m) - starts[sorted_rows]
         padded = obs.new_zeros(k, int(counts.max()), obs.shape[-1])
-        padded[sorted_rows, pos] = obs[order]
-        out = self.net(self.theta0 + theta, padded)[sorted_rows, pos]
-        return self.head(torch.empty_like(out).index_copy(0, order, out))
+        padded[rows, pos] = obs
+        return self.head(self.net(self.theta0 + theta, padded)[rows, pos])
 
     def log_prob(self, batch: Batch, theta: Tensor) -> Tensor:
         return self.grouped_distribution(batch, theta).log_prob(batch.actions)

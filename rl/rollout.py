@@ -81,47 +81,45 @@ class Collector:
         policy, n, buffer = self.policy, self.num_envs, self.buffer
         params = policy.session_params(self.slot_xi).clone()
         table = [self.slot_xi.clone()]
-        session = torch.arange(n)
         next_row = n
         returns, lengths, raw_obs = [], [], []
         # Several ranks: the reward scaler's statistics merge over ranks once per rollout.
         deferred = self.reward_scaler is not None and distributed.is_distributed()
-        raw_rewards, raw_ended = [], []
+        # Per-step outputs go into lists / numpy rows and enter the buffer once, after the loop
+        # (per-step tensor writes and conversions showed up in the rollout's profile).
+        rewards = np.zeros((buffer.steps, n))
+        terminated = np.zeros((buffer.steps, n), dtype=bool)
+        ends = np.zeros((buffer.steps, n), dtype=bool)
+        sessions = np.zeros((buffer.steps, n), dtype=np.int64)
+        obs_rows, action_rows, logp_rows = [], [], []
+        session_now = np.arange(n)
         truncated: list[tuple[int, int, np.ndarray]] = []  # (t, slot, final observation)
         for t in range(buffer.steps):
             raw_obs.append(self.obs.reshape(n, -1))
             obs = self._norm(self.obs)
             dist = policy.act_distribution(params, obs)
             action = dist.sample()
-            logp = dist.log_prob(action)
+            obs_rows.append(obs)
+            action_rows.append(action)
+            logp_rows.append(dist.log_prob(action))
             next_obs, reward, term, trunc, info = self.envs.step(policy.head.to_env(action))
             self.global_step += n
-            check_finite("reward", np.asarray(reward, dtype=np.float64), self.global_step)
-            check_finite("observation", np.asarray(next_obs, dtype=np.float64), self.global_step)
+            reward = np.asarray(reward, dtype=np.float64)
+            check_finite("reward", reward, self.global_step)
+            check_finite("observation", np.asarray(next_obs), self.global_step)
             ended = np.logical_or(term, trunc)
-            for j in np.nonzero(trunc & ~term)[0]:
-                final = np.asarray(info["final_obs"][j])
-                check_finite("final observation", final[None], self.global_step, [int(j)])
-                truncated.append((t, int(j), final))
-            train_reward = reward
-            if deferred:
-                raw_rewards.append(np.asarray(reward, dtype=np.float64))
-                raw_ended.append(ended)
-            elif self.reward_scaler is not None:
-                train_reward = self.reward_scaler(np.asarray(reward, dtype=np.float64), ended)
-            buffer.add(
-                obs=obs,
-                actions=action,
-                logp=logp,
-                rewards=torch.as_tensor(train_reward, dtype=torch.float32),
-                terminated=torch.as_tensor(term),
-                ends=torch.as_tensor(ended),
-                session=session,
-            )
+            if trunc.any():
+                for j in np.nonzero(trunc & ~term)[0]:
+                    final = np.asarray(info["final_obs"][j])
+                    check_finite("final observation", final[None], self.global_step, [int(j)])
+                    truncated.append((t, int(j), final))
+            rewards[t], terminated[t], ends[t], sessions[t] = reward, term, ended, session_now
+            if self.reward_scaler is not None and not deferred:
+                rewards[t] = self.reward_scaler(reward, ended)
             self.ep_return += reward
             self.ep_length += 1
-            done = np.nonzero(ended)[0]
-            if len(done):
+            if ended.any():
+                done = np.nonzero(ended)[0]
                 returns += self.ep_return[done].tolist()
                 lengths += self.ep_length[done].tolist()
                 self.ep_return[done], self.ep_length[done] = 0.0, 0
@@ -130,13 +128,21 @@ class Collector:
                 self.slot_xi[slots] = fresh
                 params[slots] = policy.session_params(fresh)
                 table.append(fresh)
-                session = session.clone()
-                session[slots] = torch.arange(next_row, next_row + len(done))
+                session_now = session_now.copy()
+                session_now[done] = np.arange(next_row, next_row + len(done))
                 next_row += len(done)
             self.obs = next_obs
         if deferred:
-            scaled = self.reward_scaler.scale_rollout(np.stack(raw_rewards), np.stack(raw_ended))
-            buffer.rewards.copy_(torch.as_tensor(scaled, dtype=torch.float32))
+            rewards = self.reward_scaler.scale_rollout(rewards, ends)
+        buffer.fill(
+            obs=torch.stack(obs_rows),
+            actions=torch.stack(action_rows),
+            logp=torch.stack(logp_rows),
+            rewards=torch.from_numpy(rewards),
+            terminated=torch.from_numpy(terminated),
+            ends=torch.from_numpy(ends),
+            session=torch.from_numpy(sessions),
+        )
         self._values(truncated)
         if self.normalizer is not None:
             self.normalizer.update(np.concatenate(raw_obs))

@@ -28,12 +28,13 @@ def fit_value(
     loss: Tensor = torch.zeros(())
     several = distributed.is_distributed()
     for _ in range(epochs):
-        for mb in batch.minibatches(minibatch_size, generator):
+        for rows in batch.minibatch_rows(minibatch_size, generator):
+            error = critic(batch.obs[rows]).squeeze(-1) - batch.returns[rows]
             if several:
-                m = distributed.all_reduce_sum(torch.tensor(float(len(mb))))
-                loss = (critic(mb.obs).squeeze(-1) - mb.returns).square().sum() / m
+                m = distributed.all_reduce_sum(torch.tensor(float(len(rows))))
+                loss = error.square().sum() / m
             else:
-                loss = (critic(mb.obs).squeeze(-1) - mb.returns).square().mean()
+                loss = error.square().mean()
             optimizer.zero_grad()
             loss.backward()
             distributed.all_reduce_grads(critic, weights=1.0)

@@ -33,7 +33,8 @@ def _setup(algo: str, m: int = 24, seed: int = 0, **fields):
     critic = mlp(3, 1, (4,), "tanh", out_gain=1.0)
     obs = torch.randn(m, 3)
     with torch.no_grad():
-        dist = policy.act_distribution(policy.q.loc.expand(m, -1), obs)
+        params = policy.session_params(policy.new_noise(torch.arange(m)))  # θ₀ + loc
+        dist = policy.act_distribution(params, obs)
         actions = dist.sample()
         logp = dist.log_prob(actions)
     batch = Batch(

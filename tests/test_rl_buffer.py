@@ -42,6 +42,21 @@ def test_gae_hand_computed_with_termination_and_truncation_bootstrap():
     assert adv.tolist() == pytest.approx(expected)
 
 
+def test_gae_equals_the_tensor_recursion_bit_for_bit():
+    """The numpy recursion is the plain tensor loop, float32 arithmetic unchanged."""
+    torch.manual_seed(0)
+    t, n, gamma, lam = 50, 4, 0.99, 0.95
+    rewards, values, following = torch.randn(t, n), torch.randn(t, n), torch.randn(t, n)
+    ends = torch.rand(t, n) < 0.1
+    expected = torch.zeros(t, n)
+    running = torch.zeros(n)
+    for i in range(t - 1, -1, -1):
+        delta = rewards[i] + gamma * following[i] - values[i]
+        running = delta + gamma * lam * (~ends[i]).float() * running
+        expected[i] = running
+    assert torch.equal(gae(rewards, values, following, ends, gamma, lam), expected)
+
+
 def test_gae_lambda_one_is_discounted_return_minus_value():
     r = torch.ones(5, 1)
     v = torch.full((5, 1), 0.3)

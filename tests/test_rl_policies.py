@@ -108,3 +108,64 @@ def test_diag_gaussian_matches_independent_normal():
     loc, log_scale = m1.clone().requires_grad_(), l1.clone().requires_grad_()
     DiagGaussian(loc, log_scale).rsample().sum().backward()
     assert loc.grad is not None and log_scale.grad is not None
+
+
+def _sliced_flat_mlp(net, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The straightforward FlatMLP: slice θ per layer (the reference for the split version)."""
+    h = x
+    for i, (w, b, n_in, n_out) in enumerate(net.slices):
+        h = torch.baddbmm(theta[:, b].unsqueeze(-2), h, theta[:, w].reshape(-1, n_in, n_out))
+        if i < len(net.slices) - 1:
+            h = torch.tanh(h)
+    return h
+
+
+def test_flat_mlp_output_and_theta_gradient_equal_the_sliced_reference():
+    torch.manual_seed(0)
+    policy = BNNPolicy(4, BOX, hidden=(8, 5), posterior="gaussian")
+    theta = torch.randn(6, policy.net.num_params, requires_grad=True)
+    obs, weights = torch.randn(6, 7, 4), torch.randn(6, 7, 2)
+    out = policy.net(theta, obs)
+    (grad,) = torch.autograd.grad((out * weights).sum(), theta)
+    ref = _sliced_flat_mlp(policy.net, theta, obs)
+    (ref_grad,) = torch.autograd.grad((ref * weights).sum(), theta)
+    assert torch.equal(out, ref) and torch.equal(grad, ref_grad)
+
+
+def test_grouped_distribution_matches_one_network_per_sample():
+    """The padded K-θ evaluation equals gathering θ per sample (uneven and empty groups)."""
+    torch.manual_seed(0)
+    policy = BNNPolicy(3, BOX, hidden=(8,), posterior="gaussian")
+    k, m = 5, 40
+    xi = torch.randn(k, policy.noise_dim)
+    rows = torch.cat([torch.zeros(20), torch.ones(3), torch.full((17,), 3)]).long()[
+        torch.randperm(m)
+    ]
+    batch = Batch(
+        obs=torch.randn(m, 3),
+        actions=torch.randn(m, 2),
+        logp=torch.zeros(m),
+        advantages=torch.zeros(m),
+        returns=torch.zeros(m),
+        values=torch.zeros(m),
+        session=rows,
+        xi=xi,
+    )
+    theta = policy.q(xi)[0]
+    grouped = policy.log_prob(batch, theta)
+    per_sample = policy.distribution(theta[rows], batch.obs).log_prob(batch.actions)
+    assert torch.allclose(grouped, per_sample, atol=1e-6)
+    params = list(policy.q.parameters())
+    g_grouped = torch.autograd.grad(grouped.square().sum(), params, retain_graph=True)
+    g_sample = torch.autograd.grad(per_sample.square().sum(), params)
+    for a, b in zip(g_grouped, g_sample, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_acting_with_session_params_is_pi_under_the_session_theta():
+    torch.manual_seed(0)
+    policy = BNNPolicy(3, BOX, hidden=(8,), posterior="gaussian")
+    xi, obs = policy.new_noise(torch.arange(4)), torch.randn(4, 3)
+    acting = policy.act_distribution(policy.session_params(xi), obs)
+    direct = policy.distribution(policy.q(xi)[0], obs)
+    assert torch.allclose(acting.mean, direct.mean) and torch.equal(acting.stddev, direct.stddev)

@@ -3,76 +3,54 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
-import shutil
-import time
+import importlib.util
+import json
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.rl.throughput_one import N_ENVS, N_STEPS
+
 __all__ = ["throughput"]
 
 
+def _run_one(env_id: str, method: str, steps: int, seed: int) -> dict[str, Any]:
+    """One :mod:`benchmarks.rl.throughput_one` measurement in a fresh Python process."""
+    cmd = [sys.executable, "-m", "benchmarks.rl.throughput_one", "--env", env_id]
+    cmd += ["--method", method, "--steps", str(steps), "--seed", str(seed)]
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=repo).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
-    """Training env-steps/s, in this one process, alternating between methods (median of
-    repeats): rl/ algorithms, SB3 PPO with the same network / n_envs / n_steps / minibatch /
-    epochs, and the random-action stepping rate of the same vector env (the ceiling). Pendulum-v1
-    with every rl/ algorithm; HalfCheetah-v5 (when mujoco is installed) with PPO and V-PPO."""
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.env_util import make_vec_env
-
-    from rl.algorithms import default_config
-    from rl.envs import make_envs
-    from rl.trainer import train
-
-    n_envs, n_steps = 8, 256
+    """Training env-steps/s, each (method, repeat) in its own fresh process
+    (:mod:`benchmarks.rl.throughput_one`), alternating between methods, median of the repeats:
+    rl/ algorithms, SB3 PPO with the same network / n_envs / n_steps / minibatch / epochs, and the
+    random-action stepping rate of the same vector env (the ceiling). Pendulum-v1 with every rl/
+    algorithm; HalfCheetah-v5 (when mujoco is installed) with PPO and V-PPO."""
     steps, repeats = (10_240, 3) if quick else (20_480, 3)
     envs_algos = [
         ("Pendulum-v1", ["ppo", "vppo", "trpo", "vtrpo", "reinforce", "vreinforce", "svpg"])
     ]
-    try:
-        import mujoco  # noqa: F401
-
+    if importlib.util.find_spec("mujoco") is not None:
         envs_algos.append(("HalfCheetah-v5", ["ppo", "vppo"]))
-    except ImportError:
+    else:
         print("HalfCheetah-v5 throughput skipped: the mujoco package is not installed")
     timings: dict[tuple[str, str], list[float]] = defaultdict(list)
-    tmp = root / "throughput-runs"
     for rep in range(repeats):
         for env_id, algos in envs_algos:
-            shared = {"env_id": env_id, "num_envs": n_envs, "rollout_steps": n_steps}
-            envs = make_envs(env_id, n_envs, rep)
-            envs.reset(seed=rep)
-            start = time.perf_counter()
-            for _ in range(steps // n_envs):
-                envs.step(envs.action_space.sample())
-            timings[env_id, "random actions (ceiling)"].append(
-                steps / (time.perf_counter() - start)
-            )
-            envs.close()
-            for algo in algos:
-                cfg = default_config(algo, **shared, total_steps=steps, seed=rep)
-                cfg = dataclasses.replace(cfg, checkpoint_every=10**9, tensorboard=False)
-                start = time.perf_counter()
-                train(cfg, tmp / algo, progress=False, overwrite=True)
-                timings[env_id, algo].append(steps / (time.perf_counter() - start))
-            venv = make_vec_env(env_id, n_envs=n_envs, seed=rep)
-            model = PPO(
-                "MlpPolicy",
-                venv,
-                n_steps=n_steps,
-                batch_size=256,
-                n_epochs=10,
-                seed=rep,
-                device="cpu",
-            )
-            start = time.perf_counter()
-            model.learn(total_timesteps=steps)
-            timings[env_id, "sb3-ppo"].append(steps / (time.perf_counter() - start))
-            venv.close()
-    shutil.rmtree(tmp, ignore_errors=True)
+            for method in ["random", *algos, "sb3-ppo"]:
+                result = _run_one(env_id, method, steps, rep)
+                name = "random actions (ceiling)" if method == "random" else method
+                timings[env_id, name].append(result["steps_per_s"])
+                print(
+                    f"{env_id} {name} repeat {rep}: {result['steps_per_s']:.0f} steps/s", flush=True
+                )
     rows = []
     for (env_id, name), v in timings.items():
         ref = float(np.median(timings[env_id, "sb3-ppo"]))
@@ -90,9 +68,11 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        f"Training env steps/s, n_envs {n_envs}, n_steps {n_steps}, {steps} steps per run, "
-        f"median of {repeats} alternating repeats in one process (1 torch thread). PPO-style "
-        "methods: 10 epochs, minibatch 256, 64-64 tanh networks (rl/ defaults otherwise).",
+        f"Training env steps/s, n_envs {N_ENVS}, n_steps {N_STEPS}, {steps} steps per run, "
+        f"median of {repeats} repeats, each method and repeat a fresh process, methods "
+        "alternating (1 torch thread; the clock runs from building the envs and the learner to "
+        "the end of training, imports off the clock). PPO-style methods: 10 epochs, minibatch "
+        "256, 64-64 tanh networks (rl/ defaults otherwise).",
         "",
         "| env | method | env steps/s | ratio to SB3 PPO |",
         "|---|---|---|---|",

@@ -88,11 +88,14 @@ class PPO(Algorithm):
                     dual = self.dual_step(temperature, mb.obs)
                     alpha = temperature.alpha
                 log_ratio = seen["logp"] - mb.logp
-                # Global means under several ranks: the early stop below is decided alike.
-                frac, minibatch_kl = global_means(
-                    ((log_ratio.exp() - 1.0).abs() > cfg.clip_coef).float(),
-                    log_ratio.exp() - 1.0 - log_ratio,
-                )
+                ratio_m1 = log_ratio.exp() - 1.0
+                clip_mask = (ratio_m1.abs() > cfg.clip_coef).float()
+                # Global means under several ranks: the early stop below is decided alike. The
+                # KL estimate is only needed for it (it is logged from the diagnostics).
+                if cfg.target_kl > 0:
+                    frac, minibatch_kl = global_means(clip_mask, ratio_m1 - log_ratio)
+                else:
+                    (frac,) = global_means(clip_mask)
                 clipped.append(frac)
             if cfg.target_kl > 0 and minibatch_kl > cfg.target_kl:
                 break

@@ -1,0 +1,117 @@
+"""One throughput measurement in a fresh process (run by :mod:`benchmarks.rl.throughput`).
+
+``python -m benchmarks.rl.throughput_one --env Pendulum-v1 --method ppo --steps 20480 --seed 0``
+prints one JSON line ``{"env", "method", "steps", "seconds", "steps_per_s"}``. The clock runs from
+building the environments and the learner to the end of training, the same span for every
+method (rl/'s ``train``; SB3's ``make_vec_env`` + ``PPO(...)`` + ``learn``; the random-action
+ceiling's ``make_envs`` + stepping). Imports, and the one-off lazy import that constructing the
+first torch optimizer triggers (``torch._dynamo``, about a second), happen before the clock starts
+for every method alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+
+import torch
+
+__all__ = ["N_ENVS", "N_STEPS", "measure"]
+
+#: The shared work: vector-env slots and steps per slot between updates.
+N_ENVS, N_STEPS = 8, 256
+
+
+def _rl(env_id: str, algo: str, steps: int, seed: int) -> float:
+    from rl.algorithms import default_config
+    from rl.trainer import train
+
+    cfg = default_config(
+        algo,
+        env_id=env_id,
+        num_envs=N_ENVS,
+        rollout_steps=N_STEPS,
+        total_steps=steps,
+        seed=seed,
+    )
+    cfg = dataclasses.replace(cfg, checkpoint_every=10**9, tensorboard=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        train(cfg, tmp, progress=False, overwrite=True)
+        return time.perf_counter() - start
+
+
+def _sb3(env_id: str, steps: int, seed: int) -> float:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    start = time.perf_counter()
+    venv = make_vec_env(env_id, n_envs=N_ENVS, seed=seed)
+    model = PPO(
+        "MlpPolicy",
+        venv,
+        n_steps=N_STEPS,
+        batch_size=256,
+        n_epochs=10,
+        seed=seed,
+        device="cpu",
+    )
+    model.learn(total_timesteps=steps)
+    seconds = time.perf_counter() - start
+    venv.close()
+    return seconds
+
+
+def _random(env_id: str, steps: int, seed: int) -> float:
+    from rl.envs import make_envs
+
+    start = time.perf_counter()
+    envs = make_envs(env_id, N_ENVS, seed)
+    envs.reset(seed=seed)
+    for _ in range(steps // N_ENVS):
+        envs.step(envs.action_space.sample())
+    seconds = time.perf_counter() - start
+    envs.close()
+    return seconds
+
+
+def measure(env_id: str, method: str, steps: int, seed: int) -> dict:
+    """Seconds and env steps/s of one run of ``method`` (an rl/ algorithm, ``sb3-ppo`` or
+    ``random``) on ``env_id``, in this process (one torch thread)."""
+    torch.set_num_threads(1)
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # the lazy import, off the clock
+    if method == "sb3-ppo":
+        import stable_baselines3  # noqa: F401  (imports off the clock)
+
+        seconds = _sb3(env_id, steps, seed)
+    elif method == "random":
+        seconds = _random(env_id, steps, seed)
+    else:
+        import rl.trainer  # noqa: F401  (imports off the clock)
+
+        seconds = _rl(env_id, method, steps, seed)
+    return {
+        "env": env_id,
+        "method": method,
+        "steps": steps,
+        "seconds": seconds,
+        "steps_per_s": steps / seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env", required=True)
+    p.add_argument("--method", required=True, help="an rl/ algorithm, sb3-ppo or random")
+    p.add_argument("--steps", type=int, default=20_480)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(json.dumps(measure(args.env, args.method, args.steps, args.seed)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
