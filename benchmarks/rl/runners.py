@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+import rl.explore_envs  # noqa: F401  (registers vi-flows/* ids for SB3's make_vec_env)
 from benchmarks.rl.reports import plot_task, summarise
 from benchmarks.rl.suites import Method, Task
 from rl.presets import LINEAR_PREFIX
