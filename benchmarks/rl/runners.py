@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import rl.explore_envs  # noqa: F401  (registers vi-flows/* ids for SB3's make_vec_env)
-from benchmarks.rl.reports import plot_task, summarise
+from benchmarks.rl.reports import plot_task, summarise, write_aggregate
 from benchmarks.rl.suites import Method, Task
 from rl.presets import LINEAR_PREFIX
 
@@ -199,6 +199,7 @@ def run_cell(suite: str, task: Task, method: Method, seed: int, root: Path) -> d
 
 def run_suite(name: str, tasks: dict[str, Task], root: Path) -> list[dict[str, Any]]:
     rows = []
+    ran: dict[str, dict[str, list[dict]]] = {}
     for task in tasks.values():
         if not task.methods:  # everything filtered out by --only
             continue
@@ -209,4 +210,7 @@ def run_suite(name: str, tasks: dict[str, Task], root: Path) -> list[dict[str, A
                 results[method.label].append(run_cell(name, task, method, seed, root))
         rows += summarise(name, task, results)
         plot_task(name, task, results, root)
+        ran[task.env_id] = results
+    if any(t.score_range is not None for t in tasks.values()) and ran:
+        print(write_aggregate(name, list(tasks.values()), ran, root), flush=True)
     return rows

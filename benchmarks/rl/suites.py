@@ -275,7 +275,9 @@ def select(
     all_suites: dict[str, dict[str, Task]], seeds: int | None, only: str | None
 ) -> dict[str, dict[str, Task]]:
     """Run seeds 0 … ``seeds`` − 1 of every task (fewer or more than its own count) and, with
-    ``only`` ("a,b"), only the methods (labels) or environments named."""
+    ``only`` ("a,b"), only the methods (labels) and environments named: naming only labels keeps
+    them on every environment, naming only environments keeps all their methods, naming both keeps
+    the named methods on the named environments."""
     if seeds is not None:
         all_suites = {
             name: {k: dataclasses.replace(t, seeds=seeds) for k, t in tasks.items()}
@@ -283,11 +285,15 @@ def select(
         }
     if only:
         keep = set(only.split(","))
+        envs = {k for tasks in all_suites.values() for k in tasks} & keep
+        labels = keep - envs
+
+        def kept(env_id: str, label: str) -> bool:
+            return (not envs or env_id in envs) and (not labels or label in labels)
+
         all_suites = {
             name: {
-                k: dataclasses.replace(
-                    t, methods=tuple(m for m in t.methods if m.label in keep or k in keep)
-                )
+                k: dataclasses.replace(t, methods=tuple(m for m in t.methods if kept(k, m.label)))
                 for k, t in tasks.items()
             }
             for name, tasks in all_suites.items()
