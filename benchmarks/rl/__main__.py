@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only",
         default=None,
-        help="comma-separated method labels or env ids to run (others are skipped, not erased); "
-        "e.g. two processes on two cores, then one plain rerun to write the tables",
+        help="comma-separated method labels and/or env ids to run (both: the named methods on the "
+        "named envs; others are skipped, not erased); e.g. two processes on two cores, then one "
+        "plain rerun to write the tables",
     )
     p.add_argument("--out", default="/tmp/bench/rl")
     p.add_argument(
