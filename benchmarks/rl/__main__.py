@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         "named envs; others are skipped, not erased); e.g. two processes on two cores, then one "
         "plain rerun to write the tables",
     )
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: write the tables and figures from the finished cells under --out",
+    )
     p.add_argument("--out", default="/tmp/bench/rl")
     p.add_argument(
         "--results",
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError:
                 print("explore: Swimmer-v5 skipped: the mujoco package is not installed")
                 tasks[name] = {k: t for k, t in tasks[name].items() if k != "Swimmer-v5"}
-        rows += run_suite(name, tasks[name], root)
+        rows += run_suite(name, tasks[name], root, cached_only=args.report_only)
         write_tables(old + rows, root)
         if name == "autoalpha":
             dest = Path(args.results) if args.results else root
