@@ -4,11 +4,13 @@ rliable-style statistics of its report (IQM, stratified bootstrap) on hand-compu
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
 
 from benchmarks.rl.reports import write_aggregate
+from benchmarks.rl.runners import cell_dir, run_suite
 from benchmarks.rl.stats import iqm, normalise, stratified_bootstrap_ci
 from benchmarks.rl.suites import EXPLORE_POSTERIORS, Task, explore, ours, select, suites
 from rl.algorithms import default_config
@@ -117,3 +119,26 @@ def test_aggregate_table_counts_solved_runs_over_tasks(tmp_path):
     # normalised scores 1, 0, 1, 1: IQM of 4 cuts one from each end → mean(1, 1) = 1
     assert row["solved"] == "3/4" and float(row["iqm"]) == pytest.approx(1.0)
     assert "| ppo | A B | 4 |" in md
+
+
+def test_report_only_reads_finished_cells_and_trains_nothing(tmp_path):
+    tasks = explore(quick=True)
+    assert run_suite("explore", tasks, tmp_path, cached_only=True) == []
+    task = tasks["vi-flows/DeepSea10-v0"]
+    ppo = next(m for m in task.methods if m.label == "ppo")
+    cell = cell_dir("explore", task, ppo, 0, tmp_path)
+    cell.mkdir(parents=True)
+    result = {"evals": [[2048, 0.0, float("nan"), 1.0], [4096, 0.99, float("nan"), 2.0]]}
+    result.update(train_seconds=2.0, hyperparameters={"algo": "ppo"})
+    (cell / "result.json").write_text(json.dumps(result))
+    rows = run_suite("explore", tasks, tmp_path, cached_only=True)
+    ran = [r for r in rows if not r["note"]]
+    assert [(r["env"], r["label"], r["success_rate"]) for r in ran] == [
+        ("vi-flows/DeepSea10-v0", "ppo", "1/1")
+    ]
+    assert {r["label"] for r in rows if r["note"]} == {"rpo", "sb3-ppo-zoo", "sb3-ppo-zoo-gsde"}
+    assert (
+        "| ppo | DeepSea10-v0 | 1 | 1.000 [1.000, 1.000] | 1/1 |"
+        in (tmp_path / "explore-aggregate.md").read_text()
+    )
+    assert (tmp_path / "explore-vi-flows-DeepSea10-v0.png").exists()
