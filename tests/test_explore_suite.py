@@ -16,7 +16,7 @@ from benchmarks.rl.suites import EXPLORE_POSTERIORS, Task, explore, ours, select
 from rl.algorithms import default_config
 from rl.config import with_overrides
 
-CORE = {"ppo", "svpg", "sb3-ppo-default"} | {
+CORE = {"ppo", "trpo", "svpg", "sb3-ppo-default"} | {
     f"{a}-{f}" for a in ("vppo", "vtrpo") for f in EXPLORE_POSTERIORS
 }
 

@@ -83,6 +83,8 @@ def _explore_methods(
         *(ours(f"vppo-{f}", "vppo", posterior=f, **ppo_like) for f in EXPLORE_POSTERIORS),
         *(ours(f"vtrpo-{f}", "vtrpo", posterior=f, **common) for f in EXPLORE_POSTERIORS),
         ours("ppo", "ppo", **ppo_like),
+        # Control for V-TRPO: the same trust-region update at a point estimate of θ.
+        ours("trpo", "trpo", **common),
     ]
     missing = []
     discrete = "discrete actions"
