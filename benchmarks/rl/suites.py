@@ -72,7 +72,8 @@ def _explore_methods(
     env_id: str, common: dict[str, Any], ppo: dict[str, Any], continuous: bool
 ) -> tuple[tuple[Method, ...], tuple[tuple[str, str], ...]]:
     """Issue 14's methods on one task: V-PPO / V-TRPO with auto α (the default schedule), our PPO
-    and RPO, SVPG, SB3 PPO with the zoo's settings without and with gSDE, SB3 PPO defaults.
+    and RPO, SVPG, SB3 PPO with the zoo's settings without and with gSDE, SB3 PPO defaults; plus
+    our TRPO, V-TRPO's point-estimate control.
 
     ``common`` are rl/ fields of every algorithm, ``ppo`` the extras of PPO, V-PPO and SVPG.
     Methods that cannot apply (RPO and gSDE perturb Box actions; no zoo entry) are returned as
