@@ -77,7 +77,9 @@ def _num(x: Any) -> Any:
 
 def _g(x: Any) -> str:
     """Compact: 3 significant digits (DeepSea returns are ≤ 1, Acrobot's ≈ −100)."""
-    return "—" if x in ("", None) or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}"
+    if x in ("", None) or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{0.0 if abs(x) < 1e-12 else x:.3g}"  # no 1e-16 std of equal runs
 
 
 def write_tables(rows: list[dict[str, Any]], root: Path) -> None:
@@ -165,6 +167,7 @@ def write_aggregate(
     ranges = ", ".join(
         f"{t.env_id.removeprefix('vi-flows/')} {t.score_range[0]:g}→{t.score_range[1]:g}"
         for t in scored
+        if t.env_id in results
     )
     lines = [
         f"Aggregate over tasks ({suite}): IQM of the normalised final eval return, 95% "
