@@ -69,8 +69,9 @@ def test_presets_apply_to_every_algorithm(env_id):
 def test_sb3_zoo_presets_keep_the_zoo_notation():
     zoo = sb3_zoo("CartPole-v1", "ppo")
     assert zoo["learning_rate"] == "lin_0.001" and zoo["clip_range"] == "lin_0.2"
+    assert sb3_zoo("Acrobot-v1", "ppo")["n_envs"] == 16  # a zoo entry without an rl section
     with pytest.raises(KeyError, match="no sb3-zoo preset"):
-        sb3_zoo("Acrobot-v1", "ppo")
+        sb3_zoo("vi-flows/DeepSea10-v0", "ppo")
 
 
 def test_vectorised_episodes_match_one_at_a_time():

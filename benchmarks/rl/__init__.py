@@ -21,15 +21,25 @@ Usage::
     python -m benchmarks.rl --suite autoalpha --out /tmp/bench/rl-autoalpha \
         --results benchmarks/results/rl-autoalpha
 
-Suites: exploration, pendulum, cartpole, mujoco, ablation, autoalpha, throughput, all
-(everything but autoalpha and throughput). ``autoalpha`` is issue 14's auto-α check
+Suites: exploration, explore, pendulum, cartpole, mujoco, ablation, autoalpha, throughput, all
+(everything but explore, autoalpha and throughput). ``explore`` is issue 14's exploration suite
+(:func:`~benchmarks.rl.suites.explore`): DeepSea 10/20/30 (rl.explore_envs, bsuite's 10k
+episodes), sparse-reward MountainCarContinuous (100k), Acrobot-v1 (200k), Swimmer-v5 (1M, only with
+``mujoco``) for V-PPO / V-TRPO (auto α, gaussian and low-rank posteriors), PPO, RPO, SVPG and SB3
+PPO (defaults; zoo settings without and with gSDE); methods that cannot apply to a task (RPO and
+gSDE on discrete actions, zoo settings where the zoo has none) appear as "n/a" rows. Its extra
+outputs are ``OUT/explore-aggregate.{md,csv}``: per method, the IQM of the final return normalised
+per task, with a 95% stratified-bootstrap CI (:mod:`~benchmarks.rl.stats`); every summary row also
+carries the per-task IQM and CI of the final eval returns. ``autoalpha`` is issue 14's auto-α check
 (:mod:`~benchmarks.rl.autoalpha`): V-PPO with the default ``alpha_schedule="auto"`` on Pendulum
 from α₀ = 1e-2 and 1e-6 against PPO, 3 seeds, plus V-PPO low-rank and V-TRPO from 1e-2.
 :mod:`~benchmarks.rl.probe` is one exploratory run with its α / σ̄ trace. ``--quick`` shrinks
 steps and seeds: ``--suite all --quick`` took 3 min 10 s and
 ``--suite throughput`` 1 min on one core. ``--seeds N`` runs seeds 0 … N−1 of every task;
-``--only a,b`` runs only the methods (labels) or environments named (e.g. two processes on two
-cores, then one plain rerun, which finds every cell cached, writes the tables and figures).
+``--only a,b`` runs only the methods (labels) and environments named (labels alone: on every
+environment; environments alone: all their methods; both: the named methods on the named
+environments), e.g. two processes on two cores, then one plain rerun, which finds every cell
+cached, writes the tables and figures.
 The full sizes are the issue's. Measured wall time, one process per core on a 2-core machine:
 exploration 26 min (most of it the SB3 zoo runs at ≈ 550 steps/s), pendulum 16 min, cartpole
 9 min, ablation 53 min, mujoco 1 h 45 min (SB3 43 min + ours 60 min; only with ``mujoco``

@@ -10,9 +10,15 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.rl.stats import normalise, stratified_bootstrap_ci
 from benchmarks.rl.suites import Task
 
-__all__ = ["plot_task", "summarise", "write_tables"]
+__all__ = ["finals", "plot_task", "summarise", "write_aggregate", "write_tables"]
+
+
+def finals(runs: list[dict]) -> np.ndarray:
+    """The final deterministic-eval return of each run."""
+    return np.array([r["evals"][-1][1] for r in runs], dtype=float)
 
 
 def _fmt(x: float) -> str:
@@ -25,7 +31,8 @@ def summarise(suite: str, task: Task, results: dict[str, list[dict]]) -> list[di
         runs = results.get(method.label, [])
         if not runs:
             continue
-        final = np.array([r["evals"][-1][1] for r in runs])
+        final = finals(runs)
+        point, low, high = stratified_bootstrap_ci([final])
         sampled = np.array([r["evals"][-1][2] for r in runs], dtype=float)
         steps = sum(r["evals"][-1][0] for r in runs)
         seconds = sum(r["train_seconds"] for r in runs)
@@ -38,10 +45,15 @@ def summarise(suite: str, task: Task, results: dict[str, list[dict]]) -> list[di
             "eval_mean": float(final.mean()),
             "eval_std": float(final.std()),
             "eval_median": float(np.median(final)),
+            "iqm": point,
+            "iqm_ci_low": low,
+            "iqm_ci_high": high,
             "eval_sampled_mean": float(np.nanmean(sampled)) if np.isfinite(sampled).any() else "",
             "train_steps_per_s": steps / max(seconds, 1e-9),
             "success_rate": "",
             "median_steps_to_success": "",
+            "final_returns": json.dumps([round(float(x), 4) for x in final]),
+            "note": "",
             "hyperparameters": json.dumps(runs[0]["hyperparameters"], default=str),
         }
         if task.success is not None:
@@ -51,6 +63,8 @@ def summarise(suite: str, task: Task, results: dict[str, list[dict]]) -> list[di
             firsts = [f for f in firsts if f is not None]
             row["median_steps_to_success"] = float(np.median(firsts)) if firsts else ""
         rows.append(row)
+    for label, reason in task.not_applicable:
+        rows.append({"suite": suite, "env": task.env_id, "label": label, "note": f"n/a: {reason}"})
     return rows
 
 
@@ -61,32 +75,115 @@ def _num(x: Any) -> Any:
         return x
 
 
+def _g(x: Any) -> str:
+    """Compact: 3 significant digits (DeepSea returns are ≤ 1, Acrobot's ≈ −100)."""
+    if x in ("", None) or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{0.0 if abs(x) < 1e-12 else x:.3g}"  # no 1e-16 std of equal runs
+
+
 def write_tables(rows: list[dict[str, Any]], root: Path) -> None:
     if not rows:
         return
     keys = ("eval_mean", "eval_std", "eval_median", "eval_sampled_mean", "train_steps_per_s")
-    rows = [{**r, **{k: _num(r[k]) for k in keys}} for r in rows]
+    keys += ("iqm", "iqm_ci_low", "iqm_ci_high")
+    rows = [{**r, **{k: _num(r[k]) for k in keys if k in r}} for r in rows]
+    fields = list(dict.fromkeys(k for r in rows for k in r))  # old rows may lack new columns
     with (root / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
+        writer = csv.DictWriter(f, fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
     lines = [
-        "| suite | env | method | seeds | steps | eval (mean ± std) | median | eval θ~q | "
+        "| suite | env | method | seeds | steps | eval (mean ± std) | IQM [95% CI] | eval θ~q | "
         "solved | median steps to solve | train steps/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if r.get("note"):
+            lines.append(f"| {r['suite']} | {r['env']} | {r['label']} | {r['note']} ||||||||")
+            continue
         sampled = r["eval_sampled_mean"]
+        ci = (
+            f"{_g(r['iqm'])} [{_g(r['iqm_ci_low'])}, {_g(r['iqm_ci_high'])}]"
+            if r.get("iqm", "") != ""
+            else "—"
+        )
         lines.append(
             f"| {r['suite']} | {r['env']} | {r['label']} | {r['seeds']} | {r['steps']} | "
-            f"{r['eval_mean']:.1f} ± {r['eval_std']:.1f} | {r['eval_median']:.1f} | "
-            f"{_fmt(sampled) if sampled != '' else '—'} | {r['success_rate'] or '—'} | "
+            f"{_g(r['eval_mean'])} ± {_g(r['eval_std'])} | {ci} | "
+            f"{_g(sampled)} | {r['success_rate'] or '—'} | "
             f"{r['median_steps_to_success'] or '—'} | {r['train_steps_per_s']:.0f} |"
         )
     lines += ["", "Hyperparameters (all fields of each method's config):", ""]
     for r in rows:
-        lines.append(f"- **{r['suite']} / {r['env']} / {r['label']}**: `{r['hyperparameters']}`")
+        if not r.get("note"):
+            lines.append(
+                f"- **{r['suite']} / {r['env']} / {r['label']}**: `{r['hyperparameters']}`"
+            )
     (root / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def write_aggregate(
+    suite: str, tasks: list[Task], results: dict[str, dict[str, list[dict]]], root: Path
+) -> str:
+    """Per method: IQM of the normalised final return over all its runs on the tasks that have
+    a ``score_range`` (low → 0, high → 1), with a 95% stratified-bootstrap CI (runs resampled
+    within each task); and the fraction of runs solved where ``success`` is defined. Writes
+    ``<suite>-aggregate.{md,csv}`` and returns the markdown."""
+    scored = [t for t in tasks if t.score_range is not None]
+    labels = list(dict.fromkeys(m.label for t in scored for m in t.methods))
+    rows = []
+    for label in labels:
+        strata, names, solved, total = [], [], 0, 0
+        for t in scored:
+            runs = results.get(t.env_id, {}).get(label, [])
+            if not runs:
+                continue
+            final = finals(runs)
+            strata.append(normalise(final, *t.score_range))
+            names.append(t.env_id.removeprefix("vi-flows/"))
+            if t.success is not None:
+                solved += int((final >= t.success).sum())
+                total += len(runs)
+        if not strata:
+            continue
+        point, low, high = stratified_bootstrap_ci(strata)
+        rows.append(
+            {
+                "method": label,
+                "tasks": " ".join(names),
+                "runs": sum(len(s) for s in strata),
+                "iqm": point,
+                "ci_low": low,
+                "ci_high": high,
+                "solved": f"{solved}/{total}" if total else "",
+            }
+        )
+    if rows:
+        with (root / f"{suite}-aggregate.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    ranges = ", ".join(
+        f"{t.env_id.removeprefix('vi-flows/')} {t.score_range[0]:g}→{t.score_range[1]:g}"
+        for t in scored
+        if t.env_id in results
+    )
+    lines = [
+        f"Aggregate over tasks ({suite}): IQM of the normalised final eval return, 95% "
+        "stratified-bootstrap CI (2000 replicates); normalisation (return → 0, → 1): " + ranges,
+        "",
+        "| method | tasks | runs | IQM [95% CI] | runs solved |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['tasks']} | {r['runs']} | {r['iqm']:.3f} "
+            f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['solved'] or '—'} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (root / f"{suite}-aggregate.md").write_text(text)
+    return text
 
 
 def plot_task(suite: str, task: Task, results: dict[str, list[dict]], root: Path) -> Path:
@@ -113,7 +210,7 @@ def plot_task(suite: str, task: Task, results: dict[str, list[dict]], root: Path
     ax.set_title(f"{suite}: {task.env_id}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    path = root / f"{suite}-{task.env_id}.png"
+    path = root / f"{suite}-{task.env_id.replace('/', '-')}.png"
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

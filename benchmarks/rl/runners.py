@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.rl.reports import plot_task, summarise
+import rl.explore_envs  # noqa: F401  (registers vi-flows/* ids for SB3's make_vec_env)
+from benchmarks.rl.reports import plot_task, summarise, write_aggregate
 from benchmarks.rl.suites import Method, Task
 from rl.presets import LINEAR_PREFIX
 
-__all__ = ["EVAL_SEED", "linear_schedule", "run_cell", "run_suite", "sb3_translate"]
+__all__ = ["EVAL_SEED", "cell_dir", "linear_schedule", "run_cell", "run_suite", "sb3_translate"]
 
 EVAL_SEED = 12345
 
@@ -164,9 +165,14 @@ def run_sb3(task: Task, method: Method, seed: int, out: Path) -> dict[str, Any]:
     return {"evals": log.rows, "train_seconds": total - clock["eval"], "hyperparameters": hyper}
 
 
+def cell_dir(suite: str, task: Task, method: Method, seed: int, root: Path) -> Path:
+    """Where one (suite, env, label, seed) cell writes (``result.json`` once finished)."""
+    return root / "runs" / suite / task.env_id / method.label / f"seed{seed}"
+
+
 def run_cell(suite: str, task: Task, method: Method, seed: int, root: Path) -> dict[str, Any]:
     """Run (or load, when finished before) one (suite, env, label, seed) cell."""
-    out = root / "runs" / suite / task.env_id / method.label / f"seed{seed}"
+    out = cell_dir(suite, task, method, seed, root)
     done = out / "result.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -196,8 +202,13 @@ def run_cell(suite: str, task: Task, method: Method, seed: int, root: Path) -> d
     return result
 
 
-def run_suite(name: str, tasks: dict[str, Task], root: Path) -> list[dict[str, Any]]:
+def run_suite(
+    name: str, tasks: dict[str, Task], root: Path, cached_only: bool = False
+) -> list[dict[str, Any]]:
+    """Run every cell of a suite (``cached_only``: only load the finished ones) and write its
+    figures (and, for suites with score ranges, the aggregate table); returns the summary rows."""
     rows = []
+    ran: dict[str, dict[str, list[dict]]] = {}
     for task in tasks.values():
         if not task.methods:  # everything filtered out by --only
             continue
@@ -205,7 +216,17 @@ def run_suite(name: str, tasks: dict[str, Task], root: Path) -> list[dict[str, A
         # Seed-major order: every method has a result for seed 0 before any has seed 1.
         for seed in range(task.seeds):
             for method in task.methods:
+                if (
+                    cached_only
+                    and not (cell_dir(name, task, method, seed, root) / "result.json").exists()
+                ):
+                    continue
                 results[method.label].append(run_cell(name, task, method, seed, root))
+        if not results:
+            continue
         rows += summarise(name, task, results)
         plot_task(name, task, results, root)
+        ran[task.env_id] = results
+    if any(t.score_range is not None for t in tasks.values()) and ran:
+        print(write_aggregate(name, list(tasks.values()), ran, root), flush=True)
     return rows

@@ -8,7 +8,17 @@ from typing import Any
 
 from rl.presets import env_preset, sb3_zoo
 
-__all__ = ["AUTO_FROM", "FAMILIES", "Method", "Task", "ours", "select", "suites"]
+__all__ = [
+    "AUTO_FROM",
+    "EXPLORE_POSTERIORS",
+    "FAMILIES",
+    "Method",
+    "Task",
+    "explore",
+    "ours",
+    "select",
+    "suites",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,11 @@ class Task:
     evals: int = 10
     success: float | None = None
     """A final eval mean at or above this counts as solved (MountainCar: 90)."""
+    score_range: tuple[float, float] | None = None
+    """(low, high) returns that map to scores 0 and 1 in the cross-task aggregate (None: the task
+    is left out of it)."""
+    not_applicable: tuple[tuple[str, str], ...] = ()
+    """(label, reason) of suite methods that do not apply to this task (stated in the table)."""
 
 
 def ours(label: str, algo: str, **params: Any) -> Method:
@@ -46,6 +61,94 @@ CARTPOLE = {**env_preset("CartPole-v1", "ppo"), "clip_coef": 0.2}
 FAMILIES = ("gaussian", "lowrank-gaussian", "planar")
 #: Initial α of the autoalpha suite: 10× the constant α that failed on Pendulum, and 1e-6.
 AUTO_FROM = (1e-2, 1e-6)
+
+
+#: Posterior families of the exploration suite's V-PPO / V-TRPO (issue 14: gaussian and low-rank).
+EXPLORE_POSTERIORS = ("gaussian", "lowrank-gaussian")
+_GSDE = ("use_sde", "sde_sample_freq")
+
+
+def _explore_methods(
+    env_id: str, common: dict[str, Any], ppo: dict[str, Any], continuous: bool
+) -> tuple[tuple[Method, ...], tuple[tuple[str, str], ...]]:
+    """Issue 14's methods on one task: V-PPO / V-TRPO with auto α (the default schedule), our PPO
+    and RPO, SVPG, SB3 PPO with the zoo's settings without and with gSDE, SB3 PPO defaults; plus
+    our TRPO, V-TRPO's point-estimate control.
+
+    ``common`` are rl/ fields of every algorithm, ``ppo`` the extras of PPO, V-PPO and SVPG.
+    Methods that cannot apply (RPO and gSDE perturb Box actions; no zoo entry) are returned as
+    (label, reason) instead.
+    """
+    ppo_like = {**common, **ppo}
+    methods = [
+        *(ours(f"vppo-{f}", "vppo", posterior=f, **ppo_like) for f in EXPLORE_POSTERIORS),
+        *(ours(f"vtrpo-{f}", "vtrpo", posterior=f, **common) for f in EXPLORE_POSTERIORS),
+        ours("ppo", "ppo", **ppo_like),
+        # Control for V-TRPO: the same trust-region update at a point estimate of θ.
+        ours("trpo", "trpo", **common),
+    ]
+    missing = []
+    discrete = "discrete actions"
+    if continuous:
+        methods.append(ours("rpo", "ppo", rpo_alpha=0.5, **ppo_like))
+    else:
+        missing.append(("rpo", f"{discrete} (RPO perturbs Box action means)"))
+    methods.append(ours("svpg", "svpg", **ppo_like))
+    methods.append(Method("sb3-ppo-default", "sb3-ppo", {"n_envs": 1}))
+    try:
+        zoo = sb3_zoo(env_id.replace("vi-flows/Sparse", ""), "ppo")
+    except KeyError:
+        missing += [(m, "no rl-baselines3-zoo entry") for m in ("sb3-ppo-zoo", "sb3-ppo-zoo-gsde")]
+    else:
+        methods.append(
+            Method("sb3-ppo-zoo", "sb3-ppo", {k: v for k, v in zoo.items() if k not in _GSDE})
+        )
+        if continuous:
+            methods.append(Method("sb3-ppo-zoo-gsde", "sb3-ppo", {**zoo, "use_sde": True}))
+        else:
+            missing.append(("sb3-ppo-zoo-gsde", f"{discrete} (gSDE needs a Box action space)"))
+    return tuple(methods), tuple(missing)
+
+
+def explore(quick: bool) -> dict[str, Task]:
+    """Issue 14's exploration suite: sparse, deceptive or long-horizon tasks.
+
+    Steps: DeepSea N runs bsuite's 10 000 episodes (N·10⁴ steps); a dithering learner needs
+    ~2^N episodes, so N = 10 is within reach of action noise and N = 20, 30 are not. Sparse
+    MountainCarContinuous: 100k (5× the zoo's budget for the dense task, whose reward shaping is
+    gone). Acrobot: 200k (PPO reaches gymnasium's −100 threshold well within it). Swimmer: the
+    zoo's 1M. Seeds: 10 where one run took under 2 minutes on this 2-core machine, else 5.
+    """
+    tasks: dict[str, Task] = {}
+    ev = 20  # evaluations per run: steps-to-solve is resolved to 1/20 of the budget
+    for n, seeds in ((10, 10), (20, 5), (30, 5)):
+        env_id = f"vi-flows/DeepSea{n}-v0"  # deterministic, bsuite's randomised action map
+        methods, missing = _explore_methods(env_id, {}, {}, continuous=False)
+        optimal = 0.99  # 1 − unscaled_move_cost (rl.explore_envs.DeepSea.optimal_return)
+        steps = 4_096 if quick else 10_000 * n
+        tasks[env_id] = Task(
+            env_id, steps, seeds, methods, 10, ev, 0.99 * optimal, (0.0, optimal), missing
+        )
+    mc = "vi-flows/SparseMountainCarContinuous-v0"
+    methods, missing = _explore_methods(mc, MC, {}, continuous=True)
+    # Reward 1 at the goal only: an eval mean ≥ 0.9 means 9 of 10 eval episodes reach it.
+    tasks[mc] = Task(mc, 100_000, 5, methods, 10, ev, 0.9, (0.0, 1.0), missing)
+    acrobot = {"num_envs": 16, "rollout_steps": 256, "gae_lambda": 0.94, "normalize_obs": True}
+    methods, missing = _explore_methods("Acrobot-v1", acrobot, {"epochs": 4}, continuous=False)
+    # gymnasium's reward_threshold for Acrobot-v1 is −100; −500 is a run that never swings up.
+    tasks["Acrobot-v1"] = Task(
+        "Acrobot-v1", 200_000, 5, methods, 10, ev, -100.0, (-500.0, -100.0), missing
+    )
+    swimmer = {"gamma": 0.9999, "normalize_obs": True, "normalize_reward": True}
+    methods, missing = _explore_methods("Swimmer-v5", swimmer, {}, continuous=True)
+    # No "solved": final return; 0 → 1 is a standing swimmer → ARS's ≈ 350 (Mania et al. 2018).
+    tasks["Swimmer-v5"] = Task(
+        "Swimmer-v5", 1_000_000, 5, methods, 10, ev, None, (0.0, 350.0), missing
+    )
+    if quick:  # a smoke test: tiny budgets, one seed, no MuJoCo
+        del tasks["Swimmer-v5"]
+        tasks = {k: dataclasses.replace(t, steps=4_096, seeds=1, evals=2) for k, t in tasks.items()}
+    return tasks
 
 
 def suites(quick: bool) -> dict[str, dict[str, Task]]:
@@ -163,6 +266,7 @@ def suites(quick: bool) -> dict[str, dict[str, Task]]:
     return {
         "autoalpha": {autoalpha.env_id: autoalpha},
         "exploration": {exploration.env_id: exploration},
+        "explore": explore(quick),
         "pendulum": {pendulum.env_id: pendulum},
         "cartpole": {cartpole.env_id: cartpole},
         "mujoco": mujoco,
@@ -174,7 +278,9 @@ def select(
     all_suites: dict[str, dict[str, Task]], seeds: int | None, only: str | None
 ) -> dict[str, dict[str, Task]]:
     """Run seeds 0 … ``seeds`` − 1 of every task (fewer or more than its own count) and, with
-    ``only`` ("a,b"), only the methods (labels) or environments named."""
+    ``only`` ("a,b"), only the methods (labels) and environments named: naming only labels keeps
+    them on every environment, naming only environments keeps all their methods, naming both keeps
+    the named methods on the named environments."""
     if seeds is not None:
         all_suites = {
             name: {k: dataclasses.replace(t, seeds=seeds) for k, t in tasks.items()}
@@ -182,11 +288,15 @@ def select(
         }
     if only:
         keep = set(only.split(","))
+        envs = {k for tasks in all_suites.values() for k in tasks} & keep
+        labels = keep - envs
+
+        def kept(env_id: str, label: str) -> bool:
+            return (not envs or env_id in envs) and (not labels or label in labels)
+
         all_suites = {
             name: {
-                k: dataclasses.replace(
-                    t, methods=tuple(m for m in t.methods if m.label in keep or k in keep)
-                )
+                k: dataclasses.replace(t, methods=tuple(m for m in t.methods if kept(k, m.label)))
                 for k, t in tasks.items()
             }
             for name, tasks in all_suites.items()
