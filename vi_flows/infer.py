@@ -134,11 +134,11 @@ class Inference:
             estimate of q's own bias that k̂ alone cannot see.
         sd_ratio: the range of sd_q / sd_IS over coordinates.
         shift_bound: the upper end of the shift's 90% bootstrap interval (see
-            :func:`~vi_flows.importance.moment_check`).
+            :func:`~vi_flows.importance.moment_check`); reported, the verdict reads ``shift``.
         sd_ratio_bounds: the lowest lower end and highest upper end of the sd ratios' 90%
             bootstrap intervals. The verdict reads these bounds, not the point estimates: a
-            heavy tail makes the importance estimate of p's sd noisy, and a deficit the draws
-            cannot rule out is flagged.
+            heavy tail makes the importance estimate of p's sd noisy and biased toward q's, and
+            a deficit the draws cannot rule out is flagged.
     """
 
     flow: flows.Flow
@@ -173,7 +173,12 @@ class Inference:
             )
         lo, hi = self.sd_ratio
         lo_b, hi_b = self.sd_ratio_bounds
-        if max(self.shift, self.shift_bound) >= 0.1 or not 0.9 <= lo_b <= hi_b <= 1.1:
+        # The sd ratios are judged on their interval: on a heavy tail the importance estimate
+        # of p's sd misses the rare tail draws, so its point estimate errs toward "pass". The
+        # mean shift's error is symmetric and small at the default 16,000 draws (se ≈ 0.015 sd),
+        # so it is judged on its point estimate; its upper end is reported, not enforced (it
+        # would flag exact fits checked with a few thousand draws).
+        if self.shift >= 0.1 or not 0.9 <= lo_b <= hi_b <= 1.1:
             return (
                 f"BIASED: k̂ = {k:.2f}, but q's draws may be off the importance-corrected moments "
                 f"(worst mean shift {self.shift:.2f} sd, up to {self.shift_bound:.2f}; sd ratios "
