@@ -142,13 +142,6 @@ class RolloutBuffer:
         self.session = torch.zeros(shape, dtype=torch.long)
         self.t = 0
 
-    def add(self, **step: Tensor) -> None:
-        """Store some of a vector step's fields (obs, actions, logp, rewards, values, next_values,
-        ends, terminated, session); the collector fills the values after the rollout."""
-        for name, value in step.items():
-            getattr(self, name)[self.t] = value
-        self.t += 1
-
     def fill(self, **rollout: Tensor) -> None:
         """Store whole-rollout fields, each (T, N, ...), at once (cast to the buffer's dtypes);
         the fields not given keep their contents. The buffer then holds T steps."""

@@ -47,10 +47,7 @@ def _reference_batch(parts: list[dict], cfg) -> Batch:
     for part in parts:
         ro = part["rollout"]
         buf = RolloutBuffer(ro["obs"].shape[0], ro["obs"].shape[1], ro["obs"].shape[2], ())
-        for name, value in ro.items():
-            setattr(buf, name, value)
-        buf.terminated = torch.zeros_like(buf.ends)  # only read by the collector
-        buf.t = buf.steps
+        buf.fill(**ro)  # terminated stays zero: only the collector reads it
         batches.append(buf.batch(part["xi"], cfg.gamma, cfg.gae_lambda, False))
     offsets = np.cumsum([0] + [b.xi.shape[0] for b in batches[:-1]])
     adv = torch.cat([b.advantages for b in batches])

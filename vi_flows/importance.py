@@ -133,12 +133,6 @@ def defensive_log_weights(
 CHECK_RESAMPLES, CHECK_LEVEL = 200, 0.9
 
 
-def _weighted_moments(y: Tensor, log_w: Tensor) -> tuple[Tensor, Tensor]:
-    w = psis_weights(log_w)[:, None]
-    mean = (w * y).sum(0)
-    return mean, ((w * (y - mean).square()).sum(0)).sqrt().clamp_min(1e-300)
-
-
 def moment_check(
     draws: Tensor,
     is_draws: Tensor,
@@ -169,26 +163,31 @@ def moment_check(
         raise ValueError(f"resamples must be >= 0 and level in (0, 1), got {resamples}, {level}")
     x, y, lw = draws.double(), is_draws.double(), is_log_w.double()
     mean_q, sd_q = x.mean(0), x.std(0)
-    mean_is, sd_is = _weighted_moments(y, lw)
-    shift = float(((mean_q - mean_is).abs() / sd_is).max())
+    # Weighted moments of the draws centred at q's mean: m1 = mean_IS − mean_q, and the centring
+    # keeps E[y²] − E[y]² well conditioned when |mean| ≫ sd. The estimate and every resample
+    # use this one formula; a resample's weights are scattered back onto the n draws (a draw
+    # picked twice gets both weights), so it costs two (n,) @ (n, d) products and no copy.
+    centred = y - mean_q
+
+    def shift_and_sd(w: Tensor) -> tuple[Tensor, Tensor]:
+        m1 = w @ centred
+        sd = (w @ centred.square() - m1.square()).clamp_min(0.0).sqrt().clamp_min(1e-300)
+        return m1.abs() / sd, sd
+
+    shifts_is, sd_is = shift_and_sd(psis_weights(lw))
     ratio = sd_q / sd_is
-    out = {"shift": shift, "sd_ratio": (float(ratio.min()), float(ratio.max()))}
+    out = {"shift": float(shifts_is.max()), "sd_ratio": (float(ratio.min()), float(ratio.max()))}
     if resamples == 0:
-        return {**out, "shift_bound": shift, "sd_ratio_bounds": out["sd_ratio"]}
+        return {**out, "shift_bound": out["shift"], "sd_ratio_bounds": out["sd_ratio"]}
     gen = torch.Generator().manual_seed(0)
     n = len(lw)
-    # A resample's weights are scattered back onto the n draws (a draw picked twice gets both
-    # weights), so each resample costs two (n,) @ (n, d) products and copies no draws. Centring
-    # at q's mean keeps E[y²] − E[y]² well conditioned when |mean| ≫ sd.
-    centred = y - mean_q
     ratios, shifts = [], []
     for _ in range(resamples):
         idx = torch.randint(n, (n,), generator=gen)
         w = torch.zeros(n, dtype=torch.float64).index_add_(0, idx, psis_weights(lw[idx]))
-        m1, m2 = w @ centred, w @ centred.square()
-        sd_b = (m2 - m1.square()).clamp_min(0.0).sqrt().clamp_min(1e-300)
+        shift_b, sd_b = shift_and_sd(w)
         ratios.append(sd_q / sd_b)
-        shifts.append(m1.abs() / sd_b)
+        shifts.append(shift_b)
     tail = (1.0 - level) / 2
     r = torch.stack(ratios)
     lo = float(r.quantile(tail, dim=0).min())
@@ -196,6 +195,6 @@ def moment_check(
     bound = float(torch.stack(shifts).quantile(1.0 - tail, dim=0).max())
     return {
         **out,
-        "shift_bound": max(bound, shift),
+        "shift_bound": max(bound, out["shift"]),
         "sd_ratio_bounds": (min(lo, out["sd_ratio"][0]), max(hi, out["sd_ratio"][1])),
     }
