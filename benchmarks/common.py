@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.files import write_rows
 from vi_flows import flows
 from vi_flows.diagnostics import diagnose
 from vi_flows.fit import fit
@@ -143,13 +144,7 @@ def evaluate(q: flows.Flow, target: Any, n: int, seed: int = 12345) -> dict[str,
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Write dict rows (union of keys as the header)."""
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(path, rows)
 
 
 def read_csv(path: Path) -> list[dict[str, Any]]:

@@ -49,6 +49,7 @@ from benchmarks.common import (  # noqa: E402
     markdown_table,
     write_csv,
 )
+from benchmarks.files import save_figure, write_text  # noqa: E402
 from vi_flows import flows, targets  # noqa: E402
 from vi_flows.fit import fit  # noqa: E402
 from vi_flows.laplace import Whitened  # noqa: E402
@@ -254,7 +255,7 @@ def run_grid(
                 ax.set_ylabel(label, fontsize=7)
         write_csv(rows, out / "runs.csv")  # after every target: partial results survive a stop
     fig.tight_layout()
-    fig.savefig(out / "grid.png", dpi=80)
+    save_figure(fig, out / "grid.png", dpi=80)
     plt.close(fig)
     return rows
 
@@ -293,7 +294,7 @@ def variance_sweep(out: Path, steps: int, svgd_steps: int, dims: list[int]) -> l
     ax.set_ylabel("mean marginal variance (truth 1)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "variance_sweep.png", dpi=110)
+    save_figure(fig, out / "variance_sweep.png", dpi=110)
     plt.close(fig)
     return rows
 
@@ -329,7 +330,7 @@ def cost_scaling(out: Path, sizes: list[int], repeats: int) -> list[dict]:
     ax.set_ylabel("median seconds per step")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "cost_scaling.png", dpi=110)
+    save_figure(fig, out / "cost_scaling.png", dpi=110)
     plt.close(fig)
     return rows
 
@@ -487,7 +488,7 @@ def main() -> None:
         ]
     report.append(f"Total {time.perf_counter() - start:.0f} s.")
     text = "\n".join(report)
-    (out / "table.md").write_text(text + "\n")
+    write_text(out / "table.md", text + "\n")
     print(text)
 
 

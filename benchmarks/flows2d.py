@@ -34,6 +34,7 @@ from benchmarks.common import (  # noqa: E402
     read_csv,
     write_csv,
 )
+from benchmarks.files import save_figure, write_text  # noqa: E402
 from vi_flows import targets  # noqa: E402
 
 TARGETS_2D = ["u1", "u2", "u3", "u4", "banana", "ring", "moons", "funnel", "mixture"]
@@ -76,7 +77,7 @@ def run_2d(
             if j == 0:
                 ax.set_ylabel(name)
     fig.tight_layout()
-    fig.savefig(out / "flows2d.png", dpi=90)
+    save_figure(fig, out / "flows2d.png", dpi=90)
     plt.close(fig)
     write_csv(rows, out / "flows2d.csv")
     return rows
@@ -338,7 +339,7 @@ def main() -> None:
         f"Total time {time.perf_counter() - start:.0f} s. Figure: flows2d.png.",
     ]
     report = "\n".join(text)
-    (out / "summary.md").write_text(report + "\n")
+    write_text(out / "summary.md", report + "\n")
     print(report)
 
 

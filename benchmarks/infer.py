@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import markdown_table, read_csv, write_csv
+from benchmarks.files import write_text
 from vi_flows import flows, targets
 from vi_flows.diagnostics import diagnose
 from vi_flows.fit import fit
@@ -302,7 +303,7 @@ def main() -> None:
                 row["repeat"] = args.repeat
                 rows = [r for r in rows if not _same(r, row)] + [row]
                 write_csv(rows, path)
-                (out / "table.md").write_text(tables(rows))
+                write_text(out / "table.md", tables(rows))
                 print(markdown_table([row], COLUMNS).splitlines()[-1], flush=True)
     print(tables(rows))
 

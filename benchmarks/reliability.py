@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.files import write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reliability"
 RL = "--env CartPole-v1 --no-preset --quiet --set num_envs=2 --set rollout_steps=16".split()
@@ -203,9 +205,10 @@ def main() -> None:
     ]
     text = "\n".join(lines) + "\n"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "summary.md").write_text(
+    write_text(
+        RESULTS / "summary.md",
         f"Command: python -m benchmarks.reliability --kills {args.kills} --interrupts "
-        f"{args.interrupts} --fit-kills {args.fit_kills} --seed {args.seed}\n\n{text}"
+        f"{args.interrupts} --fit-kills {args.fit_kills} --seed {args.seed}\n\n{text}",
     )
     print(text)
 

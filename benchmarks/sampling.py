@@ -39,6 +39,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import markdown_table, read_csv, write_csv  # noqa: E402
+from benchmarks.files import save_figure, write_text  # noqa: E402
 from vi_flows import AISResult, ais, build, diagnose, fit, svgd  # noqa: E402
 from vi_flows.losses_mass import FAB_BASE, Renyi, fab_for_dim  # noqa: E402
 from vi_flows.metrics import (  # noqa: E402
@@ -227,7 +228,7 @@ def figure(name: str, target: Any, rows: list[dict[str, Any]], out: Path) -> Non
         ax.set_title(title, fontsize=8)
     fig.suptitle(name, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / f"{name}.png", dpi=90)
+    save_figure(fig, out / f"{name}.png", dpi=90)
     plt.close(fig)
 
 
@@ -483,7 +484,7 @@ def main() -> None:
         "of some (the rows above are the latest of each cell).\n\n"
     )
     text = header + table + "\n\n" + verdicts(all_rows)
-    (args.out / "table.md").write_text(text)
+    write_text(args.out / "table.md", text)
     print(text)
 
 

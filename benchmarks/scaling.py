@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.files import write_text
 from vi_flows import distributed
 from vi_flows.fit import fit
 from vi_flows.flows import build
@@ -128,7 +129,7 @@ def worker(case: str, out: Path, quick: bool) -> None:
             row.update(_time_collectives(1, n, SVGD_DIM))
     row["ranks"] = world
     if distributed.is_main():
-        (out / f"{case}-{world}.json").write_text(json.dumps(row))
+        write_text(out / f"{case}-{world}.json", json.dumps(row))
 
 
 def launch(case: str, ranks: int, out: Path, quick: bool) -> dict:
@@ -220,8 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         "dominate.",
     ]
     table = "\n".join(lines)
-    (args.out / "table.md").write_text(table + "\n")
-    (args.out / "runs.json").write_text(json.dumps(rows, indent=2))
+    write_text(args.out / "table.md", table + "\n")
+    write_text(args.out / "runs.json", json.dumps(rows, indent=2))
     print(table)
 
 

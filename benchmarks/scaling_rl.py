@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.files import write_text
+
 OUT = Path(__file__).resolve().parent / "results" / "scaling"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +74,7 @@ def _worker(stats_path: str, argv: list[str]) -> int:
 
     code = main(argv)
     rank = int(os.environ.get("RANK", "0"))
-    Path(f"{stats_path}.{rank}").write_text(json.dumps(counts))
+    write_text(f"{stats_path}.{rank}", json.dumps(counts))
     return code
 
 
@@ -203,9 +205,9 @@ def main() -> None:
     skipped = [e for e in ENVS if e not in {r["env"] for r in results}]
     OUT.mkdir(parents=True, exist_ok=True)
     meta = {"cpu_count": os.cpu_count(), "load_avg_at_end": os.getloadavg()}
-    (OUT / "rl.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    write_text(OUT / "rl.json", json.dumps({"meta": meta, "results": results}, indent=2))
     table = _table(results, skipped)
-    (OUT / "rl.md").write_text(table)
+    write_text(OUT / "rl.md", table)
     print(table)
 
 

@@ -74,3 +74,29 @@ def test_zoo_notation_is_translated_for_sb3():
     assert kw["learning_rate"](1.0) == pytest.approx(1e-3)
     assert kw["learning_rate"](0.25) == pytest.approx(2.5e-4)
     assert kw["clip_range"] == 0.2 and kw["policy_kwargs"]["activation_fn"].__name__ == "ReLU"
+
+
+def test_result_files_are_replaced_whole_or_not_at_all(tmp_path):
+    """benchmarks.files: CSVs get the union header; a write that fails midway leaves the old
+    file and no temp file (a resumed benchmark never reads a torn table or cache)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks.files import save_figure, write_rows
+
+    path = tmp_path / "t.csv"
+    write_rows(path, [{"a": 1}, {"b": 2, "a": 3}])
+    assert list(csv.reader(path.open())) == [["a", "b"], ["1", ""], ["3", "2"]]
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    save_figure(fig, tmp_path / "f.png", dpi=20)
+    old = (tmp_path / "f.png").read_bytes()
+    assert old[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(AttributeError):  # fails inside savefig, after the temp file was opened
+        save_figure(fig, tmp_path / "f.png", bbox_inches="not a box")
+    plt.close(fig)
+    assert (tmp_path / "f.png").read_bytes() == old  # the old file, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png", "t.csv"]  # no temp file

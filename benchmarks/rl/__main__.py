@@ -13,7 +13,7 @@ from benchmarks.rl import __doc__ as DOC
 from benchmarks.rl.autoalpha import write_autoalpha
 from benchmarks.rl.reports import write_tables
 from benchmarks.rl.runners import run_cell, run_suite
-from benchmarks.rl.suites import select, suites
+from benchmarks.rl.suites import has_mujoco, select, suites
 from benchmarks.rl.throughput import throughput
 
 
@@ -79,18 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         with summary.open() as f:
             old = [r for r in csv.DictReader(f) if r["suite"] not in names]
     for name in names:
-        if name == "mujoco":
-            try:
-                import mujoco  # noqa: F401
-            except ImportError:
-                print("mujoco suite skipped: the mujoco package is not installed", flush=True)
-                continue
-        if name == "explore" and "Swimmer-v5" in tasks[name]:
-            try:
-                import mujoco  # noqa: F401
-            except ImportError:
-                print("explore: Swimmer-v5 skipped: the mujoco package is not installed")
-                tasks[name] = {k: t for k, t in tasks[name].items() if k != "Swimmer-v5"}
+        if name == "mujoco" and not has_mujoco():
+            print("mujoco suite skipped: the mujoco package is not installed", flush=True)
+            continue
+        if name == "explore" and "Swimmer-v5" in tasks[name] and not has_mujoco():
+            print("explore: Swimmer-v5 skipped: the mujoco package is not installed")
+            tasks[name] = {k: t for k, t in tasks[name].items() if k != "Swimmer-v5"}
         rows += run_suite(name, tasks[name], root, cached_only=args.report_only)
         write_tables(old + rows, root)
         if name == "autoalpha":

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.files import save_figure, write_rows, write_text
 from benchmarks.rl.suites import Task
 
 __all__ = ["TOLERANCE", "BASELINE", "within", "write_autoalpha"]
@@ -93,10 +94,7 @@ def write_autoalpha(
     dest.mkdir(parents=True, exist_ok=True)
     runs = _runs(root, suite, task, results)
     keys = [k for k in runs[0] if k not in ("curve", "progress")] if runs else []
-    with (dest / "table.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(runs)
+    write_rows(dest / "table.csv", [{k: r[k] for k in keys if k in r} for r in runs], keys)
     by_label: dict[str, list[dict]] = {}
     for r in runs:
         by_label.setdefault(r["label"], []).append(r)
@@ -140,7 +138,7 @@ def write_autoalpha(
             f"{ratio} | {verdict} | {last3_text} | {alphas} | {sigma} | {smax} |"
         )
     table = "\n".join(lines) + "\n"
-    (dest / "table.md").write_text(table)
+    write_text(dest / "table.md", table)
     _plot(task, by_label, dest / "curves.png")
     return table
 
@@ -180,5 +178,5 @@ def _plot(task: Task, by_label: dict[str, list[dict]], path: Path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle(f"auto α: {task.env_id}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

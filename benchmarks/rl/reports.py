@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.files import save_figure, write_rows, write_text
 from benchmarks.rl.stats import normalise, stratified_bootstrap_ci
 from benchmarks.rl.suites import Task
 
@@ -89,10 +89,7 @@ def write_tables(rows: list[dict[str, Any]], root: Path) -> None:
     keys += ("iqm", "iqm_ci_low", "iqm_ci_high")
     rows = [{**r, **{k: _num(r[k]) for k in keys if k in r}} for r in rows]
     fields = list(dict.fromkeys(k for r in rows for k in r))  # old rows may lack new columns
-    with (root / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fields, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(root / "summary.csv", rows, fields)
     lines = [
         "| suite | env | method | seeds | steps | eval (mean ± std) | IQM [95% CI] | eval θ~q | "
         "solved | median steps to solve | train steps/s |",
@@ -120,7 +117,7 @@ def write_tables(rows: list[dict[str, Any]], root: Path) -> None:
             lines.append(
                 f"- **{r['suite']} / {r['env']} / {r['label']}**: `{r['hyperparameters']}`"
             )
-    (root / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text(root / "summary.md", "\n".join(lines) + "\n")
 
 
 def write_aggregate(
@@ -160,10 +157,7 @@ def write_aggregate(
             }
         )
     if rows:
-        with (root / f"{suite}-aggregate.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_rows(root / f"{suite}-aggregate.csv", rows)
     ranges = ", ".join(
         f"{t.env_id.removeprefix('vi-flows/')} {t.score_range[0]:g}→{t.score_range[1]:g}"
         for t in scored
@@ -182,7 +176,7 @@ def write_aggregate(
             f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {r['solved'] or '—'} |"
         )
     text = "\n".join(lines) + "\n"
-    (root / f"{suite}-aggregate.md").write_text(text)
+    write_text(root / f"{suite}-aggregate.md", text)
     return text
 
 
@@ -212,6 +206,6 @@ def plot_task(suite: str, task: Task, results: dict[str, list[dict]], root: Path
     ax.legend(fontsize=7)
     path = root / f"{suite}-{task.env_id.replace('/', '-')}.png"
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

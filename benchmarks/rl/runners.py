@@ -3,7 +3,6 @@ the same periodic deterministic evaluation on both sides."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 import rl.explore_envs  # noqa: F401  (registers vi-flows/* ids for SB3's make_vec_env)
+from benchmarks.files import write_rows, write_text
 from benchmarks.rl.reports import plot_task, summarise, write_aggregate
 from benchmarks.rl.suites import Method, Task
 from rl.presets import LINEAR_PREFIX
@@ -59,9 +59,8 @@ class _EvalLog:
 
     def __init__(self, out: Path, points: list[int]) -> None:
         self.path, self.points = out / "evals.csv", list(points)
-        with self.path.open("w", newline="") as f:
-            csv.writer(f).writerow(["env_steps", "eval_mean", "eval_sampled", "train_seconds"])
         self.rows: list[tuple[int, float, float, float]] = []
+        self._write()
 
     def due(self, steps: int) -> bool:
         return bool(self.points) and steps >= self.points[0]
@@ -70,8 +69,12 @@ class _EvalLog:
         while self.points and steps >= self.points[0]:
             self.points.pop(0)
         self.rows.append((steps, mean, sampled, seconds))
-        with self.path.open("a", newline="") as f:
-            csv.writer(f).writerow([steps, mean, sampled, round(seconds, 3)])
+        self._write()
+
+    def _write(self) -> None:  # the whole file, atomically (a run is resumed from what it wrote)
+        header = ("env_steps", "eval_mean", "eval_sampled", "train_seconds")
+        rows = [(s, m, q, round(t, 3)) for s, m, q, t in self.rows]
+        write_rows(self.path, [dict(zip(header, row, strict=True)) for row in rows], header)
 
 
 def run_ours(task: Task, method: Method, seed: int, out: Path) -> dict[str, Any]:
@@ -191,8 +194,8 @@ def run_cell(suite: str, task: Task, method: Method, seed: int, root: Path) -> d
         steps=task.steps,
         wall_seconds=time.perf_counter() - start,
     )
-    (out / "config.json").write_text(json.dumps(result["hyperparameters"], indent=1, default=str))
-    done.write_text(json.dumps(result, default=str) + "\n")
+    write_text(out / "config.json", json.dumps(result["hyperparameters"], indent=1, default=str))
+    write_text(done, json.dumps(result, default=str) + "\n")
     final = result["evals"][-1]
     print(
         f"[{suite}] {task.env_id} {method.label} seed {seed}: eval {final[1]:.1f} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +16,22 @@ __all__ = [
     "Method",
     "Task",
     "explore",
+    "has_mujoco",
     "ours",
     "select",
     "suites",
 ]
+
+
+@functools.cache
+def has_mujoco() -> bool:
+    """Whether the MuJoCo tasks can run here (``gymnasium[mujoco]`` is an optional extra); one
+    answer for every suite, the same check everywhere."""
+    try:
+        import mujoco  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.files import write_rows, write_text
+from benchmarks.rl.suites import has_mujoco
 from benchmarks.rl.throughput_one import N_ENVS, N_STEPS
 
 __all__ = ["throughput"]
@@ -37,7 +37,7 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
     envs_algos = [
         ("Pendulum-v1", ["ppo", "vppo", "trpo", "vtrpo", "reinforce", "vreinforce", "svpg"])
     ]
-    if importlib.util.find_spec("mujoco") is not None:
+    if has_mujoco():
         envs_algos.append(("HalfCheetah-v5", ["ppo", "vppo"]))
     else:
         print("HalfCheetah-v5 throughput skipped: the mujoco package is not installed")
@@ -63,10 +63,7 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
                 "repeats": len(v),
             }
         )
-    with (root / "throughput.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(root / "throughput.csv", rows)
     lines = [
         f"Training env steps/s, n_envs {N_ENVS}, n_steps {N_STEPS}, {steps} steps per run, "
         f"median of {repeats} repeats, each method and repeat a fresh process, methods "
@@ -82,6 +79,6 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
         f"{r['ratio_to_sb3_ppo']:.2f} |"
         for r in rows
     ]
-    (root / "throughput.md").write_text("\n".join(lines) + "\n")
+    write_text(root / "throughput.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return rows
