@@ -100,3 +100,50 @@ def test_result_files_are_replaced_whole_or_not_at_all(tmp_path):
     plt.close(fig)
     assert (tmp_path / "f.png").read_bytes() == old  # the old file, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png", "t.csv"]  # no temp file
+
+
+def test_verdicts_need_every_required_baseline_beaten_beyond_ci_overlap(tmp_path):
+    from benchmarks.rl.reports import write_verdicts
+
+    def runs(*finals):
+        return [_result([(100, f, f, 1.0)], 1.0) for f in finals]
+
+    with_zoo = Task("A-v0", 100, 5, (), success=None, not_applicable=(("rpo", "discrete actions"),))
+    no_zoo = Task(
+        "B-v0",
+        100,
+        5,
+        (),
+        not_applicable=(("sb3-ppo-zoo", "no entry"), ("sb3-ppo-zoo-gsde", "no entry")),
+    )
+    results = {
+        "A-v0": {
+            "vppo-gaussian": runs(9, 9, 9, 9, 9),
+            "vtrpo-gaussian": runs(9, 9, 9, 9, 9),
+            "ppo": runs(1, 1, 1, 1, 1),
+            "sb3-ppo-zoo": runs(1, 2, 1, 2, 1),
+            "sb3-ppo-zoo-gsde": runs(0, 9, 9, 9, 9),  # overlaps: no benefit for either
+        },
+        "B-v0": {
+            "vppo-gaussian": runs(9, 9, 9, 9, 9),  # beats ppo and the stand-in: a benefit
+            "vtrpo-gaussian": runs(0, 0, 0, 0, 0),  # worse than the stand-in
+            "ppo": runs(1, 1, 1, 1, 1),
+            "sb3-ppo-default": runs(2, 2, 2, 2, 2),
+        },
+    }
+    text = write_verdicts("explore", [with_zoo, no_zoo], results, tmp_path)
+    assert (tmp_path / "explore-verdict.md").read_text() == text
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines()}
+    a_vppo = rows["A-v0", "vppo-gaussian (n=5)"]
+    assert "beats (n=5) | beats (n=5) | overlap (n=5) | not run" in a_vppo
+    assert a_vppo.endswith("| no |")
+    assert rows["B-v0", "vppo-gaussian (n=5)"].endswith("| **yes** |")
+    assert "worse (n=5)" in rows["B-v0", "vtrpo-gaussian (n=5)"]
+    assert "Benefit shown: B-v0 vppo-gaussian." in text
+    # Without the gSDE row the zoo baselines are incomplete, not beaten.
+    del results["A-v0"]["sb3-ppo-zoo-gsde"]
+    text = write_verdicts("explore", [with_zoo], results, tmp_path)
+    assert (
+        "Incomplete (a required baseline has not run): A-v0 vppo-gaussian, A-v0 vtrpo-gaussian."
+        in text
+    )

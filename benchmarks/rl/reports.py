@@ -13,7 +13,16 @@ from benchmarks.files import save_figure, write_rows, write_text
 from benchmarks.rl.stats import normalise, stratified_bootstrap_ci
 from benchmarks.rl.suites import Task
 
-__all__ = ["finals", "plot_task", "summarise", "write_aggregate", "write_tables"]
+__all__ = [
+    "BASELINES",
+    "compare",
+    "finals",
+    "plot_task",
+    "summarise",
+    "write_aggregate",
+    "write_tables",
+    "write_verdicts",
+]
 
 
 def finals(runs: list[dict]) -> np.ndarray:
@@ -177,6 +186,97 @@ def write_aggregate(
         )
     text = "\n".join(lines) + "\n"
     write_text(root / f"{suite}-aggregate.md", text)
+    return text
+
+
+#: The baselines a variational method must beat (issue 14: our PPO, SB3 PPO zoo and zoo+gSDE),
+#: then the other controls, in the verdict table's column order.
+BASELINES = ("ppo", "sb3-ppo-zoo", "sb3-ppo-zoo-gsde", "sb3-ppo-default", "trpo", "rpo", "svpg")
+#: Of those, the ones "beats the baselines" is judged against where they apply; SB3 PPO with
+#: default settings stands in for the zoo's where the zoo has no entry for the task (DeepSea).
+REQUIRED = BASELINES[:3]
+ZOO_STAND_IN = "sb3-ppo-default"
+
+
+def compare(a: tuple[float, float], b: tuple[float, float]) -> str:
+    """``beats`` when CI ``a`` lies wholly above CI ``b``, ``worse`` when wholly below, else
+    ``overlap`` (the intervals share a point: no difference is shown).
+
+    >>> compare((0.5, 0.9), (0.0, 0.4)), compare((0.0, 0.4), (0.4, 0.9))
+    ('beats', 'overlap')
+    """
+    if a[0] > b[1]:
+        return "beats"
+    if a[1] < b[0]:
+        return "worse"
+    return "overlap"
+
+
+def write_verdicts(
+    suite: str, tasks: list[Task], results: dict[str, dict[str, list[dict]]], root: Path
+) -> str:
+    """For every task and variational method (V-PPO / V-TRPO), its final-return IQM CI against
+    each baseline's: beats / worse / overlap (:func:`compare`; 95% bootstrap CIs of the IQM over
+    seeds). A task counts as a benefit only where the method beats every one of
+    :data:`REQUIRED` that applies to the task (:data:`ZOO_STAND_IN` replacing the zoo rows the
+    task has no entry for); where one of them has not run, the benefit is "incomplete". Writes
+    ``<suite>-verdict.md``."""
+    lines = [
+        f"Verdicts ({suite}): final-return IQM with 95% bootstrap CI over seeds; a cell says "
+        "whether the row's CI lies wholly above (beats) or below (worse) the column's, or they "
+        f"overlap. Benefit = beats every one of {', '.join(REQUIRED)} that applies "
+        f"({ZOO_STAND_IN} where the zoo has no entry); incomplete = one of them has not run.",
+        "",
+        "| task | method | IQM [95% CI] | " + " | ".join(BASELINES) + " | benefit |",
+        "|---|---|---|" + "---|" * len(BASELINES) + "---|",
+    ]
+    benefit, none, incomplete = [], [], []
+    for task in tasks:
+        by_label = results.get(task.env_id, {})
+        cis = {}
+        for label, runs in by_label.items():
+            point, low, high = stratified_bootstrap_ci([finals(runs)])
+            cis[label] = (point, low, high, len(runs))
+        missing = dict(task.not_applicable)
+        required = [b for b in REQUIRED if b not in missing]
+        if not any(b.startswith("sb3") for b in required):
+            required.append(ZOO_STAND_IN)
+        name = task.env_id.removeprefix("vi-flows/")
+        for label in by_label:
+            if not label.startswith(("vppo", "vtrpo")):
+                continue
+            point, low, high, n = cis[label]
+            cells, verdicts = [], {}
+            for base in BASELINES:
+                if base in missing:
+                    cells.append("n/a")
+                elif base not in cis:
+                    cells.append("not run")
+                else:
+                    verdicts[base] = compare((low, high), cis[base][1:3])
+                    cells.append(f"{verdicts[base]} (n={cis[base][3]})")
+            if any(verdicts.get(b) not in (None, "beats") for b in required):
+                outcome, bucket = "no", none
+            elif all(b in verdicts for b in required):
+                outcome, bucket = "**yes**", benefit
+            else:
+                outcome, bucket = "incomplete", incomplete
+            bucket.append(f"{name} {label}")
+            lines.append(
+                f"| {name} | {label} (n={n}) | {_g(point)} [{_g(low)}, {_g(high)}] | "
+                + " | ".join(cells)
+                + f" | {outcome} |"
+            )
+    lines += [
+        "",
+        "Benefit shown: " + (", ".join(benefit) or "none") + ".",
+        "",
+        "No benefit shown: " + (", ".join(none) or "none") + ".",
+        "",
+        "Incomplete (a required baseline has not run): " + (", ".join(incomplete) or "none") + ".",
+    ]
+    text = "\n".join(lines) + "\n"
+    write_text(root / f"{suite}-verdict.md", text)
     return text
 
 

@@ -18,7 +18,7 @@ import torch
 
 import rl.explore_envs  # noqa: F401  (registers vi-flows/* ids for SB3's make_vec_env)
 from benchmarks.files import write_rows, write_text
-from benchmarks.rl.reports import plot_task, summarise, write_aggregate
+from benchmarks.rl.reports import plot_task, summarise, write_aggregate, write_verdicts
 from benchmarks.rl.suites import Method, Task
 from rl.presets import LINEAR_PREFIX
 
@@ -232,4 +232,6 @@ def run_suite(
         ran[task.env_id] = results
     if any(t.score_range is not None for t in tasks.values()) and ran:
         print(write_aggregate(name, list(tasks.values()), ran, root), flush=True)
+    if name == "explore" and ran:
+        print(write_verdicts(name, list(tasks.values()), ran, root), flush=True)
     return rows
