@@ -55,8 +55,8 @@ class PolicyFamily(Protocol):
 
     def actor(self, params: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
         """obs ↦ (a ~ π(·|s), log π(a|s)) for :meth:`act_distribution` with ``params``, for one
-        rollout: valid while ``params`` is only rewritten in place and the head's log σ is
-        unchanged (the same draws and values as sampling the distribution)."""
+        rollout without gradients: valid while ``params`` is only rewritten in place and the
+        head's log σ is unchanged (the same draws and values as sampling the distribution)."""
         ...
 
     def mean_policy(self) -> Callable[[Tensor], Distribution]:
