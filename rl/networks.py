@@ -73,16 +73,31 @@ class FlatMLP:
             batch = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-2])
             flat = theta.expand(*batch, -1).reshape(-1, self.num_params)
             h = x.expand(*batch, *x.shape[-2:]).reshape(flat.shape[0], *x.shape[-2:])
+        out = self.apply(self.layers(flat), h)
+        return out.reshape(*batch, *out.shape[-2:])
+
+    def layers(self, theta: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Every layer's weights (K, n_in, n_out) and bias (K, 1, n_out), as views of θ (K, d).
+
+        Views: writing rows of θ in place (the collector's new sessions) updates them, so acting
+        splits θ once per rollout instead of once per step.
+        """
         # One split into every layer's W and b: its backward is one concatenation, where slicing
         # θ per layer back-propagated through a zero-filled (K, d) gradient per slice.
-        parts = flat.split(self.split_sizes, dim=-1)
-        last = len(self.slices) - 1
-        for i, (_, _, n_in, n_out) in enumerate(self.slices):
-            weight = parts[2 * i].reshape(-1, n_in, n_out)
-            h = torch.baddbmm(parts[2 * i + 1].unsqueeze(-2), h, weight)
+        parts = theta.split(self.split_sizes, dim=-1)
+        return [
+            (parts[2 * i].reshape(-1, n_in, n_out), parts[2 * i + 1].unsqueeze(-2))
+            for i, (_, _, n_in, n_out) in enumerate(self.slices)
+        ]
+
+    def apply(self, layers: list[tuple[Tensor, Tensor]], h: Tensor) -> Tensor:
+        """Outputs (K, B, n_out) of the :meth:`layers` of K networks on inputs h (K, B, n_in)."""
+        last = len(layers) - 1
+        for i, (weight, bias) in enumerate(layers):
+            h = torch.baddbmm(bias, h, weight)
             if i < last:
                 h = self._act(h)
-        return h.reshape(*batch, *h.shape[-2:])
+        return h
 
 
 def mlp(

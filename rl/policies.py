@@ -1,7 +1,7 @@
 """Policy families: π(a|s) with parameters drawn from a posterior q_φ, one draw per session.
 
 Every family implements :class:`rl.policy_api.PolicyFamily` (acting: ``new_noise``,
-``session_params``, ``act_distribution``; fitting: ``variational``, ``log_prob``,
+``session_params``, ``act_distribution``, ``actor``; fitting: ``variational``, ``log_prob``,
 ``grouped_distribution``). Families are registered by name in :data:`POLICIES`.
 
 Families (the paper's sections):
@@ -19,18 +19,16 @@ Discrete ones (a = argmax(logits + Gumbel ζ)).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution
+from torch.distributions import Distribution
 
+from rl.action_head import Action, ActionHead, check_action_space
 from rl.buffer import Batch
-from rl.distributions import DiagGaussian
 from rl.networks import FlatMLP, mlp
 from rl.policy_api import PolicyFamily
 from rl.posteriors import Particles, PointMass, StateGaussian, flow_std
@@ -47,86 +45,6 @@ __all__ = [
     "POLICIES",
     "make_policy",
 ]
-
-
-def check_action_space(space: gym.Space) -> None:
-    """Raise ``ValueError`` unless :class:`ActionHead` represents ``space`` exactly.
-
-    Representable: ``Discrete(n, start)`` with n >= 1, and a 1-D floating ``Box`` (shape (n,)).
-    """
-    if isinstance(space, gym.spaces.Discrete):
-        if int(space.n) < 1:
-            raise ValueError(f"action space {space} has no actions")
-        return
-    if isinstance(space, gym.spaces.Box):
-        if (
-            len(space.shape) == 1
-            and space.shape[0] >= 1
-            and np.issubdtype(space.dtype, np.floating)
-        ):
-            return
-        raise ValueError(
-            f"action space {space} cannot be represented exactly: vi-rl needs a 1-D float Box "
-            "(shape (n,)) or a Discrete space; flatten or wrap the env's actions"
-        )
-    raise ValueError(
-        f"unsupported action space {type(space).__name__}; vi-rl supports Box (continuous, 1-D) "
-        "and Discrete actions"
-    )
-
-
-class ActionHead(nn.Module):
-    """Turns network outputs into π(·|s): Categorical(logits) or N(mean, exp(log_std)²).
-
-    A Discrete(n, start) action is the categorical index i ∈ [0, n) (what the buffer stores and
-    log π is taken of); the env receives start + i.
-    """
-
-    def __init__(self, space: gym.Space, init_log_std: float = 0.0, learn_log_std: bool = True):
-        super().__init__()
-        check_action_space(space)
-        self.discrete = isinstance(space, gym.spaces.Discrete)
-        if self.discrete:
-            self.num_outputs, self.shape = int(space.n), ()
-            self.start = int(space.start)
-        else:
-            self.num_outputs, self.shape = int(np.prod(space.shape)), tuple(space.shape)
-            self.low, self.high = space.low, space.high
-            log_std = torch.full((self.num_outputs,), float(init_log_std))
-            if learn_log_std:
-                self.log_std = nn.Parameter(log_std)
-            else:
-                self.register_buffer("log_std", log_std)
-        self.mean_noise = 0.0
-
-    @contextmanager
-    def perturbed(self, rho: float) -> Iterator[None]:
-        """Inside, Box action means get U(−ρ, ρ) noise (RPO, Rahman & Xue 2022); ρ = 0: none."""
-        previous, self.mean_noise = self.mean_noise, float(rho)
-        try:
-            yield
-        finally:
-            self.mean_noise = previous
-
-    def forward(self, out: Tensor) -> Distribution:
-        if self.discrete:
-            return Categorical(logits=out, validate_args=False)
-        if self.mean_noise > 0:
-            out = out + torch.empty_like(out).uniform_(-self.mean_noise, self.mean_noise)
-        # No argument validation: the inputs are network outputs, and the checks showed up in
-        # the trainer's profile; a non-finite output still fails loudly in the loss.
-        return DiagGaussian(out, self.log_std)
-
-    def mode(self, dist: Distribution) -> Tensor:
-        """The most likely action."""
-        return dist.probs.argmax(-1) if self.discrete else dist.mean
-
-    def to_env(self, action: Tensor) -> np.ndarray:
-        """The action the env receives (Box actions clipped to the bounds)."""
-        a = action.numpy()
-        if self.discrete:
-            return a.astype(np.int64) + self.start
-        return np.clip(a, self.low, self.high)
 
 
 class BNNPolicy(nn.Module):
@@ -187,6 +105,12 @@ class BNNPolicy(nn.Module):
     def act_distribution(self, params: Tensor, obs: Tensor) -> Distribution:
         """π_{θ_i}(·|s_i) for the absolute weights of :meth:`session_params`."""
         return self.head(self.net(params, obs.unsqueeze(-2)).squeeze(-2))
+
+    def actor(self, params: Tensor) -> Action:
+        """obs ↦ (a, log π(a|s)) as sampled from :meth:`act_distribution`; θ is split into its
+        layers once (views: rows of ``params`` rewritten in place stay current)."""
+        layers, draw = self.net.layers(params), self.head.sampler(params.shape[0])
+        return lambda obs: draw(self.net.apply(layers, obs.unsqueeze(-2)).squeeze(-2))
 
     def rows(self, batch: Batch) -> Tensor:
         """The θ-table row of every sample: its session."""
@@ -318,6 +242,16 @@ class ActionMeanPolicy(nn.Module):
 
     def act_distribution(self, params: Tensor, obs: Tensor) -> Distribution:
         return self.distribution(self.q_at(obs)(params)[0], obs)
+
+    def actor(self, params: Tensor) -> Action:
+        """obs ↦ (a, log π(a|s)) as sampled from :meth:`act_distribution`."""
+
+        def act(obs: Tensor) -> tuple[Tensor, Tensor]:
+            dist = self.act_distribution(params, obs)
+            action = dist.sample()
+            return action, dist.log_prob(action)
+
+        return act
 
     def variational(self, batch: Batch) -> tuple[nn.Module, Tensor, Tensor]:
         rows = torch.arange(batch.obs.shape[0])

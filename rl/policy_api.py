@@ -2,7 +2,7 @@
 
 A policy family is π(a|s, θ) with θ drawn from a posterior q_φ once per *session* (one episode in
 one env slot). The collector uses the acting half (``new_noise``, ``session_params``,
-``act_distribution``, ``head``); the algorithms use the fitting half on a :class:`~rl.buffer.Batch`:
+``actor``, ``head``); the algorithms use the fitting half on a :class:`~rl.buffer.Batch`:
 
 * ``variational(batch) -> (q, ξ, rows)``: a posterior with ``q(ξ) -> (θ, log q)`` over a table of
   K rows of θ, and for each of the M samples the row ``rows[i]`` of θ it was collected under;
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
-if TYPE_CHECKING:  # the head's type only; policies imports this module
+if TYPE_CHECKING:  # the head's type only
+    from rl.action_head import ActionHead
     from rl.buffer import Batch
-    from rl.policies import ActionHead
 
 __all__ = ["PolicyFamily"]
 
@@ -51,6 +51,12 @@ class PolicyFamily(Protocol):
 
     def act_distribution(self, params: Tensor, obs: Tensor) -> Distribution:
         """π(·|s) while acting, one row of ``params`` per row of ``obs``."""
+        ...
+
+    def actor(self, params: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        """obs ↦ (a ~ π(·|s), log π(a|s)) for :meth:`act_distribution` with ``params``, for one
+        rollout without gradients: valid while ``params`` is only rewritten in place and the
+        head's log σ is unchanged (the same draws and values as sampling the distribution)."""
         ...
 
     def mean_policy(self) -> Callable[[Tensor], Distribution]:

@@ -80,6 +80,7 @@ class Collector:
         """
         policy, n, buffer = self.policy, self.num_envs, self.buffer
         params = policy.session_params(self.slot_xi).clone()
+        act = policy.actor(params)  # new sessions below rewrite rows of params in place
         table = [self.slot_xi.clone()]
         next_row = n
         returns, lengths, raw_obs = [], [], []
@@ -97,11 +98,10 @@ class Collector:
         for t in range(buffer.steps):
             raw_obs.append(self.obs.reshape(n, -1))
             obs = self._norm(self.obs)
-            dist = policy.act_distribution(params, obs)
-            action = dist.sample()
+            action, logp = act(obs)
             obs_rows.append(obs)
             action_rows.append(action)
-            logp_rows.append(dist.log_prob(action))
+            logp_rows.append(logp)
             next_obs, reward, term, trunc, info = self.envs.step(policy.head.to_env(action))
             self.global_step += n
             reward = np.asarray(reward, dtype=np.float64)

@@ -104,12 +104,14 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 from torch import Tensor, nn
 
 from rl.policies import ActionMeanPolicy, BNNPolicy
+from vi_flows.bases import StandardNormal
 from vi_flows.flows import Flow, standard_normal_log_prob
 from vi_flows.transforms import (
     Compose,
@@ -170,6 +172,26 @@ def entropy_per_param(q: nn.Module, xi: Tensor) -> float:
     return HALF_LOG_2PIE + float(log_det.mean()) / xi.shape[1]
 
 
+@functools.cache
+def _base_at_zero(dim: int) -> Tensor:
+    """log N(0; 0, I_dim) as a float32 (1,) tensor (what ``standard_normal_log_prob`` gives)."""
+    return standard_normal_log_prob(torch.zeros(1, dim))
+
+
+@torch.no_grad()
+def _constant_entropy_per_param(flow: Flow) -> float:
+    """:func:`entropy_per_param` at ξ = 0 of a standard-normal flow whose log-det does not
+    depend on ξ, with the same float32 arithmetic (so the same value to the last bit) but one
+    pass through the transform only: log q(h(0)) = log q₀(0) − ladj, then ladj = log q₀(0) −
+    log q (the round trip is what entropy_per_param computes). This runs after every optimizer
+    step, where the flow's forward and two base densities cost twice the log-det itself."""
+    zero = torch.zeros(1, flow.dim)
+    base = _base_at_zero(flow.dim)
+    _, ladj = flow.transform(zero)
+    log_det = base - (base - ladj)
+    return HALF_LOG_2PIE + float(log_det[0]) / flow.dim
+
+
 def policy_entropy_per_param(
     policy: nn.Module, obs: Tensor | None = None, num_samples: int = 64
 ) -> float:
@@ -201,6 +223,8 @@ def policy_entropy_per_param(
         return entropy_per_param(policy.q_at(obs), torch.zeros(obs.shape[0], policy.noise_dim))
     q = policy.q
     if isinstance(q, Flow) and _constant_log_det(q.transform):
+        if isinstance(q.base, StandardNormal):
+            return _constant_entropy_per_param(q)
         return entropy_per_param(q, torch.zeros(1, policy.noise_dim))
     # The draws come from a fork of the global RNG: estimating h leaves the training run's
     # random stream as it found it (a run's resume and its other draws do not depend on it).

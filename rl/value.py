@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from rl.buffer import Batch
+from rl.optim import clip_grad_norm
 from vi_flows import distributed
 
 __all__ = ["fit_value"]
@@ -39,7 +40,7 @@ def fit_value(
             loss.backward()
             distributed.all_reduce_grads(critic, weights=1.0)
             if max_grad_norm:
-                nn.utils.clip_grad_norm_(critic.parameters(), max_grad_norm, foreach=True)
+                clip_grad_norm(critic.parameters(), max_grad_norm)
             optimizer.step()
     if several:
         loss = distributed.all_reduce_sum(loss.detach().clone())

@@ -20,6 +20,7 @@ from rl.algorithms.trpo import TRPO, conjugate_gradient
 from rl.buffer import Batch
 from rl.config import alpha_schedule
 from rl.networks import mlp
+from rl.optim import clip_grad_norm
 from rl.policies import make_policy
 
 BOX = gym.spaces.Box(-1.0, 1.0, (2,))
@@ -163,3 +164,22 @@ def test_ppo_anneal_lr_decays_linearly_per_update():
     algo = PPO(cfg, policy, critic)
     lrs = [algo.update(batch, alpha=1.0)["lr"] for _ in range(3)]
     assert lrs == pytest.approx([1e-3, 0.75e-3, 0.5e-3])
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e3, float("inf")])
+def test_clip_grad_norm_is_torchs_clip_to_the_bit(max_norm):
+    """The lean clip (run after every optimizer step) against torch's clip_grad_norm_: the same
+    returned norm and clipped gradients, bit for bit, including a parameter without a gradient."""
+    torch.manual_seed(0)
+    sizes = [(64, 3), (64,), (64, 64), (1,), (7,)]
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in sizes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    for a, b in zip(ours[:-1], theirs[:-1], strict=True):  # the last one has no gradient
+        a.grad = torch.randn_like(a)
+        b.grad = a.grad.clone()
+    norm = clip_grad_norm(ours, max_norm)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm, foreach=True)
+    assert torch.equal(norm, expected)
+    for a, b in zip(ours[:-1], theirs[:-1], strict=True):
+        assert torch.equal(a.grad, b.grad)
+    assert ours[-1].grad is None

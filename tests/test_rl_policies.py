@@ -169,3 +169,60 @@ def test_acting_with_session_params_is_pi_under_the_session_theta():
     acting = policy.act_distribution(policy.session_params(xi), obs)
     direct = policy.distribution(policy.q(xi)[0], obs)
     assert torch.allclose(acting.mean, direct.mean) and torch.equal(acting.stddev, direct.stddev)
+
+
+HALF_CHEETAH_LIKE = gym.spaces.Box(-1.0, 1.0, (6,), np.float32)
+
+
+@pytest.mark.parametrize("space", [BOX, DISCRETE, HALF_CHEETAH_LIKE])
+@pytest.mark.parametrize("posterior", ["gaussian", "point"])
+def test_actor_draws_exactly_what_sampling_act_distribution_draws(space, posterior):
+    """The rollout's fast path (θ split once, σ read once, no distribution object) against the
+    straightforward ``dist = act_distribution(params, obs)``, ``dist.sample()``, ``log_prob``:
+    bit-identical actions, log-probs and RNG stream, also after rows of ``params`` are rewritten
+    in place (new sessions) and with 8 slots × 6 action dims (48 values: a vectorised exp and a
+    scalar tail, so shapes must match too). Acting runs without gradients, as the collector."""
+    torch.manual_seed(0)
+    policy = BNNPolicy(3, space, hidden=(16, 16), posterior=posterior)
+    if not policy.head.discrete:
+        policy.head.log_std.data.uniform_(-1.0, 0.5)  # σ ≠ 1, different per dimension
+    with torch.no_grad():
+        params = policy.session_params(policy.new_noise(torch.arange(8))).clone()
+        _check_actor(policy, params, policy.actor(params))
+
+
+def _check_actor(policy, params, act):
+    for step in range(3):
+        obs = torch.randn(8, 3)
+        state = torch.get_rng_state()
+        expected_dist = policy.act_distribution(params, obs)
+        expected = expected_dist.sample()
+        expected_logp = expected_dist.log_prob(expected)
+        after = torch.get_rng_state()
+        torch.set_rng_state(state)
+        action, logp = act(obs)
+        assert torch.equal(action, expected) and torch.equal(logp, expected_logp)
+        assert torch.equal(torch.get_rng_state(), after)
+        slots = torch.tensor([step, 5])  # sessions end: the collector rewrites their rows
+        params[slots] = policy.session_params(policy.new_noise(slots))
+
+
+def test_action_mean_actor_matches_sampling_its_distribution():
+    torch.manual_seed(0)
+    policy = ActionMeanPolicy(3, BOX, hidden=(8,))
+    params, obs = policy.session_params(policy.new_noise(torch.arange(4))), torch.randn(4, 3)
+    with torch.no_grad():
+        state = torch.get_rng_state()
+        dist = policy.act_distribution(params, obs)
+        expected = dist.sample()
+        torch.set_rng_state(state)
+        action, logp = policy.actor(params)(obs)
+    assert torch.equal(action, expected) and torch.equal(logp, dist.log_prob(expected))
+
+
+def test_to_env_clips_box_actions_like_np_clip():
+    policy = BNNPolicy(3, BOX, hidden=(8,), posterior="point")
+    action = torch.tensor([[-3.0, 0.5], [2.5, float("nan")], [-2.0, 2.0]])
+    got = policy.head.to_env(action)
+    want = np.clip(action.numpy(), BOX.low, BOX.high)
+    assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)

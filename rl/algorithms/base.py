@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from rl.adapter import Objective, policy_log_density, posterior_loss, reinforce_objective
 from rl.buffer import Batch
 from rl.config import TrainConfig
+from rl.optim import clip_grad_norm
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature, policy_entropy_per_param
 from rl.value import fit_value
@@ -50,7 +51,7 @@ def adam_step(loss: Tensor, optimizer: torch.optim.Optimizer, max_grad_norm: flo
     # Several ranks: ``loss`` is this rank's share of the global loss, so the gradients add up.
     distributed.all_reduce_grads(params, weights=1.0)
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
-    norm = nn.utils.clip_grad_norm_(params, limit, foreach=True)
+    norm = clip_grad_norm(params, limit)
     optimizer.step()
     return float(norm)
 
