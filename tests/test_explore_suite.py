@@ -12,13 +12,23 @@ import pytest
 from benchmarks.rl.reports import write_aggregate
 from benchmarks.rl.runners import cell_dir, run_suite
 from benchmarks.rl.stats import iqm, normalise, stratified_bootstrap_ci
-from benchmarks.rl.suites import EXPLORE_POSTERIORS, Task, explore, ours, select, suites
+from benchmarks.rl.suites import (
+    EXPLORE_POSTERIORS,
+    EXPLORE_WIDTHS,
+    Task,
+    explore,
+    ours,
+    select,
+    suites,
+)
 from rl.algorithms import default_config
 from rl.config import with_overrides
 
-CORE = {"ppo", "trpo", "svpg", "sb3-ppo-default"} | {
-    f"{a}-{f}" for a in ("vppo", "vtrpo") for f in EXPLORE_POSTERIORS
-}
+CORE = (
+    {"ppo", "trpo", "svpg", "sb3-ppo-default"}
+    | {f"{a}-{f}" for a in ("vppo", "vtrpo") for f in EXPLORE_POSTERIORS}
+    | {f"{a}-gaussian-sd{w:g}" for a in ("vppo", "vtrpo") for w in EXPLORE_WIDTHS}
+)
 
 
 def test_explore_suite_has_the_issues_tasks_methods_and_solved_thresholds():
@@ -56,6 +66,8 @@ def test_explore_methods_are_valid_configs_with_auto_alpha():
             cfg = with_overrides(default_config(params.pop("algo")), params)
             if m.label.startswith("v"):
                 assert cfg.alpha_schedule == "auto", (task.env_id, m.label)
+            if "-sd" in m.label:  # the wide rows differ from the gaussian row by σ* alone
+                assert cfg.posterior_std_target == float(m.label.split("-sd")[1]) > 0.01
 
 
 def test_quick_explore_is_a_small_smoke_test_without_mujoco():

@@ -12,6 +12,7 @@ from rl.presets import env_preset, sb3_zoo
 __all__ = [
     "AUTO_FROM",
     "EXPLORE_POSTERIORS",
+    "EXPLORE_WIDTHS",
     "FAMILIES",
     "Method",
     "Task",
@@ -78,6 +79,12 @@ AUTO_FROM = (1e-2, 1e-6)
 
 #: Posterior families of the exploration suite's V-PPO / V-TRPO (issue 14: gaussian and low-rank).
 EXPLORE_POSTERIORS = ("gaussian", "lowrank-gaussian")
+#: Wider posterior std targets σ* (``posterior_std_target``) for the gaussian V-PPO / V-TRPO rows
+#: ``*-gaussian-sd{σ*}``. At the default σ* = 0.01 a DeepSea10 network's weight noise moves the
+#: two action logits apart by 0.014 (std over θ ~ q at init; P(right) 0.49–0.51 across draws):
+#: no temporally consistent exploration to speak of. σ* = 0.1 gives 0.22 (P 0.33–0.70), 0.3
+#: gives 2.0 (P 0.00–1.00): per-episode committed behaviour, as randomised value functions get.
+EXPLORE_WIDTHS = (0.1, 0.3)
 _GSDE = ("use_sde", "sde_sample_freq")
 
 
@@ -96,6 +103,11 @@ def _explore_methods(
     methods = [
         *(ours(f"vppo-{f}", "vppo", posterior=f, **ppo_like) for f in EXPLORE_POSTERIORS),
         *(ours(f"vtrpo-{f}", "vtrpo", posterior=f, **common) for f in EXPLORE_POSTERIORS),
+        *(
+            ours(f"{a}-gaussian-sd{w:g}", a, posterior_std_target=w, **kw)
+            for a, kw in (("vppo", ppo_like), ("vtrpo", common))
+            for w in EXPLORE_WIDTHS
+        ),
         ours("ppo", "ppo", **ppo_like),
         # Control for V-TRPO: the same trust-region update at a point estimate of θ.
         ours("trpo", "trpo", **common),
