@@ -66,8 +66,13 @@ def test_explore_methods_are_valid_configs_with_auto_alpha():
             cfg = with_overrides(default_config(params.pop("algo")), params)
             if m.label.startswith("v"):
                 assert cfg.alpha_schedule == "auto", (task.env_id, m.label)
-            if "-sd" in m.label:  # the wide rows differ from the gaussian row by σ* alone
-                assert cfg.posterior_std_target == float(m.label.split("-sd")[1]) > 0.01
+    for task in explore(quick=False).values():  # the wide rows differ by σ* alone
+        params = {m.label: dict(m.params) for m in task.methods}
+        for a in ("vppo", "vtrpo"):
+            for w in EXPLORE_WIDTHS:
+                wide = params[f"{a}-gaussian-sd{w:g}"]
+                assert wide.pop("posterior_std_target") == w > 0.01
+                assert wide == params[f"{a}-gaussian"], (task.env_id, a, w)
 
 
 def test_quick_explore_is_a_small_smoke_test_without_mujoco():

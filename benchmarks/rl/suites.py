@@ -104,7 +104,7 @@ def _explore_methods(
         *(ours(f"vppo-{f}", "vppo", posterior=f, **ppo_like) for f in EXPLORE_POSTERIORS),
         *(ours(f"vtrpo-{f}", "vtrpo", posterior=f, **common) for f in EXPLORE_POSTERIORS),
         *(
-            ours(f"{a}-gaussian-sd{w:g}", a, posterior_std_target=w, **kw)
+            ours(f"{a}-gaussian-sd{w:g}", a, posterior="gaussian", posterior_std_target=w, **kw)
             for a, kw in (("vppo", ppo_like), ("vtrpo", common))
             for w in EXPLORE_WIDTHS
         ),
