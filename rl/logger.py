@@ -21,6 +21,8 @@ COLUMNS = [
     "episodes",
     "alpha",
     "posterior_std",
+    "policy_spread",
+    "action_std",
     "kl",
     "entropy",
     "posterior_entropy",
@@ -39,9 +41,10 @@ COLUMNS = [
 ]
 
 
-def _complete(row: dict) -> bool:
-    """A row with every column and an integer update (a crash can tear the last one)."""
-    if None in row or any(row.get(c) is None for c in COLUMNS):
+def _complete(row: dict, header: list[str]) -> bool:
+    """A row with every column of its file's header and an integer update (a crash can tear the
+    last one; a file written before a column was added lacks that column and stays whole)."""
+    if None in row or any(row.get(c) is None for c in header):
         return False
     try:
         int(row["update"])
@@ -68,7 +71,8 @@ class ProgressLog:
         rows = []
         if resume_update is not None and self.path.exists():
             with self.path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if _complete(r)]
+                reader = csv.DictReader(f)
+                rows = [r for r in reader if _complete(r, reader.fieldnames or [])]
             rows = [r for r in rows if int(r["update"]) <= resume_update]
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, COLUMNS, extrasaction="ignore")

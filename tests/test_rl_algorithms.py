@@ -5,6 +5,7 @@ and the linear α schedule."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import gymnasium as gym
 import pytest
@@ -183,3 +184,41 @@ def test_clip_grad_norm_is_torchs_clip_to_the_bit(max_norm):
     for a, b in zip(ours[:-1], theirs[:-1], strict=True):
         assert torch.equal(a.grad, b.grad)
     assert ours[-1].grad is None
+
+
+def test_posterior_spread_is_the_std_of_the_policy_output_over_sessions():
+    """posterior_spread against a direct computation: K sessions θ_k = θ₀ + q(ξ_k) evaluated at
+    the same states, std over k of the action mean; wider q ⇒ larger spread; a point mass
+    spreads nothing; the global RNG is left as found."""
+    from rl.algorithms.base import posterior_spread
+
+    obs = torch.randn(16, 3)
+    spreads = []
+    for scale in (0.01, 0.1):
+        torch.manual_seed(0)
+        policy = make_policy("bnn", 3, BOX, hidden=(16,), posterior_options={"init_scale": scale})
+        torch.manual_seed(1)
+        state = torch.get_rng_state()
+        got = posterior_spread(policy, obs, draws=6)
+        assert torch.equal(torch.get_rng_state(), state)
+        torch.manual_seed(0)  # the probe sessions' noise
+        xi = torch.randn(6, policy.noise_dim)
+        with torch.no_grad():
+            means = policy.evaluate(policy.q(xi)[0], obs.expand(6, -1, -1)).mean
+        assert got["policy_spread"] == pytest.approx(float(means.std(0).mean()), rel=1e-5)
+        assert got["action_std"] == pytest.approx(float(policy.head.log_std.detach().exp().mean()))
+        spreads.append(got["policy_spread"])
+    assert spreads[1] > 5 * spreads[0] > 0
+    point = make_policy("bnn", 3, BOX, hidden=(16,), posterior="point")
+    assert posterior_spread(point, obs)["policy_spread"] == 0.0
+
+
+def test_posterior_spread_of_a_discrete_policy_is_in_probabilities():
+    from rl.algorithms.base import posterior_spread
+
+    torch.manual_seed(0)
+    policy = make_policy(
+        "bnn", 4, gym.spaces.Discrete(3), hidden=(16,), posterior_options={"init_scale": 0.3}
+    )
+    got = posterior_spread(policy, torch.randn(8, 4))
+    assert 0 < got["policy_spread"] < 0.5 and math.isnan(got["action_std"])

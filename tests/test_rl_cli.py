@@ -246,3 +246,21 @@ def test_env_without_preset_records_none(tmp_path, capsys):
     assert main([*run, "--set", "num_envs=2", "--set", "rollout_steps=16"]) == 0
     assert "preset" not in capsys.readouterr().err
     assert _saved(tmp_path / "r")["preset"] == ""
+
+
+def test_resume_keeps_the_rows_of_a_progress_file_written_before_a_column_was_added(tmp_path):
+    """A run logged by an older vi-flows lacks the newer columns (policy_spread, action_std): on
+    resume its rows up to the checkpoint are kept, not dropped as torn."""
+    from rl.logger import COLUMNS, ProgressLog
+
+    old = [c for c in COLUMNS if c not in {"policy_spread", "action_std"}]
+    rows = [{c: (u if c == "update" else 0.5) for c in old} for u in (1, 2, 3)]
+    with (tmp_path / "progress.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, old)
+        writer.writeheader()
+        writer.writerows(rows)
+        f.write("4,0.5,0.")  # a row torn by a crash
+    ProgressLog(tmp_path, resume_update=2, tensorboard=False).close()
+    kept = list(csv.DictReader((tmp_path / "progress.csv").open()))
+    assert [r["update"] for r in kept] == ["1", "2"]
+    assert list(kept[0]) == COLUMNS and kept[0]["policy_spread"] == ""

@@ -13,6 +13,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Categorical
 
 from rl.adapter import Objective, policy_log_density, posterior_loss, reinforce_objective
 from rl.buffer import Batch
@@ -33,6 +34,7 @@ __all__ = [
     "global_means",
     "share_of_mean",
     "policy_stats",
+    "posterior_spread",
     "reinforce_loss",
 ]
 
@@ -104,6 +106,47 @@ def policy_stats(policy: PolicyFamily, batch: Batch) -> dict[str, float]:
     }
 
 
+#: θ draws and states of :func:`posterior_spread` (run once per update).
+SPREAD_DRAWS, SPREAD_STATES = 8, 32
+
+
+@torch.no_grad()
+def posterior_spread(
+    policy: PolicyFamily, obs: Tensor, draws: int = SPREAD_DRAWS
+) -> dict[str, float]:
+    """How far the posterior's θ-noise moves the policy, in the policy's own units.
+
+    θ is drawn once per episode, so this is the temporally consistent part of the exploration;
+    the action noise of π(·|s, θ) is redrawn every step. Reporting the two side by side tells a
+    user whether the posterior explores at all: at the default σ* = 0.01 a DeepSea network's
+    logits move by 0.014 (nothing), a HalfCheetah policy's action mean by a fifth of its action
+    noise.
+
+    Returns:
+        ``policy_spread``: for Box actions the std over ``draws`` sessions θ ~ q of the action
+        mean, for discrete actions the std of π(a|s) over θ; averaged over the states ``obs``
+        and the action dimensions (0 where every session runs the same θ). ``action_std``: the
+        mean σ of a Box policy's action noise (NaN for discrete actions).
+
+    The probe sessions are the same on every call and rank (their noise is drawn from a fork of
+    the global torch RNG seeded 0, so the run's own stream is untouched and the logged trace
+    follows q, not the draw); under several ranks the mean runs over all ranks' states.
+    """
+    head = policy.head
+    action_std = math.nan if head.discrete else float(head.log_std.exp().mean())
+    if not policy.random_theta or obs.shape[0] == 0:
+        return {"policy_spread": 0.0, "action_std": action_std}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        params = policy.session_params(policy.new_noise(torch.arange(draws)))
+    outputs = []
+    for k in range(draws):
+        dist = policy.act_distribution(params[k : k + 1].expand(obs.shape[0], -1), obs)
+        outputs.append(dist.probs if isinstance(dist, Categorical) else dist.mean)
+    (spread,) = global_means(torch.stack(outputs).std(0))
+    return {"policy_spread": spread, "action_std": action_std}
+
+
 def approx_kl(policy: PolicyFamily, batch: Batch) -> float:
     """Mean KL̂(π_old‖π_θ) over the batch (see :func:`policy_stats`)."""
     return policy_stats(policy, batch)["kl"]
@@ -151,10 +194,12 @@ class Algorithm:
         return temperature.update(h)
 
     def diagnostics(self, batch: Batch) -> dict[str, float]:
-        """:func:`policy_stats`, the explained variance and the policy's current learning rate."""
+        """:func:`policy_stats`, :func:`posterior_spread` (on this rank's first states), the
+        explained variance and the policy's current learning rate."""
         lr = self.opt.param_groups[0]["lr"] if self.opt is not None else math.nan
         return {
             **policy_stats(self.policy, batch),
+            **posterior_spread(self.policy, batch.obs[:SPREAD_STATES]),
             "explained_variance": explained_variance(
                 distributed.all_gather_cat(batch.values), distributed.all_gather_cat(batch.returns)
             ),
