@@ -13,7 +13,6 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical
 
 from rl.adapter import Objective, policy_log_density, posterior_loss, reinforce_objective
 from rl.buffer import Batch
@@ -142,7 +141,7 @@ def posterior_spread(
     outputs = []
     for k in range(draws):
         dist = policy.act_distribution(params[k : k + 1].expand(obs.shape[0], -1), obs)
-        outputs.append(dist.probs if isinstance(dist, Categorical) else dist.mean)
+        outputs.append(dist.probs if head.discrete else dist.mean)
     (spread,) = global_means(torch.stack(outputs).std(0))
     return {"policy_spread": spread, "action_std": action_std}
 
