@@ -81,8 +81,14 @@ def _layers(env: gym.Env) -> list[gym.Env]:
     return chain
 
 
-def env_state(envs: gym.vector.SyncVectorEnv) -> dict[str, Any]:
-    """The state of every env slot as plain data (numpy left in; :func:`to_plain` tags it)."""
+def env_state(envs: Any) -> dict[str, Any]:
+    """The state of every env slot as plain data (numpy left in; :func:`to_plain` tags it).
+
+    Only gymnasium's SyncVectorEnv exposes its slots; any other vector env (EnvPool's, whose state
+    lives in C++) is one opaque whole.
+    """
+    if not isinstance(envs, gym.vector.SyncVectorEnv):
+        return {"slots": [], "vector": {}, "opaque": [f"{type(envs).__name__} (whole)"]}
     slots, opaque = [], set()
     for env in envs.envs:
         layers = []
@@ -112,7 +118,7 @@ def _generator(state: dict[str, Any]) -> np.random.Generator:
     return np.random.Generator(bit_generator)
 
 
-def load_env_state(envs: gym.vector.SyncVectorEnv, state: dict[str, Any]) -> list[str]:
+def load_env_state(envs: Any, state: dict[str, Any]) -> list[str]:
     """Restore :func:`env_state` into freshly built and reset envs of the same config.
 
     Returns:
@@ -123,6 +129,12 @@ def load_env_state(envs: gym.vector.SyncVectorEnv, state: dict[str, Any]) -> lis
         ValueError: when the checkpoint's env slots or wrapper layers differ from ``envs``.
     """
     slots = state["slots"]
+    if not isinstance(envs, gym.vector.SyncVectorEnv):
+        if slots:
+            raise ValueError("checkpoint has gymnasium env slots, the config another env backend")
+        return list(state["opaque"])
+    if not slots and state["opaque"]:
+        raise ValueError(f"checkpoint envs were {state['opaque'][0]}, the config's gymnasium")
     if len(slots) != len(envs.envs):
         raise ValueError(f"checkpoint has {len(slots)} env slots, the config {len(envs.envs)}")
     for env, saved in zip(envs.envs, slots, strict=True):

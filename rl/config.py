@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rl.envs import ENV_BACKENDS
 from rl.temperature import AutoTemperature
 from vi_flows.runfiles import write_text
 from vi_flows.schedules import Constant, ExponentialSchedule, LinearSchedule, Schedule
@@ -45,7 +46,11 @@ class TrainConfig:
     total_steps: int = 200_000
     """Environment steps to train for (rounded up to whole rollouts)."""
     num_envs: int = 8
-    """Parallel environment slots (gymnasium SyncVectorEnv)."""
+    """Parallel environment slots (one synchronous vector env)."""
+    env_backend: str = "gymnasium"
+    """Vector env: gymnasium (its SyncVectorEnv; any registered id) or envpool (EnvPool's C++
+    pool on one thread, for the tasks it implements; needs ``pip install envpool``). Evaluation
+    always uses gymnasium."""
     rollout_steps: int = 256
     """Steps per slot between updates (T); a batch holds num_envs × rollout_steps samples."""
     gamma: float = 0.99
@@ -170,6 +175,7 @@ def _positive(x: Any) -> bool:
 _RANGES: dict[str, tuple[Any, str]] = {
     "total_steps": (lambda x: x >= 1, "an integer >= 1"),
     "num_envs": (lambda x: x >= 1, "an integer >= 1"),
+    "env_backend": (lambda s: s in ENV_BACKENDS, " or ".join(ENV_BACKENDS.names())),
     "rollout_steps": (lambda x: x >= 1, "an integer >= 1"),
     "gamma": (lambda x: 0 < x <= 1, "in (0, 1]"),
     "gae_lambda": (lambda x: 0 <= x <= 1, "in [0, 1]"),

@@ -1,46 +1,98 @@
-"""Vectorised gymnasium environments, observation normalisation and input checks.
+"""Vectorised environments, observation normalisation and input checks.
 
 The vector env uses gymnasium's ``SAME_STEP`` autoreset: when slot j's episode ends at a step, that
 step already returns the first observation of the next episode and the last observation of the
 ended one is in ``info["final_obs"][j]``, so a truncated episode can be bootstrapped from
 V(s_final) without any off-by-one bookkeeping (the default ``NEXT_STEP`` mode would instead insert
 a dummy transition with reward 0 on the following step).
+
+Two backends build that vector env (:data:`ENV_BACKENDS`): ``gymnasium`` (its SyncVectorEnv, any
+registered id) and ``envpool`` (EnvPool's C++ pool seen through the same autoreset,
+:mod:`rl.envpool_env`; optional, for the tasks EnvPool implements).
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 import rl.explore_envs  # noqa: F401  (registers the vi-flows/* ids with gymnasium)
+from rl.envpool_env import envpool_envs
 from vi_flows import distributed
+from vi_flows.registry import Registry
 
 __all__ = [
     "RunningMeanStd",
     "RewardScaler",
     "merge_moments",
     "global_moments",
+    "VectorEnv",
+    "ENV_BACKENDS",
     "make_envs",
     "check_finite",
 ]
 
 
-def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+class VectorEnv(Protocol):
+    """What a run needs of a vector env: gymnasium's interface with SAME_STEP autoreset (ended
+    slots return their next episode's first observation, the last one in ``info["final_obs"]``).
+    """
+
+    num_envs: int
+    single_observation_space: gym.Space
+    single_action_space: gym.Space
+    action_space: gym.Space
+
+    def reset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[Any, dict]: ...
+
+    def step(self, actions: np.ndarray) -> tuple[Any, Any, Any, Any, dict]: ...
+
+    def close(self) -> None: ...
+
+
+def make_envs(env_id: str, num_envs: int, seed: int, backend: str = "gymnasium") -> VectorEnv:
     """``num_envs`` copies of ``env_id`` in a synchronous vector env with SAME_STEP autoreset.
 
     ``env_id`` may be ``module:Env-v0`` (gymnasium's syntax: import ``module``, which registers
     ``Env-v0``).
 
+    Args:
+        env_id: the environment id.
+        num_envs: vector slots.
+        seed: seed of the action space (and of the pool, for ``envpool``).
+        backend: a name in :data:`ENV_BACKENDS` (``gymnasium`` or ``envpool``).
+
     Raises:
         ValueError: for an unknown environment id, a module that does not import, ``num_envs``
             below 1, or an action space that is neither ``Box`` nor ``Discrete``.
+        UnknownNameError: for an unknown backend (the message lists the known ones).
     """
     if not isinstance(num_envs, int) or num_envs < 1:
         raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+    envs = ENV_BACKENDS.get(backend)(env_id, num_envs, seed)
+    space = envs.single_action_space
+    if not isinstance(space, gym.spaces.Box | gym.spaces.Discrete):
+        envs.close()
+        raise ValueError(
+            f"unsupported action space {type(space).__name__} for {env_id!r}; "
+            "vi-rl supports Box (continuous) and Discrete actions"
+        )
+    if not isinstance(envs.single_observation_space, gym.spaces.Box):
+        envs.close()
+        raise ValueError(f"unsupported observation space for {env_id!r}: need a flat Box")
+    envs.action_space.seed(seed)
+    return envs
+
+
+def _gymnasium_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv:
+    """gymnasium's SyncVectorEnv in SAME_STEP mode (``seed`` is applied by the first reset)."""
     module, sep, name = env_id.rpartition(":")
     if sep:
         try:
@@ -59,18 +111,13 @@ def make_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVectorEnv
         vectorization_mode="sync",
         vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
     )
-    space = envs.single_action_space
-    if not isinstance(space, gym.spaces.Box | gym.spaces.Discrete):
-        envs.close()
-        raise ValueError(
-            f"unsupported action space {type(space).__name__} for {env_id!r}; "
-            "vi-rl supports Box (continuous) and Discrete actions"
-        )
-    if not isinstance(envs.single_observation_space, gym.spaces.Box):
-        envs.close()
-        raise ValueError(f"unsupported observation space for {env_id!r}: need a flat Box")
-    envs.action_space.seed(seed)
     return envs
+
+
+#: Vector-env backends by name: ``(env_id, num_envs, seed) ↦`` a SAME_STEP vector env.
+ENV_BACKENDS: Registry[Any] = Registry("env backend")
+ENV_BACKENDS.register("gymnasium", _gymnasium_envs)
+ENV_BACKENDS.register("envpool", envpool_envs)
 
 
 def check_finite(name: str, value: np.ndarray, step: int, slots: list[int] | None = None) -> None:

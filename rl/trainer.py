@@ -97,7 +97,7 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
         seed = distributed.rank_seed(cfg.seed)  # env seeds and ξ draws: per rank (rank 0: seed)
-        self.envs = make_envs(cfg.env_id, cfg.num_envs, seed)
+        self.envs = make_envs(cfg.env_id, cfg.num_envs, seed, cfg.env_backend)
         obs_dim = int(np.prod(self.envs.single_observation_space.shape))
         try:
             self.policy = build_policy(cfg, obs_dim, self.envs.single_action_space)

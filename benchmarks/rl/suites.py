@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ __all__ = [
     "Method",
     "Task",
     "explore",
+    "has_envpool",
     "has_mujoco",
     "ours",
     "select",
@@ -33,6 +35,11 @@ def has_mujoco() -> bool:
     except ImportError:
         return False
     return True
+
+
+def has_envpool() -> bool:
+    """Whether rl/'s optional EnvPool backend can run here (``pip install envpool``)."""
+    return importlib.util.find_spec("envpool") is not None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.files import write_rows, write_text
-from benchmarks.rl.suites import has_mujoco
+from benchmarks.rl.suites import has_envpool, has_mujoco
 from benchmarks.rl.throughput_one import N_ENVS, N_STEPS
 
 __all__ = ["throughput"]
@@ -34,11 +34,15 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
     random-action stepping rate of the same vector env (the ceiling). Pendulum-v1 with every rl/
     algorithm; HalfCheetah-v5 (when mujoco is installed) with PPO and V-PPO."""
     steps, repeats = (10_240, 3) if quick else (20_480, 3)
+    # "+envpool": the same run on rl/'s EnvPool backend (rl.envpool_env), when it is installed.
+    pool = ["random+envpool", "ppo+envpool", "vppo+envpool"] if has_envpool() else []
+    if not pool:
+        print("EnvPool rows skipped: the envpool package is not installed")
     envs_algos = [
-        ("Pendulum-v1", ["ppo", "vppo", "trpo", "vtrpo", "reinforce", "vreinforce", "svpg"])
+        ("Pendulum-v1", ["ppo", "vppo", "trpo", "vtrpo", "reinforce", "vreinforce", "svpg", *pool])
     ]
     if has_mujoco():
-        envs_algos.append(("HalfCheetah-v5", ["ppo", "vppo"]))
+        envs_algos.append(("HalfCheetah-v5", ["ppo", "vppo", *pool]))
     else:
         print("HalfCheetah-v5 throughput skipped: the mujoco package is not installed")
     timings: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -46,7 +50,7 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
         for env_id, algos in envs_algos:
             for method in ["random", *algos, "sb3-ppo"]:
                 result = _run_one(env_id, method, steps, rep)
-                name = "random actions (ceiling)" if method == "random" else method
+                name = method.replace("random", "random actions (ceiling)")
                 timings[env_id, name].append(result["steps_per_s"])
                 print(
                     f"{env_id} {name} repeat {rep}: {result['steps_per_s']:.0f} steps/s", flush=True
@@ -69,7 +73,8 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
         f"median of {repeats} repeats, each method and repeat a fresh process, methods "
         "alternating (1 torch thread; the clock runs from building the envs and the learner to "
         "the end of training, imports off the clock). PPO-style methods: 10 epochs, minibatch "
-        "256, 64-64 tanh networks (rl/ defaults otherwise).",
+        "256, 64-64 tanh networks (rl/ defaults otherwise). `+envpool`: rl/'s EnvPool backend "
+        "(one thread; SB3 and every other row step gymnasium's SyncVectorEnv).",
         "",
         "| env | method | env steps/s | ratio to SB3 PPO |",
         "|---|---|---|---|",

@@ -25,7 +25,7 @@ __all__ = ["N_ENVS", "N_STEPS", "measure"]
 N_ENVS, N_STEPS = 8, 256
 
 
-def _rl(env_id: str, algo: str, steps: int, seed: int) -> float:
+def _rl(env_id: str, algo: str, steps: int, seed: int, backend: str) -> float:
     from rl.algorithms import default_config
     from rl.trainer import train
 
@@ -36,6 +36,7 @@ def _rl(env_id: str, algo: str, steps: int, seed: int) -> float:
         rollout_steps=N_STEPS,
         total_steps=steps,
         seed=seed,
+        env_backend=backend,
     )
     cfg = dataclasses.replace(cfg, checkpoint_every=10**9, tensorboard=False)
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,11 +66,11 @@ def _sb3(env_id: str, steps: int, seed: int) -> float:
     return seconds
 
 
-def _random(env_id: str, steps: int, seed: int) -> float:
+def _random(env_id: str, steps: int, seed: int, backend: str) -> float:
     from rl.envs import make_envs
 
     start = time.perf_counter()
-    envs = make_envs(env_id, N_ENVS, seed)
+    envs = make_envs(env_id, N_ENVS, seed, backend)
     envs.reset(seed=seed)
     for _ in range(steps // N_ENVS):
         envs.step(envs.action_space.sample())
@@ -80,19 +81,24 @@ def _random(env_id: str, steps: int, seed: int) -> float:
 
 def measure(env_id: str, method: str, steps: int, seed: int) -> dict:
     """Seconds and env steps/s of one run of ``method`` (an rl/ algorithm, ``sb3-ppo`` or
-    ``random``) on ``env_id``, in this process (one torch thread)."""
+    ``random``; ``+envpool`` after the first two selects rl/'s EnvPool backend) on ``env_id``, in
+    this process (one torch thread)."""
     torch.set_num_threads(1)
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # the lazy import, off the clock
-    if method == "sb3-ppo":
+    name, _, backend = method.partition("+")
+    backend = backend or "gymnasium"
+    if backend == "envpool":
+        import envpool  # noqa: F401  (imports off the clock: about a second)
+    if name == "sb3-ppo":
         import stable_baselines3  # noqa: F401  (imports off the clock)
 
         seconds = _sb3(env_id, steps, seed)
-    elif method == "random":
-        seconds = _random(env_id, steps, seed)
+    elif name == "random":
+        seconds = _random(env_id, steps, seed, backend)
     else:
         import rl.trainer  # noqa: F401  (imports off the clock)
 
-        seconds = _rl(env_id, method, steps, seed)
+        seconds = _rl(env_id, name, steps, seed, backend)
     return {
         "env": env_id,
         "method": method,
@@ -105,7 +111,12 @@ def measure(env_id: str, method: str, steps: int, seed: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env", required=True)
-    p.add_argument("--method", required=True, help="an rl/ algorithm, sb3-ppo or random")
+    p.add_argument(
+        "--method",
+        required=True,
+        help="an rl/ algorithm, sb3-ppo or random (ALGO+envpool, random+envpool: the EnvPool "
+        "backend)",
+    )
     p.add_argument("--steps", type=int, default=20_480)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
