@@ -118,7 +118,7 @@ def envpool_envs(env_id: str, num_envs: int, seed: int) -> SameStepPool:
         near = difflib.get_close_matches(env_id, known, n=5, cutoff=0.5)
         hint = f"; close: {', '.join(near)}" if near else ""
         raise ValueError(
-            f"env id {env_id!r} is not an EnvPool task (envpool.list_all_envs() lists its "
+            f"env id {env_id!r} is not an EnvPool task (envpool.list_all_envs() lists all "
             f"{len(known)}{hint}); use env_backend='gymnasium'"
         )
     with warnings.catch_warnings():  # EnvPool declares float64 Box bounds of float32 spaces

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from rl.buffer import RolloutBuffer
-from rl.envs import RewardScaler, RunningMeanStd, check_finite
+from rl.envs import RewardScaler, RunningMeanStd, VectorEnv, check_finite
 from vi_flows import distributed
 
 __all__ = ["Collector"]
@@ -28,7 +28,7 @@ class Collector:
     """Steps a vector env with a policy family and fills a :class:`RolloutBuffer`.
 
     Args:
-        envs: a SAME_STEP-autoreset vector env (:func:`rl.envs.make_envs`).
+        envs: a SAME_STEP-autoreset vector env (:func:`rl.envs.make_envs`, either backend).
         policy: a policy family (:mod:`rl.policies`).
         critic: V(s).
         steps: steps per slot and rollout (T).
@@ -40,7 +40,7 @@ class Collector:
 
     def __init__(
         self,
-        envs,
+        envs: VectorEnv,
         policy: nn.Module,
         critic: nn.Module,
         steps: int,
