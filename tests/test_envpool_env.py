@@ -147,3 +147,11 @@ def test_training_on_envpool_runs_and_resumes_with_a_warning(tmp_path):
         train(cfg, tmp_path, progress=False, resume=True)
     rows = (tmp_path / "progress.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2  # header + two updates of 2 × 64 steps
+
+
+def test_an_id_envpool_lacks_names_the_close_ones():
+    pytest.importorskip("envpool")
+    with pytest.raises(ValueError, match="not an EnvPool task.*close: CartPole-v1"):
+        make_envs("CartPole-v2", 2, 0, backend="envpool")
+    with pytest.raises(ValueError, match="not an EnvPool task"):
+        make_envs("vi-flows/DeepSea10-v0", 2, 0, backend="envpool")
