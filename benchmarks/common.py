@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from benchmarks.files import write_rows
 from vi_flows import flows
 from vi_flows.diagnostics import diagnose
 from vi_flows.fit import fit
@@ -142,13 +141,8 @@ def evaluate(q: flows.Flow, target: Any, n: int, seed: int = 12345) -> dict[str,
     }
 
 
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """Write dict rows (union of keys as the header)."""
-    write_rows(path, rows)
-
-
 def read_csv(path: Path) -> list[dict[str, Any]]:
-    """Rows written by :func:`write_csv`, with numbers and booleans parsed back."""
+    """Rows of a CSV from :func:`benchmarks.files.write_rows`, numbers and booleans parsed."""
 
     def parse(text: str) -> Any:
         if text in {"True", "False"}:

@@ -47,9 +47,8 @@ from benchmarks.common import (  # noqa: E402
     evaluate,
     fit_family,
     markdown_table,
-    write_csv,
 )
-from benchmarks.files import save_figure, write_text  # noqa: E402
+from benchmarks.files import save_figure, write_rows, write_text  # noqa: E402
 from vi_flows import flows, targets  # noqa: E402
 from vi_flows.fit import fit  # noqa: E402
 from vi_flows.laplace import Whitened  # noqa: E402
@@ -253,7 +252,7 @@ def run_grid(
                 ax.set_title(method, fontsize=7)
             if j == 0:
                 ax.set_ylabel(label, fontsize=7)
-        write_csv(rows, out / "runs.csv")  # after every target: partial results survive a stop
+        write_rows(out / "runs.csv", rows)  # after every target: partial results survive a stop
     fig.tight_layout()
     save_figure(fig, out / "grid.png", dpi=80)
     plt.close(fig)
@@ -281,7 +280,7 @@ def variance_sweep(out: Path, steps: int, svgd_steps: int, dims: list[int]) -> l
             + ", ".join(f"{r['method']}={r['mean_var']:.3f}" for r in rows if r["dim"] == d),
             flush=True,
         )
-    write_csv(rows, out / "variance_sweep.csv")
+    write_rows(out / "variance_sweep.csv", rows)
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in ["svgd-100", *FAMILIES]:
         pts = [(r["dim"], r["mean_var"]) for r in rows if r["method"] == method]
@@ -322,7 +321,7 @@ def cost_scaling(out: Path, sizes: list[int], repeats: int) -> list[dict]:
         )
         rows.append({"n": n, "svgd_s_per_step": t_svgd, "realnvp_s_per_step": t_flow})
         print(f"cost n={n}: svgd {t_svgd * 1e3:.1f} ms, realnvp {t_flow * 1e3:.1f} ms", flush=True)
-    write_csv(rows, out / "cost_scaling.csv")
+    write_rows(out / "cost_scaling.csv", rows)
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.loglog(sizes, [r["svgd_s_per_step"] for r in rows], "o-", label="SVGD (n particles)")
     ax.loglog(sizes, [r["realnvp_s_per_step"] for r in rows], "s-", label="RealNVP (n samples)")
@@ -375,7 +374,7 @@ def library_speed(out: Path, rounds: int, steps_per_round: int) -> list[dict]:
         }
         for k, v in rates.items()
     ]
-    write_csv(rows, out / "library_speed.csv")
+    write_rows(out / "library_speed.csv", rows)
     return rows
 
 

@@ -32,9 +32,8 @@ from benchmarks.common import (  # noqa: E402
     fit_or_fail,
     markdown_table,
     read_csv,
-    write_csv,
 )
-from benchmarks.files import save_figure, write_text  # noqa: E402
+from benchmarks.files import save_figure, write_rows, write_text  # noqa: E402
 from vi_flows import targets  # noqa: E402
 
 TARGETS_2D = ["u1", "u2", "u3", "u4", "banana", "ring", "moons", "funnel", "mixture"]
@@ -79,7 +78,7 @@ def run_2d(
     fig.tight_layout()
     save_figure(fig, out / "flows2d.png", dpi=90)
     plt.close(fig)
-    write_csv(rows, out / "flows2d.csv")
+    write_rows(out / "flows2d.csv", rows)
     return rows
 
 
@@ -109,7 +108,7 @@ def run_gaussian100(out: Path, steps: int, families: list[str]) -> list[dict]:
             f"[{rows[-1]['min_var']:.3f}, {rows[-1]['max_var']:.3f}]",
             flush=True,
         )
-    write_csv(rows, out / "gaussian100.csv")
+    write_rows(out / "gaussian100.csv", rows)
     return rows
 
 
@@ -136,7 +135,7 @@ def run_funnel(out: Path, steps: int, eval_n: int, families: list[str]) -> list[
             }
         )
         print(f"funnel10 {family:17s} sd(v) = {sd:.3f} KL={rows[-1]['kl']:.3f}", flush=True)
-    write_csv(rows, out / "funnel10.csv")
+    write_rows(out / "funnel10.csv", rows)
     return rows
 
 
@@ -182,7 +181,7 @@ def run_student_t(out: Path, steps: int, eval_n: int, families: list[str]) -> li
             f"max rel err {row['q995_max_rel_err']:.3f} KL={row['kl']:.4f}",
             flush=True,
         )
-    write_csv(rows, out / "student_t10.csv")
+    write_rows(out / "student_t10.csv", rows)
     return rows
 
 
@@ -218,7 +217,7 @@ def run_speed(out: Path, rounds: int, steps_per_round: int) -> list[dict]:
                 }
             )
             print(f"speed {label:8s} {name:14s} {med:7.1f} steps/s  nsf/this {ours / med:.2f}")
-    write_csv(rows, out / "speed.csv")
+    write_rows(out / "speed.csv", rows)
     return rows
 
 

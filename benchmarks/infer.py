@@ -42,8 +42,8 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import markdown_table, read_csv, write_csv
-from benchmarks.files import write_text
+from benchmarks.common import markdown_table, read_csv
+from benchmarks.files import write_rows, write_text
 from vi_flows import flows, targets
 from vi_flows.diagnostics import diagnose
 from vi_flows.fit import fit
@@ -302,7 +302,7 @@ def main() -> None:
                     wall = row["seconds"]  # the baselines get the wall time infer took
                 row["repeat"] = args.repeat
                 rows = [r for r in rows if not _same(r, row)] + [row]
-                write_csv(rows, path)
+                write_rows(path, rows)
                 write_text(out / "table.md", tables(rows))
                 print(markdown_table([row], COLUMNS).splitlines()[-1], flush=True)
     print(tables(rows))

@@ -38,8 +38,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import markdown_table, read_csv, write_csv  # noqa: E402
-from benchmarks.files import save_figure, write_text  # noqa: E402
+from benchmarks.common import markdown_table, read_csv
+from benchmarks.files import (  # noqa: E402
+    save_figure,
+    write_rows,  # noqa: E402
+    write_text,
+)
 from vi_flows import AISResult, ais, build, diagnose, fit, svgd  # noqa: E402
 from vi_flows.losses_mass import FAB_BASE, Renyi, fab_for_dim  # noqa: E402
 from vi_flows.metrics import (  # noqa: E402
@@ -462,7 +466,7 @@ def main() -> None:
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     all_rows = old + clean
     tmp = csv_path.with_suffix(".tmp")
-    write_csv(all_rows, tmp)
+    write_rows(tmp, all_rows)
     tmp.replace(csv_path)
     table = markdown_table(summarize(all_rows), COLUMNS + ["error"])
     header = (
