@@ -59,6 +59,10 @@ class ElementwiseAffine(Transform):
         """The constrained, strictly positive scale σ = softplus(ρ)."""
         return F.softplus(self.raw_scale)
 
+    def log_abs_det(self) -> Tensor:
+        """log|det ∂θ/∂ξ| = Σᵢ log σᵢ (0-dim), the same for every ξ."""
+        return self.scale().log().sum()
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
         scale = self.scale()
@@ -101,6 +105,10 @@ class LowerTriangularAffine(Transform):
         strict = torch.zeros(self.dim, self.dim, dtype=diag.dtype, device=diag.device)
         strict = strict.index_put((self._rows, self._cols), self.off_diag)
         return strict + torch.diag(diag)
+
+    def log_abs_det(self) -> Tensor:
+        """log|det L| = Σᵢ log Lᵢᵢ (0-dim), the same for every ξ."""
+        return self.diag().log().sum()
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
@@ -171,6 +179,10 @@ class LowRankAffine(Transform):
 
     def _log_det(self, diag: Tensor, chol: Tensor) -> Tensor:
         return diag.log().sum() + 2.0 * chol.diagonal().log().sum()
+
+    def log_abs_det(self) -> Tensor:
+        """log|det A| = Σᵢ log Dᵢᵢ + log det(I_r + VᵀV) (0-dim), the same for every ξ."""
+        return self._log_det(self.diag(), self._capacitance_cholesky())
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
