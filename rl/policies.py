@@ -24,7 +24,6 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
@@ -132,15 +131,16 @@ class BNNPolicy(nn.Module):
         if not self.random_theta:
             return self.head(self.net(self.theta0 + theta[:1], obs[None])[0])
         rows = self.rows(batch)
-        k = theta.shape[0]
-        # seen[i, r]: samples of θ row r among the first i + 1; a sample's place in its group is
-        # its own row's count less one (its rank in batch order), the widest group the last row.
-        seen = F.one_hot(rows, k).cumsum_(0)
-        width = int(seen[-1].max())
-        slot = rows * width + seen[torch.arange(rows.shape[0]), rows] - 1
-        padded = obs.new_zeros(k * width, obs.shape[-1]).index_copy_(0, slot, obs)
-        out = self.net(self.theta0 + theta, padded.view(k, width, -1))
-        return self.head(out.flatten(0, 1)[slot])
+        k, m = theta.shape[0], rows.shape[0]
+        order = torch.argsort(rows, stable=True)
+        sorted_rows = rows[order]
+        counts = torch.bincount(rows, minlength=k)
+        starts = torch.cumsum(counts, 0) - counts
+        pos = torch.empty_like(rows)  # each sample's place in its θ row's group
+        pos[order] = torch.arange(m) - starts[sorted_rows]
+        padded = obs.new_zeros(k, int(counts.max()), obs.shape[-1])
+        padded[rows, pos] = obs
+        return self.head(self.net(self.theta0 + theta, padded)[rows, pos])
 
     def log_prob(self, batch: Batch, theta: Tensor) -> Tensor:
         return self.grouped_distribution(batch, theta).log_prob(batch.actions)
