@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from rl.buffer import Batch
-from rl.optim import clip_grad_norm
+from rl.optim import clip_grad_norm, optimizer_step, zero_grad
 from vi_flows import distributed
 
 __all__ = ["fit_value"]
@@ -36,12 +36,12 @@ def fit_value(
                 loss = error.square().sum() / m
             else:
                 loss = error.square().mean()
-            optimizer.zero_grad()
+            zero_grad(optimizer)
             loss.backward()
             distributed.all_reduce_grads(critic, weights=1.0)
             if max_grad_norm:
                 clip_grad_norm(critic.parameters(), max_grad_norm)
-            optimizer.step()
+            optimizer_step(optimizer)
     if several:
         loss = distributed.all_reduce_sum(loss.detach().clone())
     return float(loss.detach())
