@@ -30,7 +30,8 @@ def fit_value(
     several = distributed.is_distributed()
     for _ in range(epochs):
         for rows in batch.minibatch_rows(minibatch_size, generator):
-            error = critic(batch.obs[rows]).squeeze(-1) - batch.returns[rows]
+            obs, returns = batch.obs.index_select(0, rows), batch.returns.index_select(0, rows)
+            error = critic(obs).squeeze(-1) - returns
             if several:
                 m = distributed.all_reduce_sum(torch.tensor(float(len(rows))))
                 loss = error.square().sum() / m
