@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
-from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+from torch.optim import optimizer as torch_optimizer
 
 __all__ = ["clip_grad_norm", "zero_grad", "optimizer_step"]
 
@@ -51,22 +51,28 @@ def _fast_adam_groups(optimizer: torch.optim.Optimizer) -> list[tuple[dict, list
     """Each group's parameters with a gradient, where :func:`optimizer_step` may run torch's kernels
     directly: a fused Adam on CPU tensors of one dtype, its state made by an earlier step, no
     hooks, AMP scaler, amsgrad, tensor lr or other option that changes the step; else None."""
-    if type(optimizer) is not torch.optim.Adam:
+    # An instance-level step (an LR scheduler's step counter, a user's wrapper) must run.
+    if type(optimizer) is not torch.optim.Adam or "step" in vars(optimizer):
         return None
     if (
         getattr(optimizer, "grad_scale", None) is not None
         or getattr(optimizer, "found_inf", None) is not None
     ):
         return None
-    hooks = (optimizer._optimizer_step_pre_hooks, optimizer._optimizer_step_post_hooks)
-    if any(hooks) or _global_optimizer_pre_hooks or _global_optimizer_post_hooks:
+    hooks = (
+        optimizer._optimizer_step_pre_hooks,
+        optimizer._optimizer_step_post_hooks,
+        torch_optimizer._global_optimizer_pre_hooks,
+        torch_optimizer._global_optimizer_post_hooks,
+    )
+    if any(hooks):
         return None
     groups, dtype = [], None
     for group in optimizer.param_groups:
         scalars = [group["lr"], *group["betas"]]
         plain = group["fused"] and not any(isinstance(x, Tensor) for x in scalars)
         options = ("amsgrad", "capturable", "differentiable", "decoupled_weight_decay")
-        if not plain or any(group[name] for name in options):
+        if not plain or any(group.get(name) for name in options):
             return None
         params = [p for p in group["params"] if p.grad is not None]
         for p in params:
@@ -84,7 +90,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
     """``optimizer.step()``; for a fused CPU Adam (``rl.algorithms.base.adam``) past its first
     step, torch's own two kernels (the step counts' increment, then ``_fused_adam_`` with the
     group's settings), so the parameters and the state are the same floats; any other optimizer
-    or setting takes ``optimizer.step()``."""
+    or setting (hooks, an LR scheduler, amsgrad, …) takes ``optimizer.step()``."""
     groups = _fast_adam_groups(optimizer)
     if groups is None:
         optimizer.step()

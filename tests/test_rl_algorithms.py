@@ -228,6 +228,8 @@ def test_optimizer_step_is_torchs_fused_adam_step_to_the_bit(options):
         for key, value in opt_theirs.state[b].items():
             assert torch.equal(opt_ours.state[a][key], value)
     assert ours[-1] not in opt_ours.state
+    torch.optim.lr_scheduler.StepLR(opt_ours, 1)  # wraps the instance's step: torch's path runs
+    assert _fast_adam_groups(opt_ours) is None
 
 
 def test_posterior_spread_is_the_std_of_the_policy_output_over_sessions():
