@@ -113,8 +113,7 @@ class LowerTriangularAffine(Transform):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
         tril = self.scale_tril()
-        ladj = self.diag().log().sum().expand(x.shape[:-1])
-        return self.loc + x @ tril.mT, ladj
+        return self.loc + x @ tril.mT, self.log_abs_det().expand(x.shape[:-1])
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         self._check(y)
@@ -122,7 +121,7 @@ class LowerTriangularAffine(Transform):
         flat = (y - self.loc).reshape(-1, self.dim)
         # Solve L Xᵀ = (y - μ)ᵀ for all rows at once rather than forming L⁻¹.
         x = torch.linalg.solve_triangular(tril, flat.mT, upper=False).mT
-        ladj = -self.diag().log().sum().expand(y.shape[:-1])
+        ladj = -self.log_abs_det().expand(y.shape[:-1])
         return x.reshape(y.shape), ladj
 
 
