@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from rl.buffer import Batch
-from rl.optim import clip_grad_norm
+from rl.optim import clip_grad_norm, optimizer_step, zero_grad
 from vi_flows import distributed
 
 __all__ = ["fit_value"]
@@ -30,18 +30,19 @@ def fit_value(
     several = distributed.is_distributed()
     for _ in range(epochs):
         for rows in batch.minibatch_rows(minibatch_size, generator):
-            error = critic(batch.obs[rows]).squeeze(-1) - batch.returns[rows]
+            obs, returns = batch.obs.index_select(0, rows), batch.returns.index_select(0, rows)
+            error = critic(obs).squeeze(-1) - returns
             if several:
                 m = distributed.all_reduce_sum(torch.tensor(float(len(rows))))
                 loss = error.square().sum() / m
             else:
                 loss = error.square().mean()
-            optimizer.zero_grad()
+            zero_grad(optimizer)
             loss.backward()
             distributed.all_reduce_grads(critic, weights=1.0)
             if max_grad_norm:
                 clip_grad_norm(critic.parameters(), max_grad_norm)
-            optimizer.step()
+            optimizer_step(optimizer)
     if several:
         loss = distributed.all_reduce_sum(loss.detach().clone())
     return float(loss.detach())

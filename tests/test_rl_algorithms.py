@@ -21,7 +21,7 @@ from rl.algorithms.trpo import TRPO, conjugate_gradient
 from rl.buffer import Batch
 from rl.config import alpha_schedule
 from rl.networks import mlp
-from rl.optim import clip_grad_norm
+from rl.optim import _fast_adam_groups, clip_grad_norm, optimizer_step, zero_grad
 from rl.policies import make_policy
 
 BOX = gym.spaces.Box(-1.0, 1.0, (2,))
@@ -184,6 +184,52 @@ def test_clip_grad_norm_is_torchs_clip_to_the_bit(max_norm):
     for a, b in zip(ours[:-1], theirs[:-1], strict=True):
         assert torch.equal(a.grad, b.grad)
     assert ours[-1].grad is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"eps": 1e-5},
+        {"weight_decay": 0.1, "maximize": True, "betas": (0.8, 0.99)},
+        {"amsgrad": True},  # not the lean path: torch's step
+    ],
+)
+def test_optimizer_step_is_torchs_fused_adam_step_to_the_bit(options):
+    """The lean Adam step (run after every backward pass) against ``Adam.step``: the same
+    parameters and state, bit for bit, over steps with a changing lr, two parameter groups and
+    a parameter that gets no gradient; ``zero_grad`` leaves every gradient None."""
+    torch.manual_seed(0)
+    sizes = [(64, 3), (64,), (64, 64), (1,), (7,)]
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in sizes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+
+    def make(params):
+        groups = [{"params": params[:3]}, {"params": params[3:], "lr": 3e-3}]
+        return torch.optim.Adam(groups, lr=1e-3, fused=True, **options)
+
+    opt_ours, opt_theirs = make(ours), make(theirs)
+    for step in range(6):
+        zero_grad(opt_ours)
+        opt_theirs.zero_grad()
+        assert all(p.grad is None for p in ours)
+        for a, b in zip(ours[:-1], theirs[:-1], strict=True):  # the last one has no gradient
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        if step == 3:
+            for opt in (opt_ours, opt_theirs):
+                opt.param_groups[0]["lr"] = 5e-4
+        optimizer_step(opt_ours)
+        opt_theirs.step()
+        for a, b in zip(ours, theirs, strict=True):
+            assert torch.equal(a, b)
+        lean = _fast_adam_groups(opt_ours) is not None  # after the first step (it makes state)
+        assert lean == (not options.get("amsgrad"))
+    for a, b in zip(ours[:-1], theirs[:-1], strict=True):
+        for key, value in opt_theirs.state[b].items():
+            assert torch.equal(opt_ours.state[a][key], value)
+    assert ours[-1] not in opt_ours.state
+    torch.optim.lr_scheduler.StepLR(opt_ours, 1)  # wraps the instance's step: torch's path runs
+    assert _fast_adam_groups(opt_ours) is None
 
 
 def test_posterior_spread_is_the_std_of_the_policy_output_over_sessions():

@@ -162,6 +162,36 @@ def test_grouped_distribution_matches_one_network_per_sample():
         assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_grouped_distribution_is_the_padded_layout_to_the_bit():
+    """Samples padded per θ row to the largest group, in batch order within a group: the
+    layout's values and gradients, bit for bit (the update's results depend on it)."""
+    torch.manual_seed(0)
+    policy = BNNPolicy(3, BOX, hidden=(16, 16), posterior="gaussian")
+    k, m = 7, 90
+    xi = torch.randn(k, policy.noise_dim)
+    rows = torch.cat([torch.zeros(40), torch.ones(3), torch.full((30,), 3), torch.full((17,), 6)])
+    rows = rows.long()[torch.randperm(m)]
+    zeros = torch.zeros(m)
+    batch = Batch(torch.randn(m, 3), torch.randn(m, 2), zeros, zeros, zeros, zeros, rows, xi)
+    theta = policy.q(xi)[0]
+    # The reference layout: rank of each sample among its row's samples by a stable sort.
+    order = torch.argsort(rows, stable=True)
+    counts = torch.bincount(rows, minlength=k)
+    pos = torch.empty_like(rows)
+    pos[order] = torch.arange(m) - (torch.cumsum(counts, 0) - counts)[rows[order]]
+    padded = torch.zeros(k, int(counts.max()), 3)
+    padded[rows, pos] = batch.obs
+    out = policy.net(policy.theta0 + theta, padded)[rows, pos]
+    reference = policy.head(out).log_prob(batch.actions)
+    grouped = policy.log_prob(batch, theta)
+    assert torch.equal(grouped, reference)
+    params = list(policy.q.parameters())
+    g_grouped = torch.autograd.grad(grouped.square().sum(), params, retain_graph=True)
+    g_reference = torch.autograd.grad(reference.square().sum(), params)
+    for a, b in zip(g_grouped, g_reference, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_acting_with_session_params_is_pi_under_the_session_theta():
     torch.manual_seed(0)
     policy = BNNPolicy(3, BOX, hidden=(8,), posterior="gaussian")

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from rl.adapter import Objective, policy_log_density, posterior_loss, reinforce_objective
 from rl.buffer import Batch
 from rl.config import TrainConfig
-from rl.optim import clip_grad_norm
+from rl.optim import clip_grad_norm, optimizer_step, zero_grad
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature, policy_entropy_per_param
 from rl.value import fit_value
@@ -46,14 +46,14 @@ def adam(params, lr: float, eps: float = 1e-8) -> torch.optim.Adam:
 
 def adam_step(loss: Tensor, optimizer: torch.optim.Optimizer, max_grad_norm: float) -> float:
     """Backpropagate ``loss`` and take one optimizer step; returns the pre-clipping grad norm."""
-    optimizer.zero_grad()
+    zero_grad(optimizer)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     # Several ranks: ``loss`` is this rank's share of the global loss, so the gradients add up.
     distributed.all_reduce_grads(params, weights=1.0)
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
     norm = clip_grad_norm(params, limit)
-    optimizer.step()
+    optimizer_step(optimizer)
     return float(norm)
 
 

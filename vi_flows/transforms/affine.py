@@ -59,6 +59,10 @@ class ElementwiseAffine(Transform):
         """The constrained, strictly positive scale σ = softplus(ρ)."""
         return F.softplus(self.raw_scale)
 
+    def log_abs_det(self) -> Tensor:
+        """log|det ∂θ/∂ξ| = Σᵢ log σᵢ (0-dim), the same for every ξ."""
+        return self.scale().log().sum()
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
         scale = self.scale()
@@ -102,11 +106,14 @@ class LowerTriangularAffine(Transform):
         strict = strict.index_put((self._rows, self._cols), self.off_diag)
         return strict + torch.diag(diag)
 
+    def log_abs_det(self) -> Tensor:
+        """log|det L| = Σᵢ log Lᵢᵢ (0-dim), the same for every ξ."""
+        return self.diag().log().sum()
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
         tril = self.scale_tril()
-        ladj = self.diag().log().sum().expand(x.shape[:-1])
-        return self.loc + x @ tril.mT, ladj
+        return self.loc + x @ tril.mT, self.log_abs_det().expand(x.shape[:-1])
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         self._check(y)
@@ -114,7 +121,7 @@ class LowerTriangularAffine(Transform):
         flat = (y - self.loc).reshape(-1, self.dim)
         # Solve L Xᵀ = (y - μ)ᵀ for all rows at once rather than forming L⁻¹.
         x = torch.linalg.solve_triangular(tril, flat.mT, upper=False).mT
-        ladj = -self.diag().log().sum().expand(y.shape[:-1])
+        ladj = -self.log_abs_det().expand(y.shape[:-1])
         return x.reshape(y.shape), ladj
 
 
@@ -171,6 +178,10 @@ class LowRankAffine(Transform):
 
     def _log_det(self, diag: Tensor, chol: Tensor) -> Tensor:
         return diag.log().sum() + 2.0 * chol.diagonal().log().sum()
+
+    def log_abs_det(self) -> Tensor:
+        """log|det A| = Σᵢ log Dᵢᵢ + log det(I_r + VᵀV) (0-dim), the same for every ξ."""
+        return self._log_det(self.diag(), self._capacitance_cholesky())
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
