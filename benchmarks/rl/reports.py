@@ -196,6 +196,8 @@ BASELINES = ("ppo", "sb3-ppo-zoo", "sb3-ppo-zoo-gsde", "sb3-ppo-default", "trpo"
 #: default settings stands in for the zoo's where the zoo has no entry for the task (DeepSea).
 REQUIRED = BASELINES[:3]
 ZOO_STAND_IN = "sb3-ppo-default"
+#: Fewest runs whose bootstrap CI a verdict compares: one run's "interval" is a point.
+MIN_RUNS = 2
 
 
 def compare(a: tuple[float, float], b: tuple[float, float]) -> str:
@@ -220,12 +222,14 @@ def write_verdicts(
     seeds). A task counts as a benefit only where the method beats every one of
     :data:`REQUIRED` that applies to the task (:data:`ZOO_STAND_IN` replacing the zoo rows the
     task has no entry for); where one of them has not run, the benefit is "incomplete". Writes
-    ``<suite>-verdict.md``."""
+    ``<suite>-verdict.md``. A comparison needs :data:`MIN_RUNS` runs on both sides; with fewer it
+    counts as not run."""
     lines = [
         f"Verdicts ({suite}): final-return IQM with 95% bootstrap CI over seeds; a cell says "
         "whether the row's CI lies wholly above (beats) or below (worse) the column's, or they "
         f"overlap. Benefit = beats every one of {', '.join(REQUIRED)} that applies "
-        f"({ZOO_STAND_IN} where the zoo has no entry); incomplete = one of them has not run.",
+        f"({ZOO_STAND_IN} where the zoo has no entry); incomplete = one of them has not run "
+        f"or has fewer than {MIN_RUNS} runs.",
         "",
         "| task | method | IQM [95% CI] | " + " | ".join(BASELINES) + " | benefit |",
         "|---|---|---|" + "---|" * len(BASELINES) + "---|",
@@ -252,6 +256,8 @@ def write_verdicts(
                     cells.append("n/a")
                 elif base not in cis:
                     cells.append("not run")
+                elif min(n, cis[base][3]) < MIN_RUNS:  # no interval to compare: not a verdict
+                    cells.append(f"too few runs (n={cis[base][3]})")
                 else:
                     verdicts[base] = compare((low, high), cis[base][1:3])
                     cells.append(f"{verdicts[base]} (n={cis[base][3]})")
