@@ -143,7 +143,7 @@ def test_verdicts_need_every_required_baseline_beaten_beyond_ci_overlap(tmp_path
     # One run has no interval: no verdict against it, so the benefit is incomplete, not shown.
     results["A-v0"]["sb3-ppo-zoo-gsde"] = runs(0)
     text = write_verdicts("explore", [with_zoo], results, tmp_path)
-    assert "too few runs (n=1)" in text and "Benefit shown: none." in text
+    assert "too few runs (n=5 vs 1)" in text and "Benefit shown: none." in text
     assert "Incomplete (a required baseline has not run): A-v0 vppo-gaussian" in text
     # Without the gSDE row the zoo baselines are incomplete, not beaten.
     del results["A-v0"]["sb3-ppo-zoo-gsde"]

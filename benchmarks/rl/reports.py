@@ -257,7 +257,7 @@ def write_verdicts(
                 elif base not in cis:
                     cells.append("not run")
                 elif min(n, cis[base][3]) < MIN_RUNS:  # no interval to compare: not a verdict
-                    cells.append(f"too few runs (n={cis[base][3]})")
+                    cells.append(f"too few runs (n={n} vs {cis[base][3]})")
                 else:
                     verdicts[base] = compare((low, high), cis[base][1:3])
                     cells.append(f"{verdicts[base]} (n={cis[base][3]})")
