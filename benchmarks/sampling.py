@@ -38,12 +38,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import markdown_table, read_csv
-from benchmarks.files import (  # noqa: E402
-    save_figure,
-    write_rows,  # noqa: E402
-    write_text,
-)
+from benchmarks.common import markdown_table, read_csv  # noqa: E402
+from benchmarks.files import save_figure, write_rows, write_text  # noqa: E402
 from vi_flows import AISResult, ais, build, diagnose, fit, svgd  # noqa: E402
 from vi_flows.losses_mass import FAB_BASE, Renyi, fab_for_dim  # noqa: E402
 from vi_flows.metrics import (  # noqa: E402
@@ -465,9 +461,7 @@ def main() -> None:
             figure(label, target, fig_rows, args.out)
     clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     all_rows = old + clean
-    tmp = csv_path.with_suffix(".tmp")
-    write_rows(tmp, all_rows)
-    tmp.replace(csv_path)
+    write_rows(csv_path, all_rows)  # atomic (benchmarks.files)
     table = markdown_table(summarize(all_rows), COLUMNS + ["error"])
     header = (
         "# Sampling benchmarks (issue 13)\n\nSame wall-clock training budget per method and "
