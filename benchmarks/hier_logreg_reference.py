@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from vi_flows import runfiles
 from vi_flows.precondition import find_mode
 from vi_flows.targets.hier_logreg import REFERENCE, HierLogReg
 
@@ -125,9 +126,7 @@ def main() -> None:
         "ess": n_eff.float(),
         "info": f"HMC, {CHAINS} chains x {KEEP} kept iterations, thinned by {THIN}, seed 2024",
     }
-    tmp = REFERENCE.with_suffix(".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(REFERENCE)
+    runfiles.save(blob, REFERENCE)  # temp file, fsync, os.replace
     print(f"wrote {REFERENCE}")
 
 
