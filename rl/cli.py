@@ -100,8 +100,8 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         if preset:
             fields["preset"] = fields["env_id"]
         cfg = with_overrides(default_config(algo), {**preset, **fields, **overrides})
-        main = distributed.is_main()
-        announce = _once(_preset_line(fields["env_id"], algo, preset)) if preset and main else None
+        lines = [_preset_line(fields["env_id"], algo, preset)] if preset else []
+        announce = _once(lines) if distributed.is_main() else None
     row = train(
         cfg,
         out,
@@ -116,17 +116,29 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-def _once(line: str):
-    """A train() callback that prints ``line`` after the first update: a run that fails to
-    start prints its one error line only."""
+def _once(lines: list[str]):
+    """A train() callback that prints ``lines`` after the first update (and, when the run
+    calibrated σ*, the line saying so): a run that fails to start prints its one error line
+    only."""
     said = []
 
     def callback(run, row) -> None:
         if not said:
-            tqdm.write(line, file=sys.stderr)
+            extra = [_calibration_line(run.cfg)] if run.calibrated else []
+            for line in [*lines, *extra]:
+                tqdm.write(line, file=sys.stderr)
             said.append(True)
 
     return callback
+
+
+def _calibration_line(cfg) -> str:
+    """The one line that says which σ* the run calibrated (rl.calibration)."""
+    return (
+        f"vi-rl: calibrated posterior_std_target = {cfg.posterior_std_target:.3g} (the initial "
+        f"posterior moves the policy by policy_spread_target = {cfg.policy_spread_target:g}; "
+        "--set posterior_std_target=X fixes it)"
+    )
 
 
 def _preset_line(env_id: str, algo: str, preset: dict) -> str:

@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import json
 import textwrap
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,13 +103,20 @@ class TrainConfig:
     moved by a dual step after every optimizer step, starting from alpha; rl.temperature),
     constant, linear (alpha → alpha_end over alpha_updates) or exponential. The plain forms and
     svpg (no posterior density) default to constant."""
-    posterior_std_target: float = 0.01
+    posterior_std_target: float | None = None
     """auto α: the per-weight std σ* the posterior keeps at least (target entropy
     ½ log(2πe σ*²) per weight; for action-mean / auxiliary policies per coordinate of θ(s)); a
-    bnn posterior also starts at this width. 0.01: every σ* from 0.003 to 0.03 learned Pendulum,
-    MountainCarContinuous and CartPole in short runs and 0.1 slowed MountainCar, so the default
-    is that range's geometric middle, the initial width all earlier benchmarks used
-    (benchmarks/results/rl-autoalpha/README.md)."""
+    bnn posterior also starts at this width. None (the default): calibrated at the start of a
+    bnn run so that the initial posterior moves the policy by policy_spread_target
+    (rl.calibration; config.json records the σ* found), 0.01 for the other policies. A fixed
+    σ* = 0.01 is right for a 64-64 tanh network with unit action noise (Pendulum) and 10× too
+    wide for a 256-256 ReLU one with action noise e^-2 (HalfCheetah:
+    benchmarks/results/rl-dense/README.md)."""
+    policy_spread_target: float = 0.025
+    """auto α with posterior_std_target unset: ρ*, the spread √(2 E KL(π_θ ‖ π_θ̄)) by which
+    the initial weight posterior moves the policy (for Gaussian actions the rms shift of the
+    action mean in units of the action noise) that calibrates σ*. 0.025 is the spread of σ* =
+    0.01 on Pendulum, where σ* from 0.003 to 0.03 learned (rl.calibration)."""
     alpha_lr: float = 0.5
     """auto α: integral gain η, the step on the integral part of log α per optimizer step (per
     natural step for vtrpo) per nat of entropy-per-weight gap."""
@@ -193,7 +201,11 @@ _RANGES: dict[str, tuple[Any, str]] = {
         lambda s: s in ("constant", "linear", "exponential", "auto"),
         "constant, linear, exponential or auto",
     ),
-    "posterior_std_target": (lambda x: 0 < x < float("inf"), "> 0 and finite"),
+    "posterior_std_target": (
+        lambda x: x is None or 0 < x < float("inf"),
+        "> 0 and finite, or None (calibrated from policy_spread_target)",
+    ),
+    "policy_spread_target": (lambda x: 0 < x < float("inf"), "> 0 and finite"),
     "alpha_lr": (lambda x: 0 < x < float("inf"), "> 0 and finite"),
     "alpha_kp": (lambda x: 0 <= x < float("inf"), ">= 0 and finite"),
     "alpha_min": (lambda x: 0 < x < float("inf"), "> 0 and finite"),
@@ -232,6 +244,12 @@ def field_docs(cls: type) -> dict[str, str]:
 
 def _parse(kind: Any, text: str) -> Any:
     origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin is types.UnionType and type(None) in args:  # ``X | None``: "none" or an X
+        if text.strip().lower() in {"none", "null", ""}:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _parse(inner, text)
     if kind is bool:
         if text.lower() in {"1", "true", "yes", "on"}:
             return True
@@ -277,6 +295,11 @@ def alpha_schedule(cfg: TrainConfig) -> Schedule:
     """The α schedule over update indices (vi_flows.schedules); for auto an
     :class:`~rl.temperature.AutoTemperature`, which the trainer steps after every update."""
     if cfg.alpha_schedule == "auto":
+        if cfg.posterior_std_target is None:
+            raise ValueError(
+                "posterior_std_target is None (calibrated by the trainer when a run starts); "
+                "build auto α from a run's resolved config or set posterior_std_target"
+            )
         return AutoTemperature(
             cfg.posterior_std_target,
             init_alpha=cfg.alpha,

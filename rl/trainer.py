@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from rl import config as config_io
 from rl.algorithms import ALGORITHMS, check_config
+from rl.calibration import calibrate_std, initial_states
 from rl.checkpoint import env_state, from_plain, load_env_state, to_plain
 from rl.envs import RewardScaler, RunningMeanStd, make_envs
 from rl.logger import ProgressLog
@@ -42,10 +43,13 @@ from rl.rollout import Collector
 from rl.temperature import AutoTemperature
 from vi_flows import distributed, runfiles
 
-__all__ = ["train", "build_policy", "load_run", "RESUMABLE", "RUN_FILES"]
+__all__ = ["train", "build_policy", "resolve_std_target", "load_run", "RESUMABLE", "RUN_FILES"]
 
 #: Config fields a resumed run may change (none of them alters the updates already made).
 RESUMABLE = ("total_steps", "checkpoint_every", "target_return", "tensorboard")
+#: σ* of auto α for the policies whose posterior is not over network weights (action-mean,
+#: auxiliary), when ``posterior_std_target`` is unset.
+FIXED_STD_TARGET = 0.01
 #: What a run directory holds (``--overwrite`` removes exactly these).
 RUN_FILES = ("config.json", "progress.csv", "checkpoint.pt", "eval.json", "tb")
 
@@ -90,16 +94,45 @@ def build_policy(cfg: Any, obs_dim: int, action_space) -> torch.nn.Module:
     return make_policy(cfg.policy, obs_dim, action_space, **common)
 
 
+def resolve_std_target(cfg: Any, obs_dim: int, action_space) -> tuple[Any, bool]:
+    """``cfg`` with ``posterior_std_target`` set, and whether it was calibrated.
+
+    Only auto α reads σ*. Unset (None), it is calibrated for a bnn posterior whose initial width
+    it sets (:mod:`rl.calibration`; the same on every rank: the states and draws depend on
+    ``seed`` alone), the ``init_scale`` of ``posterior_options`` when that fixes the width, and
+    :data:`FIXED_STD_TARGET` for the other policies (θ(s) of action-mean / auxiliary policies is
+    in action units, not weights).
+    """
+    if cfg.alpha_schedule != "auto" or cfg.posterior_std_target is not None:
+        return cfg, False
+    options = json.loads(cfg.posterior_options)
+    if cfg.policy != "bnn" or cfg.posterior == "point":
+        return dataclasses.replace(cfg, posterior_std_target=FIXED_STD_TARGET), False
+    if "init_scale" in options:
+        return dataclasses.replace(cfg, posterior_std_target=float(options["init_scale"])), False
+    obs = initial_states(cfg.env_id, obs_dim, cfg.normalize_obs, cfg.seed)
+    sigma = calibrate_std(
+        lambda s: build_policy(
+            dataclasses.replace(cfg, posterior_std_target=s), obs_dim, action_space
+        ),
+        obs,
+        cfg.policy_spread_target,
+    )
+    return dataclasses.replace(cfg, posterior_std_target=sigma), True
+
+
 class _Run:
     """Everything a run holds, built from a config (no training logic here)."""
 
     def __init__(self, cfg: Any) -> None:
         torch.manual_seed(cfg.seed)
-        self.cfg = cfg
         seed = distributed.rank_seed(cfg.seed)  # env seeds and ξ draws: per rank (rank 0: seed)
         self.envs = make_envs(cfg.env_id, cfg.num_envs, seed, cfg.env_backend)
         obs_dim = int(np.prod(self.envs.single_observation_space.shape))
         try:
+            check_config(cfg)
+            cfg, self.calibrated = resolve_std_target(cfg, obs_dim, self.envs.single_action_space)
+            self.cfg = cfg
             self.policy = build_policy(cfg, obs_dim, self.envs.single_action_space)
         except BaseException:
             self.envs.close()
@@ -251,7 +284,10 @@ def _check_resume(cfg: Any, saved: Any) -> None:
     changed = [
         f"{f.name} ({getattr(saved, f.name)!r} -> {getattr(cfg, f.name, None)!r})"
         for f in dataclasses.fields(saved)
-        if f.name not in RESUMABLE and getattr(cfg, f.name, None) != getattr(saved, f.name)
+        if f.name not in RESUMABLE
+        and getattr(cfg, f.name, None) != getattr(saved, f.name)
+        # unset σ* means "calibrate": the saved run already holds its calibrated value
+        and not (f.name == "posterior_std_target" and getattr(cfg, f.name, None) is None)
     ]
     if changed:
         raise ValueError(
