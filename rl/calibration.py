@@ -1,9 +1,11 @@
 r"""The default width of the weight posterior, calibrated on the policy it perturbs.
 
 A per-weight standard deviation σ means very different things in different networks: the noise
-it puts on a unit's pre-activation grows with the layer's fan-in and the size of its inputs, and
-what matters to the agent is how far that moves the policy *compared with the policy's own
-per-step noise*. Measured on the initial policies at σ = 0.01 (``benchmarks/results/rl-dense/``):
+it puts on a unit's pre-activation is σ‖x‖, which grows with the size of the layer's input (the
+observation's dimension and scale, the hidden activations), and what matters to the agent is how
+far that moves the policy *compared with the policy's own per-step noise*.
+
+Measured on the initial policies at σ = 0.01 (``benchmarks/results/rl-dense/``):
 
 =========================  ==========================  ===========
 task                       network, action noise       ρ(σ = 0.01)

@@ -101,7 +101,9 @@ def resolve_std_target(cfg: Any, obs_dim: int, action_space) -> tuple[Any, bool]
     it sets (:mod:`rl.calibration`; the same on every rank: the states and draws depend on
     ``seed`` alone), the ``init_scale`` of ``posterior_options`` when that fixes the width, and
     :data:`FIXED_STD_TARGET` for the other policies (θ(s) of action-mean / auxiliary policies is
-    in action units, not weights).
+    in action units, not weights). The calibration measures the network θ₀ that
+    :func:`build_policy` draws from the torch RNG as it is now (and leaves the RNG as it was), so
+    call it where the run builds its policy.
     """
     if cfg.alpha_schedule != "auto" or cfg.posterior_std_target is not None:
         return cfg, False

@@ -130,7 +130,12 @@ def write_autoalpha(
             if auto
             else "—"
         )
-        sigma = _g(rs[0]["posterior_std_target"]) if auto else "—"
+        # σ* may differ per seed: it is calibrated on each seed's initial network
+        targets = [t for r in rs if isinstance(t := r["posterior_std_target"], int | float)]
+        sigma = "—"
+        if auto and targets:
+            low, high = min(targets), max(targets)
+            sigma = _g(low) if low == high else f"{_g(low)}–{_g(high)}"
         smax = _g(max(r["sigma_bar_max"] for r in rs)) if auto else "—"
         lines.append(
             f"| {label} | {', '.join(f'{x:.1f}' for x in finals)} | {mean:.1f} ± {std:.1f} | "

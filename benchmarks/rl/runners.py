@@ -3,7 +3,6 @@ the same periodic deterministic evaluation on both sides."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -103,10 +102,13 @@ def run_ours(task: Task, method: Method, seed: int, out: Path) -> dict[str, Any]
     start = time.perf_counter()
     train(cfg, out, progress=False, callback=callback, overwrite=True)
     total = time.perf_counter() - start
+    # The run's own config.json: the config as trained, with what the trainer resolved (the
+    # calibrated posterior_std_target) in place of the unset defaults.
+    saved = json.loads((out / "config.json").read_text())
     return {
         "evals": log.rows,
         "train_seconds": total - eval_seconds[0],
-        "hyperparameters": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "seed"},
+        "hyperparameters": {k: v for k, v in saved.items() if k != "seed"},
     }
 
 
