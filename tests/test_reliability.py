@@ -46,6 +46,7 @@ def _rows(out) -> list[dict]:
 def test_train_refuses_an_existing_run_unless_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(out, *CARTPOLE, "--steps", "64") == 0
+    capsys.readouterr()  # the successful run's own lines (the calibrated σ*)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     assert _train(out, *CARTPOLE, "--steps", "32") == 2
     err = _error(capsys)
@@ -59,6 +60,7 @@ def test_train_refuses_an_existing_run_unless_overwrite(tmp_path, capsys):
 def test_resume_refuses_changed_settings_and_keeps_config(tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(out, *CARTPOLE, "--steps", "64") == 0
+    capsys.readouterr()  # the successful run's own line (the calibrated σ*)
     config = (out / "config.json").read_bytes()
     for flags, named in [
         (["--seed", "5"], "seed (0 -> 5)"),
@@ -135,6 +137,7 @@ def test_module_colon_env_id(tmp_path):
 def test_eval_episodes_zero_and_plot_without_rows(tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(out, *CARTPOLE, "--steps", "32") == 0
+    capsys.readouterr()  # the successful run's own line (the calibrated σ*)
     assert main(["eval", str(out), "--episodes", "0"]) == 2
     assert "--episodes must be an integer >= 1" in _error(capsys)
     assert main(["plot", str(out), "--output", str(tmp_path / "c.png")]) == 2
@@ -150,6 +153,7 @@ def test_missing_and_corrupt_run_files_are_one_line(tmp_path, capsys):
     assert main(["eval", str(out)]) == 2
     assert "no checkpoint.pt" in _error(capsys)
     assert _train(out, *CARTPOLE, "--steps", "32") == 0
+    capsys.readouterr()  # the successful run's own line (the calibrated σ*)
     good = (out / "checkpoint.pt").read_bytes()
     (out / "checkpoint.pt").write_bytes(good[: len(good) // 2])
     assert main(["eval", str(out), "--episodes", "1"]) == 2
