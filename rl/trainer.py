@@ -55,8 +55,11 @@ RUN_FILES = ("config.json", "progress.csv", "checkpoint.pt", "eval.json", "tb")
 
 
 def build_policy(cfg: Any, obs_dim: int, action_space) -> torch.nn.Module:
-    """The policy family the config asks for (see :mod:`rl.policies`)."""
+    """The policy family the config asks for (see :mod:`rl.policies`); an unset
+    ``posterior_std_target`` is resolved first (:func:`resolve_std_target`)."""
     check_config(cfg)
+    if cfg.alpha_schedule == "auto" and cfg.posterior_std_target is None:
+        cfg, _ = resolve_std_target(cfg, obs_dim, action_space)
     common = {
         "hidden": cfg.hidden,
         "activation": cfg.activation,

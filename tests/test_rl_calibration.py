@@ -183,11 +183,15 @@ def test_a_run_records_its_calibrated_target_starts_there_and_resumes(tmp_path):
 
 def test_the_posterior_starts_at_the_calibrated_width():
     cfg = default_config("vppo", **SMALL)
+    torch.manual_seed(0)
     resolved, _ = resolve_std_target(cfg, 4, gym.spaces.Discrete(2))
+    expected = gaussian_entropy_per_param(resolved.posterior_std_target)
+    torch.manual_seed(0)
     policy = build_policy(resolved, 4, gym.spaces.Discrete(2))
-    assert policy_entropy_per_param(policy) == pytest.approx(
-        gaussian_entropy_per_param(resolved.posterior_std_target)
-    )
+    assert policy_entropy_per_param(policy) == pytest.approx(expected)
+    torch.manual_seed(0)  # an unresolved config is calibrated on the way: the same width
+    policy = build_policy(cfg, 4, gym.spaces.Discrete(2))
+    assert policy_entropy_per_param(policy) == pytest.approx(expected)
 
 
 def test_cli_says_which_target_it_calibrated(tmp_path, capsys):
