@@ -42,6 +42,7 @@ the calibrated σ*, so a resumed run does not calibrate again.
 
 >>> import gymnasium as gym
 >>> from rl.policies import BNNPolicy
+from rl.policy_api import PolicyFamily
 >>> space = gym.spaces.Box(-1.0, 1.0, (1,))
 >>> def build(s):
 ...     return BNNPolicy(3, space, (16, 16), "gaussian", {"init_scale": s})
@@ -63,25 +64,35 @@ from torch.distributions import kl_divergence
 
 from rl.envs import make_envs
 from rl.policies import BNNPolicy
+from rl.policy_api import PolicyFamily
 
-__all__ = ["policy_spread", "calibrate_std", "initial_states", "CALIBRATION_STATES"]
+__all__ = ["policy_spread", "session_kls", "calibrate_std", "initial_states", "CALIBRATION_STATES"]
 
 #: States and ξ draws the calibration averages over.
 CALIBRATION_STATES, CALIBRATION_DRAWS = 64, 32
 
 
 @torch.no_grad()
-def policy_spread(policy: BNNPolicy, obs: Tensor, xi: Tensor) -> float:
-    """ρ of the module docstring: √(2 · mean KL(π_θ(ξ_k)(·|s) ‖ π_θ(0)(·|s))) over the draws
-    ``xi`` (K, d) and the states ``obs`` (B, n_obs)."""
+def session_kls(policy: PolicyFamily, obs: Tensor, xi: Tensor) -> Tensor:
+    """KL(π_θ(ξ_k)(·|s) ‖ π_θ(0)(·|s)) averaged over the states ``obs`` (B, n_obs), one entry per
+    draw in ``xi`` (K, d): the terms of :func:`policy_spread`."""
     center = policy.session_params(xi.new_zeros(1, xi.shape[1]))
     reference = policy.act_distribution(center.expand(obs.shape[0], -1), obs)
     params = policy.session_params(xi)
-    total = 0.0
-    for k in range(params.shape[0]):
-        dist = policy.act_distribution(params[k : k + 1].expand(obs.shape[0], -1), obs)
-        total += float(kl_divergence(dist, reference).mean())
-    return math.sqrt(2.0 * max(total / params.shape[0], 0.0))
+    return torch.stack(
+        [
+            kl_divergence(
+                policy.act_distribution(params[k : k + 1].expand(obs.shape[0], -1), obs), reference
+            ).mean()
+            for k in range(params.shape[0])
+        ]
+    )
+
+
+def policy_spread(policy: PolicyFamily, obs: Tensor, xi: Tensor) -> float:
+    """ρ of the module docstring: √(2 · mean KL(π_θ(ξ_k)(·|s) ‖ π_θ(0)(·|s))) over the draws
+    ``xi`` (K, d) and the states ``obs`` (B, n_obs)."""
+    return math.sqrt(2.0 * max(float(session_kls(policy, obs, xi).mean()), 0.0))
 
 
 def calibrate_std(

@@ -22,6 +22,7 @@ COLUMNS = [
     "alpha",
     "posterior_std",
     "policy_spread",
+    "policy_spread_kl",
     "action_std",
     "kl",
     "entropy",

@@ -19,6 +19,7 @@ from rl.algorithms.base import adam_step
 from rl.algorithms.ppo import PPO
 from rl.algorithms.trpo import TRPO, conjugate_gradient
 from rl.buffer import Batch
+from rl.calibration import policy_spread
 from rl.config import alpha_schedule
 from rl.networks import mlp
 from rl.optim import _fast_adam_groups, clip_grad_norm, optimizer_step, zero_grad
@@ -252,11 +253,16 @@ def test_posterior_spread_is_the_std_of_the_policy_output_over_sessions():
         with torch.no_grad():
             means = policy.evaluate(policy.q(xi)[0], obs.expand(6, -1, -1)).mean
         assert got["policy_spread"] == pytest.approx(float(means.std(0).mean()), rel=1e-5)
+        # the calibration's ρ on the same sessions (KL units, against the ξ = 0 policy)
+        assert got["policy_spread_kl"] == pytest.approx(policy_spread(policy, obs, xi), rel=1e-5)
         assert got["action_std"] == pytest.approx(float(policy.head.log_std.detach().exp().mean()))
         spreads.append(got["policy_spread"])
     assert spreads[1] > 5 * spreads[0] > 0
     point = make_policy("bnn", 3, BOX, hidden=(16,), posterior="point")
     assert posterior_spread(point, obs)["policy_spread"] == 0.0
+    particles = make_policy("particles", 3, BOX, hidden=(16,), init_std=0.1)
+    got = posterior_spread(particles, obs)
+    assert got["policy_spread"] > 0 and math.isnan(got["policy_spread_kl"])  # no ξ = 0 centre
 
 
 def test_posterior_spread_of_a_discrete_policy_is_in_probabilities():

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from rl.adapter import Objective, policy_log_density, posterior_loss, reinforce_objective
 from rl.buffer import Batch
+from rl.calibration import session_kls
 from rl.config import TrainConfig
 from rl.optim import clip_grad_norm, optimizer_step, zero_grad
 from rl.policy_api import PolicyFamily
@@ -124,8 +125,11 @@ def posterior_spread(
     Returns:
         ``policy_spread``: for Box actions the std over ``draws`` sessions θ ~ q of the action
         mean, for discrete actions the std of π(a|s) over θ; averaged over the states ``obs``
-        and the action dimensions (0 where every session runs the same θ). ``action_std``: the
-        mean σ of a Box policy's action noise (NaN for discrete actions).
+        and the action dimensions (0 where every session runs the same θ).
+        ``policy_spread_kl``: the same sessions' √(2 mean KL(π_θ ‖ π_θ(ξ=0))), the spread
+        :mod:`rl.calibration` sets σ* by (``policy_spread_target`` at the start; NaN for SVPG's
+        particles). ``action_std``: the mean σ of a Box policy's action noise (NaN for discrete
+        actions).
 
     The probe sessions are the same on every call and rank (their noise is drawn from a fork of
     the global torch RNG seeded 0, so the run's own stream is untouched and the logged trace
@@ -134,16 +138,24 @@ def posterior_spread(
     head = policy.head
     action_std = math.nan if head.discrete else float(head.log_std.exp().mean())
     if not policy.random_theta or obs.shape[0] == 0:
-        return {"policy_spread": 0.0, "action_std": action_std}
+        return {"policy_spread": 0.0, "policy_spread_kl": 0.0, "action_std": action_std}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        params = policy.session_params(policy.new_noise(torch.arange(draws)))
+        xi = policy.new_noise(torch.arange(draws))
+    params = policy.session_params(xi)
     outputs = []
     for k in range(draws):
         dist = policy.act_distribution(params[k : k + 1].expand(obs.shape[0], -1), obs)
         outputs.append(dist.probs if head.discrete else dist.mean)
-    (spread,) = global_means(torch.stack(outputs).std(0))
-    return {"policy_spread": spread, "action_std": action_std}
+    # ρ of rl.calibration (what policy_spread_target calibrates σ* to at the start); only for a
+    # posterior h_φ # N(0, I), whose ξ = 0 is its centre (SVPG's ξ are particle indices)
+    kls = session_kls(policy, obs, xi) if policy.has_kl_term else torch.full((1,), math.nan)
+    spread, kl = global_means(torch.stack(outputs).std(0), kls)
+    return {
+        "policy_spread": spread,
+        "policy_spread_kl": math.sqrt(2.0 * max(kl, 0.0)) if math.isfinite(kl) else math.nan,
+        "action_std": action_std,
+    }
 
 
 def approx_kl(policy: PolicyFamily, batch: Batch) -> float:
