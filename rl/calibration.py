@@ -42,7 +42,6 @@ the calibrated σ*, so a resumed run does not calibrate again.
 
 >>> import gymnasium as gym
 >>> from rl.policies import BNNPolicy
-from rl.policy_api import PolicyFamily
 >>> space = gym.spaces.Box(-1.0, 1.0, (1,))
 >>> def build(s):
 ...     return BNNPolicy(3, space, (16, 16), "gaussian", {"init_scale": s})
@@ -55,6 +54,7 @@ True
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -117,7 +117,8 @@ def calibrate_std(
         start: the first σ tried.
         draws: ξ draws K.
         steps: fixed-point steps σ ← σ ρ*/ρ(σ) at most.
-        tol: stop once |ρ/ρ* − 1| is below this.
+        tol: stop once |ρ/ρ* − 1| is below this (else warn after ``steps`` steps and return
+            the last σ).
 
     Raises:
         ValueError: when the posterior does not move the policy at all (ρ = 0 at ``start``; e.g.
@@ -141,8 +142,14 @@ def calibrate_std(
                     "not move the policy; set posterior_std_target explicitly"
                 )
             if abs(rho / target - 1.0) < tol:
-                break
+                return float(sigma)
             sigma *= target / rho
+    warnings.warn(
+        f"posterior_std_target calibration did not converge: spread {rho:.3g} at σ = "
+        f"{sigma * rho / target:.3g} against policy_spread_target {target:g}; using σ = "
+        f"{sigma:.3g} (set posterior_std_target to fix it)",
+        stacklevel=2,
+    )
     return float(sigma)
 
 

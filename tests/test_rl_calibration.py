@@ -101,6 +101,14 @@ class _Deaf:
         return Normal(torch.zeros(obs.shape[0]), 1.0)
 
 
+def test_a_calibration_that_does_not_converge_says_so():
+    build, obs = _builder(), torch.randn(16, 3)
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="did not converge"):
+        sigma = calibrate_std(build, obs, target=0.03, steps=1, tol=1e-9)
+    assert sigma > 0
+
+
 def test_calibration_refuses_a_posterior_that_moves_nothing():
     with pytest.raises(ValueError, match="does not move the policy"):
         calibrate_std(lambda s: _Deaf(), torch.zeros(4, 3), target=0.03)
