@@ -118,9 +118,9 @@ def posterior_spread(
 
     θ is drawn once per episode, so this is the temporally consistent part of the exploration;
     the action noise of π(·|s, θ) is redrawn every step. Reporting the two side by side tells a
-    user whether the posterior explores at all: at the default σ* = 0.01 a DeepSea network's
-    logits move by 0.014 (nothing), a HalfCheetah policy's action mean by a fifth of its action
-    noise.
+    user whether the posterior explores at all: at a fixed σ* = 0.01 a DeepSea network's logits
+    move by 0.014 (nothing), a HalfCheetah policy's action mean by a fifth of its action noise
+    (the calibrated default, rl.calibration, sets the initial spread instead).
 
     Returns:
         ``policy_spread``: for Box actions the std over ``draws`` sessions θ ~ q of the action
