@@ -63,7 +63,6 @@ from torch import Tensor
 from torch.distributions import kl_divergence
 
 from rl.envs import make_envs
-from rl.policies import BNNPolicy
 from rl.policy_api import PolicyFamily
 
 __all__ = ["policy_spread", "session_kls", "calibrate_std", "initial_states", "CALIBRATION_STATES"]
@@ -96,7 +95,7 @@ def policy_spread(policy: PolicyFamily, obs: Tensor, xi: Tensor) -> float:
 
 
 def calibrate_std(
-    build: Callable[[float], BNNPolicy],
+    build: Callable[[float], PolicyFamily],
     obs: Tensor,
     target: float,
     start: float = 0.01,
