@@ -30,9 +30,10 @@ def _run_one(env_id: str, method: str, steps: int, seed: int) -> dict[str, Any]:
 def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
     """Training env-steps/s, each (method, repeat) in its own fresh process
     (:mod:`benchmarks.rl.throughput_one`), alternating between methods, median of the repeats:
-    rl/ algorithms, SB3 PPO with the same network / n_envs / n_steps / minibatch / epochs, and the
-    random-action stepping rate of the same vector env (the ceiling). Pendulum-v1 with every rl/
-    algorithm; HalfCheetah-v5 (when mujoco is installed) with PPO and V-PPO."""
+    rl/ algorithms, SB3 PPO with the same network / n_envs / n_steps / minibatch / epochs (the
+    critic's included), and the random-action stepping rate of the same vector env (the ceiling).
+    Pendulum-v1 with every rl/ algorithm; HalfCheetah-v5 (when mujoco is installed) with PPO and
+    V-PPO."""
     steps, repeats = (10_240, 3) if quick else (20_480, 3)
     # "+envpool": the same run on rl/'s EnvPool backend (rl.envpool_env), when it is installed.
     pool = ["random+envpool", "ppo+envpool", "vppo+envpool"] if has_envpool() else []
@@ -73,8 +74,10 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
         f"median of {repeats} repeats, each method and repeat a fresh process, methods "
         "alternating (1 torch thread; the clock runs from building the envs and the learner to "
         "the end of training, imports off the clock). PPO-style methods: 10 epochs, minibatch "
-        "256, 64-64 tanh networks (rl/ defaults otherwise). `+envpool`: rl/'s EnvPool backend "
-        "(one thread; SB3 and every other row step gymnasium's SyncVectorEnv).",
+        "256, 64-64 tanh networks; every rl/ row fits its critic for 10 epochs of minibatch 256 "
+        "(`value_epochs`, `value_minibatch_size`), the steps SB3's joint loss gives its value "
+        "network (rl/ defaults otherwise: its default `value_epochs` is 5). `+envpool`: rl/'s "
+        "EnvPool backend (one thread; SB3 and every other row step gymnasium's SyncVectorEnv).",
         "",
         "| env | method | env steps/s | ratio to SB3 PPO |",
         "|---|---|---|---|",

@@ -19,10 +19,12 @@ import time
 
 import torch
 
-__all__ = ["N_ENVS", "N_STEPS", "measure"]
+__all__ = ["N_ENVS", "N_STEPS", "SB3_EPOCHS", "SB3_MINIBATCH", "measure"]
 
 #: The shared work: vector-env slots and steps per slot between updates.
 N_ENVS, N_STEPS = 8, 256
+#: SB3 PPO's epochs and minibatch (its defaults; rl/'s PPO defaults are the same).
+SB3_EPOCHS, SB3_MINIBATCH = 10, 256
 
 
 def _rl(env_id: str, algo: str, steps: int, seed: int, backend: str) -> float:
@@ -38,7 +40,15 @@ def _rl(env_id: str, algo: str, steps: int, seed: int, backend: str) -> float:
         seed=seed,
         env_backend=backend,
     )
-    cfg = dataclasses.replace(cfg, checkpoint_every=10**9, tensorboard=False)
+    # SB3 fits V in the same loss as π, so its critic gets n_epochs × minibatches steps too:
+    # value_epochs = epochs (10) and the same minibatch make the critic's work equal.
+    cfg = dataclasses.replace(
+        cfg,
+        checkpoint_every=10**9,
+        tensorboard=False,
+        value_epochs=SB3_EPOCHS,
+        value_minibatch_size=SB3_MINIBATCH,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         train(cfg, tmp, progress=False, overwrite=True)
@@ -55,8 +65,8 @@ def _sb3(env_id: str, steps: int, seed: int) -> float:
         "MlpPolicy",
         venv,
         n_steps=N_STEPS,
-        batch_size=256,
-        n_epochs=10,
+        batch_size=SB3_MINIBATCH,
+        n_epochs=SB3_EPOCHS,
         seed=seed,
         device="cpu",
     )
