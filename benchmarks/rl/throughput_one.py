@@ -19,17 +19,18 @@ import time
 
 import torch
 
-__all__ = ["N_ENVS", "N_STEPS", "SB3_EPOCHS", "SB3_MINIBATCH", "measure"]
+__all__ = ["N_ENVS", "N_STEPS", "SB3_EPOCHS", "SB3_MINIBATCH", "measure", "rl_config"]
 
 #: The shared work: vector-env slots and steps per slot between updates.
 N_ENVS, N_STEPS = 8, 256
-#: SB3 PPO's epochs and minibatch (its defaults; rl/'s PPO defaults are the same).
+#: Epochs (SB3 PPO's default n_epochs) and minibatch (rl/'s default; SB3 is given it) of both.
 SB3_EPOCHS, SB3_MINIBATCH = 10, 256
 
 
-def _rl(env_id: str, algo: str, steps: int, seed: int, backend: str) -> float:
+def rl_config(env_id: str, algo: str, steps: int, seed: int, backend: str = "gymnasium"):
+    """The config of an rl/ row: its defaults with SB3 PPO's shared work (n_envs, n_steps, and for
+    the PPO-style rows epochs and minibatch, the critic's included)."""
     from rl.algorithms import default_config
-    from rl.trainer import train
 
     cfg = default_config(
         algo,
@@ -42,13 +43,19 @@ def _rl(env_id: str, algo: str, steps: int, seed: int, backend: str) -> float:
     )
     # SB3 fits V in the same loss as π, so its critic gets n_epochs × minibatches steps too:
     # value_epochs = epochs (10) and the same minibatch make the critic's work equal.
-    cfg = dataclasses.replace(
+    return dataclasses.replace(
         cfg,
         checkpoint_every=10**9,
         tensorboard=False,
         value_epochs=SB3_EPOCHS,
         value_minibatch_size=SB3_MINIBATCH,
     )
+
+
+def _rl(env_id: str, algo: str, steps: int, seed: int, backend: str) -> float:
+    from rl.trainer import train
+
+    cfg = rl_config(env_id, algo, steps, seed, backend)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         train(cfg, tmp, progress=False, overwrite=True)
