@@ -95,14 +95,26 @@ class Batch:
         return self.obs.shape[0]
 
     def subset(self, rows: Tensor) -> Batch:
-        """The samples ``rows`` (the session table ``xi`` is kept whole)."""
+        """The samples ``rows``, with the session table cut to the sessions they hold.
+
+        A minibatch of short episodes holds a fraction of the rollout's sessions (DeepSea's
+        10-step episodes: ~150 of ~200 in 256 samples of 2 048), and every θ row costs a d-vector
+        through the flow and back, so only the sessions present are kept (``session`` is
+        renumbered into the cut table, in the table's order: all present → the same batch).
+        """
         # index_select: the same copy as ``tensor[rows]`` at half its per-call cost (~2 µs).
         per_sample = {
             f.name: getattr(self, f.name).index_select(0, rows)
             for f in fields(self)
             if f.name != "xi"
         }
-        return replace(self, **per_sample)
+        if self.xi.shape[-1] == 0:  # a point mass: the table holds no noise to cut
+            return replace(self, **per_sample)
+        present, session = torch.unique(per_sample["session"], return_inverse=True)
+        if present.shape[0] == self.xi.shape[0]:  # every session present: keep the table
+            return replace(self, **per_sample)
+        per_sample["session"] = session
+        return replace(self, **per_sample, xi=self.xi.index_select(0, present))
 
     def minibatches(self, size: int, generator: torch.Generator) -> Iterator[Batch]:
         """Shuffled minibatches of ``size`` samples (the last one may be smaller): the

@@ -7,6 +7,7 @@ hidden layer, θ = (w, b)), reward r(a) = −(a − c)². Then R(θ) = −((m �
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import gymnasium as gym
@@ -134,3 +135,24 @@ def test_surrogate_rejects_bad_alpha_and_shapes():
     _, _, log_p = policy_log_density(policy, batch, reinforce_objective(batch.advantages), 1.0)
     with pytest.raises(ValueError, match="θ rows"):
         log_p(torch.zeros(5, policy.noise_dim))
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "lowrank-gaussian"])
+def test_a_minibatch_cut_to_its_sessions_has_the_whole_tables_gradient(posterior):
+    """Batch.subset drops the sessions a minibatch does not hold. The surrogate is a per-sample
+    mean either way, and an affine flow's log q has the same φ-gradient at every ξ, so the loss
+    gradient is the one the whole session table gives."""
+    policy, batch, _ = _bandit(posterior, k=6, per_theta=5)
+    rows = torch.tensor([0, 3, 12, 14, 27])  # sessions 0, 0, 2, 2, 5: 1, 3 and 4 absent
+    cut = batch.subset(rows)
+    whole = dataclasses.replace(cut, session=batch.session[rows], xi=batch.xi)
+    assert cut.xi.shape[0] == 3 and whole.xi.shape[0] == 6
+    grads = []
+    for mb in (cut, whole):
+        policy.zero_grad()
+        objective = clipped_objective(mb.logp, mb.advantages, 0.2)
+        q, xi, log_p = policy_log_density(policy, mb, objective, ALPHA)
+        kl_loss(q, log_p, xi=xi).backward()
+        grads.append(torch.cat([p.grad.reshape(-1) for p in policy.q.parameters()]))
+    assert grads[0].abs().sum() > 0
+    assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)

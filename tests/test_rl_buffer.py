@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from rl.buffer import gae
+from rl.buffer import Batch, gae
 from rl.envs import RewardScaler, make_envs
 from rl.policies import BNNPolicy
 from rl.rollout import Collector
@@ -176,3 +176,35 @@ def test_check_finite_names_the_vector_slot():
         check_finite("final observation", np.array([[0.0, np.nan, 1.0]]), 7, [5])
     with pytest.raises(FloatingPointError, match=r"slots \[1\]"):
         check_finite("reward", np.array([0.0, np.inf]), 3)
+
+
+def _session_batch(sessions: list[int], table: int, noise_dim: int = 3) -> Batch:
+    m = len(sessions)
+    return Batch(
+        obs=torch.randn(m, 2),
+        actions=torch.randn(m, 1),
+        logp=torch.randn(m),
+        advantages=torch.randn(m),
+        returns=torch.randn(m),
+        values=torch.randn(m),
+        session=torch.tensor(sessions),
+        xi=torch.randn(table, noise_dim),
+    )
+
+
+def test_subset_keeps_only_the_sessions_it_holds_each_sample_keeping_its_noise():
+    batch = _session_batch([0, 0, 1, 2, 3, 3, 4, 5], table=7)  # session 6 has no sample at all
+    rows = torch.tensor([5, 0, 3, 7])  # sessions 3, 0, 2, 5
+    mb = batch.subset(rows)
+    assert mb.xi.shape[0] == 4  # 1, 4 and 6 are cut
+    assert torch.equal(mb.xi[mb.session], batch.xi[batch.session[rows]])
+    assert torch.equal(mb.obs, batch.obs[rows])
+    assert sorted(mb.session.tolist()) == [0, 1, 2, 3]  # renumbered into the cut table
+
+
+def test_subset_with_every_session_present_or_no_noise_keeps_the_table():
+    batch = _session_batch([0, 1, 2, 0], table=3)
+    assert batch.subset(torch.tensor([2, 1, 0])).xi is batch.xi
+    point = _session_batch([0, 1, 2, 0], table=3, noise_dim=0)  # a point mass: ξ has no entries
+    mb = point.subset(torch.tensor([0]))
+    assert mb.xi is point.xi and torch.equal(mb.session, torch.tensor([0]))
