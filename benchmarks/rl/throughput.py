@@ -32,8 +32,8 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
     (:mod:`benchmarks.rl.throughput_one`), alternating between methods, median of the repeats:
     rl/ algorithms, SB3 PPO with the same network / n_envs / n_steps / minibatch / epochs (the
     critic's included), and the random-action stepping rate of the same vector env (the ceiling).
-    Pendulum-v1 with every rl/ algorithm; HalfCheetah-v5 (when mujoco is installed) with PPO and
-    V-PPO."""
+    Pendulum-v1 with every rl/ algorithm; DeepSea10 (10-step episodes) and HalfCheetah-v5 (when
+    mujoco is installed) with PPO and V-PPO."""
     steps, repeats = (10_240, 3) if quick else (20_480, 3)
     # "+envpool": the same run on rl/'s EnvPool backend (rl.envpool_env), when it is installed.
     pool = ["random+envpool", "ppo+envpool", "vppo+envpool"] if has_envpool() else []
@@ -42,6 +42,8 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
     envs_algos = [
         ("Pendulum-v1", ["ppo", "vppo", "trpo", "vtrpo", "reinforce", "vreinforce", "svpg", *pool])
     ]
+    # Short episodes: ~200 sessions per rollout, so a minibatch holds many distinct θ.
+    envs_algos.append(("vi-flows/DeepSea10-v0", ["ppo", "vppo"]))
     if has_mujoco():
         envs_algos.append(("HalfCheetah-v5", ["ppo", "vppo", *pool]))
     else:

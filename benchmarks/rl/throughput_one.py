@@ -109,6 +109,8 @@ def measure(env_id: str, method: str, steps: int, seed: int) -> dict:
     if name == "sb3-ppo":
         import stable_baselines3  # noqa: F401  (imports off the clock)
 
+        import rl.explore_envs  # noqa: F401  (registers vi-flows/* ids for make_vec_env)
+
         seconds = _sb3(env_id, steps, seed)
     elif name == "random":
         seconds = _random(env_id, steps, seed, backend)
