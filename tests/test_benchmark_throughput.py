@@ -22,3 +22,29 @@ def test_rl_rows_do_sb3_ppos_work_critic_included(algo):
 def test_the_epochs_are_sb3_ppos_default():
     sb3 = pytest.importorskip("stable_baselines3")
     assert inspect.signature(sb3.PPO.__init__).parameters["n_epochs"].default == SB3_EPOCHS
+
+
+def test_paired_ratio_follows_each_repeats_sb3_run(monkeypatch, tmp_path):
+    """The host slows down between runs: SB3 runs at 1000, 500 and 600 steps/s in the three
+    repeats, PPO at 1.5× SB3 except in repeat 1, where it ran before the slowdown. The ratio of
+    medians says 2.5×; the paired ratio's median says 1.5× and its range shows the outlier."""
+    import benchmarks.rl.throughput as throughput
+
+    sb3 = {0: 1000.0, 1: 500.0, 2: 600.0}
+    ppo = {0: 1500.0, 1: 1500.0, 2: 900.0}
+
+    def run_one(env_id, method, steps, seed):
+        return {"steps_per_s": {"sb3-ppo": sb3, "ppo": ppo}.get(method, sb3)[seed]}
+
+    monkeypatch.setattr(throughput, "_run_one", run_one)
+    monkeypatch.setattr(throughput, "has_envpool", lambda: False)
+    monkeypatch.setattr(throughput, "has_mujoco", lambda: False)
+    rows = throughput.throughput(tmp_path, quick=True)
+    row = next(r for r in rows if r["env"] == "Pendulum-v1" and r["method"] == "ppo")
+    assert row["ratio_to_sb3_ppo"] == pytest.approx(2.5)
+    assert row["median_paired_ratio"] == pytest.approx(1.5)
+    assert (row["paired_ratio_min"], row["paired_ratio_max"]) == pytest.approx((1.5, 3.0))
+    assert (
+        "| Pendulum-v1 | ppo | 1500 | 2.50 | 1.50 (1.50–3.00) |"
+        in (tmp_path / "throughput.md").read_text()
+    )
