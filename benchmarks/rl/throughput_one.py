@@ -19,6 +19,8 @@ import time
 
 import torch
 
+from rl.config import TrainConfig
+
 __all__ = ["N_ENVS", "N_STEPS", "SB3_EPOCHS", "SB3_MINIBATCH", "measure", "rl_config"]
 
 #: The shared work: vector-env slots and steps per slot between updates.
@@ -27,7 +29,9 @@ N_ENVS, N_STEPS = 8, 256
 SB3_EPOCHS, SB3_MINIBATCH = 10, 256
 
 
-def rl_config(env_id: str, algo: str, steps: int, seed: int, backend: str = "gymnasium"):
+def rl_config(
+    env_id: str, algo: str, steps: int, seed: int, backend: str = "gymnasium"
+) -> TrainConfig:
     """The config of an rl/ row: its defaults with SB3 PPO's shared work (n_envs, n_steps, and for
     the PPO-style rows epochs and minibatch, the critic's included)."""
     from rl.algorithms import default_config
