@@ -13,7 +13,8 @@ import numpy as np
 
 from benchmarks.files import write_rows, write_text
 from benchmarks.rl.suites import has_envpool, has_mujoco
-from benchmarks.rl.throughput_one import N_ENVS, N_STEPS
+from benchmarks.rl.throughput_one import N_ENVS, N_STEPS, SB3_EPOCHS, SB3_MINIBATCH
+from rl.config import TrainConfig
 
 __all__ = ["throughput"]
 
@@ -81,10 +82,12 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
         f"Training env steps/s, n_envs {N_ENVS}, n_steps {N_STEPS}, {steps} steps per run, "
         f"median of {repeats} repeats, each method and repeat a fresh process, methods "
         "alternating (1 torch thread; the clock runs from building the envs and the learner to "
-        "the end of training, imports off the clock). PPO-style methods: 10 epochs, minibatch "
-        "256, 64-64 tanh networks; every rl/ row fits its critic for 10 epochs of minibatch 256 "
-        "(`value_epochs`, `value_minibatch_size`), the steps SB3's joint loss gives its value "
-        "network (rl/ defaults otherwise: its default `value_epochs` is 5). `+envpool`: rl/'s "
+        f"the end of training, imports off the clock). PPO-style methods: {SB3_EPOCHS} epochs, "
+        f"minibatch {SB3_MINIBATCH}, 64-64 tanh networks; every rl/ row fits its critic for "
+        f"{SB3_EPOCHS} epochs of minibatch {SB3_MINIBATCH} (`value_epochs`, "
+        "`value_minibatch_size`), the steps SB3's joint loss gives its value network (rl/ "
+        f"defaults otherwise: its default `value_epochs` is {TrainConfig.value_epochs}). "
+        "`+envpool`: rl/'s "
         "EnvPool backend (one thread; SB3 and every other row step gymnasium's SyncVectorEnv)."
         " Paired ratio: each repeat's steps/s over the same repeat's SB3 PPO run; the median over "
         "repeats and its range.",
