@@ -147,17 +147,42 @@ def _adam_steps(algo) -> int:
     return int(next(iter(algo.opt.state.values()))["step"])
 
 
-def test_ppo_target_kl_stops_the_epochs_early():
+def test_ppo_target_kl_ends_the_update_after_the_epoch_whose_mean_kl_exceeds_it():
     runs = {}
-    for target_kl in (0.0, 1e-12):
+    for target_kl in (0.0, 1e-12, 1e3):
         cfg, policy, critic, batch = _setup(
             "ppo", epochs=10, minibatch_size=8, lr=1e-2, target_kl=target_kl
         )
         algo = PPO(cfg, policy, critic)
         stats = algo.update(batch, alpha=1.0)
         assert 0.0 <= stats["clipfrac"] <= 1.0
-        runs[target_kl] = _adam_steps(algo)
-    assert runs == {0.0: 30, 1e-12: 3}  # 3 minibatches per epoch; one epoch past the target
+        runs[target_kl] = (_adam_steps(algo), stats["step_frac"])
+    # 3 minibatches per epoch. The first meets π_old (KL̂ = 0), the next two have moved: the
+    # first epoch's mean KL̂ exceeds 1e-12 and the update ends after its 3 steps.
+    assert runs == {0.0: (30, 1.0), 1e-12: (3, pytest.approx(0.1)), 1e3: (30, 1.0)}
+
+
+def test_ppo_target_kl_reads_the_mean_over_the_epoch_not_one_minibatch(monkeypatch):
+    """One minibatch estimate above the target, even the epoch's last (CleanRL's rule), does not
+    end the update; an epoch mean above it does."""
+    import rl.algorithms.ppo as ppo_module
+
+    def fake_means(per_call):
+        calls = iter(per_call)
+
+        def global_means(*xs):
+            return [0.0, next(calls)] if len(xs) == 2 else [0.0]
+
+        return global_means
+
+    for per_call, steps in (([0.0, 0.0, 0.5] * 10, 30), ([0.0, 0.5, 0.5] * 10, 3)):
+        cfg, policy, critic, batch = _setup(
+            "ppo", epochs=10, minibatch_size=8, lr=1e-2, target_kl=0.2
+        )
+        monkeypatch.setattr(ppo_module, "global_means", fake_means(per_call))
+        algo = PPO(cfg, policy, critic)
+        algo.update(batch, alpha=1.0)
+        assert _adam_steps(algo) == steps  # epoch means 1/6 < 0.2, then 1/3 > 0.2
 
 
 def test_ppo_anneal_lr_decays_linearly_per_update():
