@@ -47,9 +47,11 @@ class PPOConfig(TrainConfig):
     """KL guard (0: none). After each epoch, the mean of its minibatches' KL̂(π_old‖π_θ), each
     measured before the minibatch's step (so over the whole batch, a little behind the epoch's
     last steps), is compared with this; above it the update ends. CleanRL compares the last
-    minibatch's estimate and SB3 every minibatch's (against 1.5×): with 64-sample minibatches
-    a single estimate fires on noise (on Pendulum's preset SB3's rule at 0.03 ended most updates
-    after 2–30 % of their steps, while the epoch means held at 0.01–0.03)."""
+    minibatch's estimate and SB3 every minibatch's (against 1.5×): a 64-sample estimate is
+    noisy. In two unguarded V-PPO runs on Pendulum's preset (32 000 minibatches) 3.8 % of the
+    estimates exceeded 0.045, so SB3's rule at 0.03 fires in nearly every 640-step update (it
+    ended most after 2–30 % of their steps); the 500 epoch means had median 0.018, 99th
+    percentile 0.045 and maximum 0.071."""
 
 
 class PPO(Algorithm):
