@@ -174,6 +174,9 @@ def _cli(run_dir: Path, updates: int, *extra: str) -> list[str]:
         "checkpoint_every=1",
         "--set",
         "tensorboard=false",
+        # Pendulum's preset decays lr over --steps, which the resume below extends.
+        "--set",
+        "anneal_lr=false",
         *extra,
     ]
 
