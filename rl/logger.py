@@ -37,7 +37,7 @@ COLUMNS = [
     "policy_loss",
     "value_loss",
     "kl_coef",
-    "step_frac",
+    "step_frac",  # TRPO: the accepted line-search fraction; PPO: the share of Adam steps taken
     "grad_norm",
 ]
 
