@@ -5,6 +5,7 @@ Usage: ``python _rl_dist_worker.py CASE OUT [ARG…]``.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def case_update(out: Path, *algos: str) -> None:
 
 def _update(out: Path, case: str) -> None:
     algo, _, setting = case.partition(":")  # e.g. "vppo:minibatch_size=2"
-    fields = {k: int(v) for k, v in [setting.split("=")]} if setting else {}
+    fields = {k: json.loads(v) for k, v in [setting.split("=")]} if setting else {}
     # CartPole's episodes end within the rollout, so the ranks' θ tables differ in size.
     cfg = update_config(algo, env_id="CartPole-v1", total_steps=10_000, **fields)
     run = _Run(cfg)

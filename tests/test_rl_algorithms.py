@@ -175,14 +175,20 @@ def test_ppo_target_kl_reads_the_mean_over_the_epoch_not_one_minibatch(monkeypat
 
         return global_means
 
-    for per_call, steps in (([0.0, 0.0, 0.5] * 10, 30), ([0.0, 0.5, 0.5] * 10, 3)):
+    cases = (
+        ([0.0, 0.0, 0.5] * 10, 30),  # every epoch mean 1/6 < 0.2, though its last one is 0.5
+        ([0.0, 0.5, 0.5] * 10, 3),  # the first epoch's mean 1/3 > 0.2
+        ([0.0] * 3 + [0.3] * 27, 6),  # the second epoch's mean 0.3 (the running mean 0.15)
+    )
+    for per_call, steps in cases:
         cfg, policy, critic, batch = _setup(
             "ppo", epochs=10, minibatch_size=8, lr=1e-2, target_kl=0.2
         )
         monkeypatch.setattr(ppo_module, "global_means", fake_means(per_call))
         algo = PPO(cfg, policy, critic)
-        algo.update(batch, alpha=1.0)
-        assert _adam_steps(algo) == steps  # epoch means 1/6 < 0.2, then 1/3 > 0.2
+        stats = algo.update(batch, alpha=1.0)
+        assert _adam_steps(algo) == steps
+        assert stats["step_frac"] == pytest.approx(steps / 30)
 
 
 def test_ppo_anneal_lr_decays_linearly_per_update():

@@ -89,6 +89,26 @@ def test_resume_gives_identical_next_update(algo, fields, tmp_path):
         assert len({row["alpha"] for row in _rows(tmp_path / "a")}) == 3  # α moved every update
 
 
+def test_an_annealed_run_resumes_at_its_own_steps_and_refuses_new_ones(tmp_path):
+    """lr decays over total_steps: an interrupted run continues bit for bit at the same
+    --steps; a new total would re-time the remaining updates, so it is refused."""
+    cfg = _cfg("ppo", 3, checkpoint_every=1, anneal_lr=True)
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False, callback=lambda run, row: run.update == 2)
+    assert _state(tmp_path / "b")["update"] == 2  # interrupted after its second update
+    train(cfg, tmp_path / "b", resume=True, progress=False)
+    a, b = _state(tmp_path / "a"), _state(tmp_path / "b")
+    for key in a["policy"]:
+        assert torch.equal(a["policy"][key], b["policy"][key]), key
+    assert _rows(tmp_path / "a") == _rows(tmp_path / "b")
+    lrs = [float(r["lr"]) for r in _rows(tmp_path / "a")]
+    assert lrs == pytest.approx([cfg.lr * (1 - u / 3) for u in range(3)])  # it did decay
+    longer = _cfg("ppo", 4, checkpoint_every=1, anneal_lr=True)
+    with pytest.raises(ValueError, match=r"total_steps \(192 -> 256\).*anneal_lr"):
+        train(longer, tmp_path / "b", resume=True, progress=False)
+    assert _state(tmp_path / "b")["update"] == 3  # refused without touching the run
+
+
 def test_same_seed_reproduces_and_other_seed_differs(tmp_path):
     for name, seed in [("a", 3), ("b", 3), ("c", 4)]:
         train(_cfg("vppo", 2, seed=seed), tmp_path / name, progress=False)

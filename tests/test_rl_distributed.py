@@ -63,8 +63,9 @@ def _reference_batch(parts: list[dict], cfg) -> Batch:
     )
 
 
-#: The last one makes minibatches of 2: about half of them hold no sample of one rank.
-ALGOS = ["vppo", "vtrpo", "trpo", "svpg", "vppo:minibatch_size=2"]
+#: "minibatch_size=2" makes minibatches of 2: about half of them hold no sample of one rank.
+#: target_kl=1e-9 ends the update after its first epoch, on every rank alike.
+ALGOS = ["vppo", "vtrpo", "trpo", "svpg", "vppo:minibatch_size=2", "vppo:target_kl=1e-9"]
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,8 @@ def test_one_update_equals_the_single_process_update_on_the_concatenated_batch(a
     s0, s1 = parts[0]["after"]["stats"], parts[1]["after"]["stats"]
     assert s0.keys() == s1.keys()
     assert all(s0[k] == s1[k] or (math.isnan(s0[k]) and math.isnan(s1[k])) for k in s0), (s0, s1)
+    if "target_kl" in algo:  # the guard fired: both ranks stopped after the first epoch
+        assert s0["step_frac"] == s1["step_frac"] < 1.0
 
     torch.set_num_threads(1)
     cfg = saved_config(tmp_path)  # the workers' config

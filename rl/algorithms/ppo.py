@@ -48,10 +48,8 @@ class PPOConfig(TrainConfig):
     measured before the minibatch's step (so over the whole batch, a little behind the epoch's
     last steps), is compared with this; above it the update ends. CleanRL compares the last
     minibatch's estimate and SB3 every minibatch's (against 1.5×): a 64-sample estimate is
-    noisy. In two unguarded V-PPO runs on Pendulum's preset (32 000 minibatches) 3.8 % of the
-    estimates exceeded 0.045, so SB3's rule at 0.03 fires in nearly every 640-step update (it
-    ended most after 2–30 % of their steps); the 500 epoch means had median 0.018, 99th
-    percentile 0.045 and maximum 0.071."""
+    noisy, and under the constant-lr (1e-3) Pendulum preset SB3's rule at 0.03 ended most
+    updates after 2–30 % of their steps (benchmarks/results/rl-autoalpha/kl-stats.md)."""
 
 
 class PPO(Algorithm):
@@ -75,8 +73,8 @@ class PPO(Algorithm):
                 group["lr"] = cfg.lr * (1.0 - self.updates / cfg.num_updates)
         loss, norm = torch.zeros(()), 0.0
         clipped: list[float] = []
-        steps = 0
-        for _ in range(cfg.epochs):
+        steps = per_epoch = 0
+        for epoch in range(cfg.epochs):
             epoch_kl: list[float] = []
             for mb in batch.minibatches(cfg.minibatch_size, self.generator):
                 if cfg.objective == "clip":
@@ -106,6 +104,8 @@ class PPO(Algorithm):
                 else:
                     (frac,) = global_means(clip_mask)
                 clipped.append(frac)
+            if epoch == 0:  # the first epoch always runs whole: the minibatches of an epoch
+                per_epoch = steps
             if cfg.target_kl > 0 and sum(epoch_kl) / len(epoch_kl) > cfg.target_kl:
                 break
         self.updates += 1
@@ -124,15 +124,8 @@ class PPO(Algorithm):
             "kl_coef": self.beta,
             "grad_norm": norm,
             "clipfrac": sum(clipped) / len(clipped),
-            "step_frac": steps / self._planned_steps(batch) if cfg.target_kl > 0 else 1.0,
+            "step_frac": steps / (cfg.epochs * per_epoch),
         }
-
-    def _planned_steps(self, batch: Batch) -> int:
-        """Optimizer steps of a whole update: epochs × minibatches of the global batch."""
-        samples = len(batch)
-        if distributed.is_distributed():
-            samples = int(distributed.all_reduce_sum(torch.tensor(float(samples))))
-        return self.cfg.epochs * -(-samples // self.cfg.minibatch_size)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "beta": self.beta, "updates": self.updates}
