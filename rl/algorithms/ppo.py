@@ -49,7 +49,8 @@ class PPOConfig(TrainConfig):
     last steps), is compared with this; above it the update ends. CleanRL compares the last
     minibatch's estimate and SB3 every minibatch's (against 1.5×): a 64-sample estimate is
     noisy, and under the constant-lr (1e-3) Pendulum preset SB3's rule at 0.03 ended most
-    updates after 2–30 % of their steps (benchmarks/results/rl-autoalpha/kl-stats.md)."""
+    updates after 2–30 % of their steps (benchmarks/results/rl-autoalpha/kl-stats.md). With
+    ``rpo_alpha`` > 0 the estimate is taken under the perturbed head, as in CleanRL's RPO."""
 
 
 class PPO(Algorithm):
