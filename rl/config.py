@@ -174,6 +174,11 @@ class TrainConfig:
     def num_updates(self) -> int:
         return -(-self.total_steps // self.batch_size)
 
+    @property
+    def timed_by_total_steps(self) -> bool:
+        """Whether a schedule of the run is timed by ``total_steps`` (so a resume keeps them)."""
+        return False
+
 
 def _positive(x: Any) -> bool:
     return x > 0

@@ -46,7 +46,7 @@ from vi_flows import distributed, runfiles
 __all__ = ["train", "build_policy", "resolve_std_target", "load_run", "RESUMABLE", "RUN_FILES"]
 
 #: Config fields a resumed run may change (none of them alters the updates already made);
-#: ``total_steps`` not under ``anneal_lr``, whose lr schedule is timed by it.
+#: ``total_steps`` not when a schedule is timed by it (``TrainConfig.timed_by_total_steps``).
 RESUMABLE = ("total_steps", "checkpoint_every", "target_return", "tensorboard")
 #: σ* of auto α for the policies whose posterior is not over network weights (action-mean,
 #: auxiliary), when ``posterior_std_target`` is unset.
@@ -301,13 +301,13 @@ def _check_resume(cfg: Any, saved: Any) -> None:
             f"{', '.join(changed)}; only {', '.join(RESUMABLE)} may change on resume "
             "(use a new --out for the others)"
         )
-    if getattr(saved, "anneal_lr", False) and cfg.total_steps != saved.total_steps:
-        # lr · (1 − update / num_updates): a new total would re-time every remaining update
-        # (at the end of a run lr ≈ 0; doubling --steps would jump it back to lr / 2).
+    if saved.timed_by_total_steps and cfg.total_steps != saved.total_steps:
+        # e.g. anneal_lr's lr · (1 − update / num_updates): a new total would re-time every
+        # remaining update (at the end of a run lr ≈ 0; doubling --steps would give lr / 2).
         raise ValueError(
-            f"total_steps ({saved.total_steps} -> {cfg.total_steps}): this run decays lr to 0 "
-            f"over its total_steps (anneal_lr), so a resume keeps --steps {saved.total_steps}; "
-            "train further under a new --out"
+            f"total_steps ({saved.total_steps} -> {cfg.total_steps}): this run's schedule is "
+            f"timed by its total_steps (anneal_lr decays lr to 0 over them), so a resume keeps "
+            f"--steps {saved.total_steps}; train further under a new --out"
         )
 
 

@@ -52,6 +52,11 @@ class PPOConfig(TrainConfig):
     updates after 2–30 % of their steps (benchmarks/results/rl-autoalpha/kl-stats.md). With
     ``rpo_alpha`` > 0 the estimate is taken under the perturbed head, as in CleanRL's RPO."""
 
+    @property
+    def timed_by_total_steps(self) -> bool:
+        """lr · (1 − update / num_updates) under ``anneal_lr``."""
+        return self.anneal_lr
+
 
 class PPO(Algorithm):
     """The update of ppo and vppo."""
