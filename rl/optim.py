@@ -23,8 +23,9 @@ def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> Tensor:
     by min(1, max_norm / (‖g‖₂ + 1e-6)) and return the pre-clipping norm ‖g‖₂ (a 0-d tensor).
 
     Where every gradient is a CPU tensor of one dtype (the trainer's case) this runs torch's own
-    sequence of kernels (per-tensor norms, the norm of their stack, the clamped coefficient, one
-    foreach multiply), so the results are the same floats; otherwise it calls torch's function.
+    sequence of kernels (per-tensor norms, the norm of their stack, the coefficient, one foreach
+    multiply, skipped where the clamped coefficient is exactly 1), so the results are the same
+    floats; otherwise it calls torch's function.
 
     >>> p = nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 4.0])
     >>> float(clip_grad_norm([p], 1.0)), [round(float(g), 4) for g in p.grad]
@@ -36,7 +37,11 @@ def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> Tensor:
         return nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
     norms = torch._foreach_norm(grads, 2.0)
     total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
-    torch._foreach_mul_(grads, torch.clamp(float(max_norm) / (total + 1e-6), max=1.0))
+    coef = float(max_norm) / (total + 1e-6)
+    # torch multiplies by the coefficient clamped to 1; by exactly 1 is a no-op, so only a
+    # coefficient below 1 (or NaN, which the clamp passes on) is applied.
+    if not coef >= 1.0:
+        torch._foreach_mul_(grads, coef)
     return total
 
 

@@ -117,6 +117,10 @@ class BNNPolicy(nn.Module):
         return batch.session
 
     def variational(self, batch: Batch) -> tuple[nn.Module, Tensor, Tensor]:
+        if not self.random_theta:
+            # A point mass has one θ for every sample: a one-row table (a K-row table of copies
+            # cost a zero-filled (K, d) gradient per backward, the slice back to one row).
+            return self.q, batch.xi[:1], torch.zeros_like(batch.session)
         return self.q, batch.xi, self.rows(batch)
 
     def grouped_distribution(self, batch: Batch, theta: Tensor) -> Distribution:

@@ -28,6 +28,7 @@ def fit_value(
     """
     loss: Tensor = torch.zeros(())
     several = distributed.is_distributed()
+    params = list(critic.parameters())
     for _ in range(epochs):
         for rows in batch.minibatch_rows(minibatch_size, generator):
             obs, returns = batch.obs.index_select(0, rows), batch.returns.index_select(0, rows)
@@ -41,7 +42,7 @@ def fit_value(
             loss.backward()
             distributed.all_reduce_grads(critic, weights=1.0)
             if max_grad_norm:
-                clip_grad_norm(critic.parameters(), max_grad_norm)
+                clip_grad_norm(params, max_grad_norm)
             optimizer_step(optimizer)
     if several:
         loss = distributed.all_reduce_sum(loss.detach().clone())
