@@ -91,7 +91,10 @@ class TrainConfig:
     value_lr: float = 1e-3
     """Adam learning rate of the value baseline V(s)."""
     value_epochs: int = 5
-    """Epochs of value regression per update."""
+    """Epochs of value regression per update. In PPO / V-PPO, while ``value_minibatch_size``
+    equals ``minibatch_size``, the first min(value_epochs, epochs run) of them ride along the
+    policy's epochs on the same minibatches (one backward for both losses, as SB3's joint loss;
+    each network keeps its own clipping and Adam step); the rest follow on their own."""
     value_minibatch_size: int = 256
     """Minibatch size of the value regression."""
     alpha: float = 1e-3

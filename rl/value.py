@@ -9,7 +9,17 @@ from rl.buffer import Batch
 from rl.optim import clip_grad_norm, optimizer_step, zero_grad
 from vi_flows import distributed
 
-__all__ = ["fit_value"]
+__all__ = ["fit_value", "value_loss", "reduce_value_loss"]
+
+
+def value_loss(critic: nn.Module, obs: Tensor, returns: Tensor) -> Tensor:
+    """The minibatch MSE mean (V(s) − R̂)² over ``obs`` and ``returns``; under several ranks this
+    rank's share Σ_local (V − R̂)² / m_global of the global minibatch's (they add up to it)."""
+    error = critic(obs).squeeze(-1) - returns
+    if distributed.is_distributed():
+        m = distributed.all_reduce_sum(torch.tensor(float(returns.shape[0])))
+        return error.square().sum() / m
+    return error.square().mean()
 
 
 def fit_value(
@@ -27,23 +37,23 @@ def fit_value(
     minibatch's MSE and the gradients are summed over ranks (see :mod:`rl.algorithms.base`).
     """
     loss: Tensor = torch.zeros(())
-    several = distributed.is_distributed()
     params = list(critic.parameters())
     for _ in range(epochs):
         for rows in batch.minibatch_rows(minibatch_size, generator):
             obs, returns = batch.obs.index_select(0, rows), batch.returns.index_select(0, rows)
-            error = critic(obs).squeeze(-1) - returns
-            if several:
-                m = distributed.all_reduce_sum(torch.tensor(float(len(rows))))
-                loss = error.square().sum() / m
-            else:
-                loss = error.square().mean()
+            loss = value_loss(critic, obs, returns)
             zero_grad(optimizer)
             loss.backward()
             distributed.all_reduce_grads(critic, weights=1.0)
             if max_grad_norm:
                 clip_grad_norm(params, max_grad_norm)
             optimizer_step(optimizer)
-    if several:
+    return reduce_value_loss(loss)
+
+
+def reduce_value_loss(loss: Tensor) -> float:
+    """The logged value loss: :func:`value_loss` of the last minibatch, summed over ranks (the
+    global minibatch's MSE)."""
+    if distributed.is_distributed():
         loss = distributed.all_reduce_sum(loss.detach().clone())
     return float(loss.detach())

@@ -15,7 +15,7 @@ from torch.nn.utils import parameters_to_vector
 import rl.algorithms.trpo as trpo_module
 from rl.adapter import kl_penalty_objective
 from rl.algorithms import default_config
-from rl.algorithms.base import adam_step
+from rl.algorithms.base import adam_step, reinforce_loss
 from rl.algorithms.ppo import PPO
 from rl.algorithms.trpo import TRPO, conjugate_gradient
 from rl.buffer import Batch
@@ -189,6 +189,59 @@ def test_ppo_target_kl_reads_the_mean_over_the_epoch_not_one_minibatch(monkeypat
         stats = algo.update(batch, alpha=1.0)
         assert _adam_steps(algo) == steps
         assert stats["step_frac"] == pytest.approx(steps / 30)
+
+
+def _value_steps(algo) -> int:
+    return int(next(iter(algo.value_opt.state.values()))["step"])
+
+
+@pytest.mark.parametrize(
+    "fields, policy_steps, value_steps",
+    [
+        ({"value_epochs": 10}, 30, 30),  # every critic epoch shares the policy's minibatches
+        ({"value_epochs": 4}, 30, 12),  # the first 4 epochs share them, the critic stops there
+        ({"value_epochs": 13}, 30, 39),  # 10 shared, 3 after on the critic's own permutation
+        ({"value_epochs": 10, "value_minibatch_size": 12}, 30, 20),  # other size: all after
+        ({"value_epochs": 10, "target_kl": 1e-12}, 3, 30),  # 1 shared, the 9 left after
+    ],
+)
+def test_ppo_critic_takes_its_value_epochs_shared_or_not(fields, policy_steps, value_steps):
+    fields = {"value_minibatch_size": 8, **fields}  # 24 samples: 3 minibatches per epoch
+    cfg, policy, critic, batch = _setup("ppo", epochs=10, minibatch_size=8, lr=1e-2, **fields)
+    algo = PPO(cfg, policy, critic)
+    stats = algo.update(batch, alpha=1.0)
+    assert (_adam_steps(algo), _value_steps(algo)) == (policy_steps, value_steps)
+    assert math.isfinite(stats["value_loss"]) and stats["value_loss"] > 0
+
+
+def test_joint_step_is_the_two_separate_steps_to_the_bit():
+    """One backward of policy loss + value loss, then each network's own clip and Adam step,
+    against the policy's adam_step and the critic's step taken apart (the networks share no
+    parameter, so the sum's gradient is each loss's own)."""
+    from rl.value import value_loss
+
+    results = []
+    for joint in (True, False):
+        cfg, policy, critic, batch = _setup("ppo", max_grad_norm=0.05, lr=1e-2)
+        algo = PPO(cfg, policy, critic)
+        for _ in range(3):
+            loss = reinforce_loss(algo, batch, 1.0)
+            if joint:
+                norm, value = algo.joint_step(loss, batch)
+            else:
+                norm = adam_step(loss, algo.opt, cfg.max_grad_norm)
+                value = value_loss(critic, batch.obs, batch.returns)
+                adam_step(value, algo.value_opt, cfg.max_grad_norm)
+        results.append(
+            (
+                norm,
+                float(value.detach()),
+                [p.detach().clone() for p in (*policy.parameters(), *critic.parameters())],
+            )
+        )
+    (norm_a, value_a, params_a), (norm_b, value_b, params_b) = results
+    assert norm_a == norm_b and value_a == value_b
+    assert all(torch.equal(a, b) for a, b in zip(params_a, params_b, strict=True))
 
 
 def test_ppo_anneal_lr_decays_linearly_per_update():

@@ -21,7 +21,7 @@ from rl.config import TrainConfig
 from rl.optim import clip_grad_norm, optimizer_step, zero_grad
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature, policy_entropy_per_param
-from rl.value import fit_value
+from rl.value import fit_value, value_loss
 from vi_flows import distributed
 
 __all__ = [
@@ -49,8 +49,14 @@ def adam_step(loss: Tensor, optimizer: torch.optim.Optimizer, max_grad_norm: flo
     """Backpropagate ``loss`` and take one optimizer step; returns the pre-clipping grad norm."""
     zero_grad(optimizer)
     loss.backward()
+    return _clip_and_step(optimizer, max_grad_norm)
+
+
+def _clip_and_step(optimizer: torch.optim.Optimizer, max_grad_norm: float) -> float:
+    """All-reduce, clip (``max_grad_norm`` ≤ 0: no limit) and apply the gradients of the
+    optimizer's parameters; returns their pre-clipping norm."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    # Several ranks: ``loss`` is this rank's share of the global loss, so the gradients add up.
+    # Several ranks: the loss is this rank's share of the global loss, so the gradients add up.
     distributed.all_reduce_grads(params, weights=1.0)
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
     norm = clip_grad_norm(params, limit)
@@ -217,17 +223,33 @@ class Algorithm:
             "lr": float(lr),
         }
 
-    def fit_value(self, batch: Batch) -> float:
+    def fit_value(self, batch: Batch, epochs: int | None = None) -> float:
+        """:func:`rl.value.fit_value` for ``epochs`` (default ``value_epochs``) epochs."""
         cfg = self.cfg
         return fit_value(
             self.critic,
             self.value_opt,
             batch,
-            cfg.value_epochs,
+            cfg.value_epochs if epochs is None else epochs,
             cfg.value_minibatch_size,
             self.generator,
             cfg.max_grad_norm,
         )
+
+    def joint_step(self, loss: Tensor, batch: Batch) -> tuple[float, Tensor]:
+        """One optimizer step of the policy on ``loss`` and one of the critic on the value loss of
+        the same minibatch ``batch``, from a single backward of their sum (SB3's and CleanRL's
+        joint loss): the networks share no parameter, so each gets exactly its own loss's
+        gradient, then its own all-reduce, clipping and optimizer, as :func:`adam_step` and
+        :func:`rl.value.fit_value` take them. Returns the policy's pre-clipping gradient norm
+        and the value loss (this rank's share)."""
+        value = value_loss(self.critic, batch.obs, batch.returns)
+        zero_grad(self.opt)
+        zero_grad(self.value_opt)
+        (loss + value).backward()
+        norm = _clip_and_step(self.opt, self.cfg.max_grad_norm)
+        _clip_and_step(self.value_opt, self.cfg.max_grad_norm)
+        return norm, value.detach()
 
     def loss(self, batch: Batch, objective: Objective, alpha: float) -> Tensor:
         """α · kl_loss(q, log p̃) (Eq. 4), or −mean s for the point mass (α·KL has KL's minimiser

@@ -17,6 +17,7 @@ from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature
+from rl.value import reduce_value_loss
 from vi_flows import distributed
 
 __all__ = ["PPOConfig", "PPO"]
@@ -80,6 +81,10 @@ class PPO(Algorithm):
         loss, norm = torch.zeros(()), 0.0
         clipped: list[float] = []
         steps = per_epoch = 0
+        # The critic's epochs ride along the policy's while their minibatches have one size: one
+        # backward for both losses (Algorithm.joint_step); the rest run after, on their own.
+        joint = cfg.value_epochs if cfg.value_minibatch_size == cfg.minibatch_size else 0
+        joint_done, value = 0, None
         for epoch in range(cfg.epochs):
             epoch_kl: list[float] = []
             for mb in batch.minibatches(cfg.minibatch_size, self.generator):
@@ -95,7 +100,10 @@ class PPO(Algorithm):
 
                 with self.policy.head.perturbed(cfg.rpo_alpha):
                     loss = self.loss(mb, objective, alpha)
-                norm = adam_step(loss, self.opt, cfg.max_grad_norm)
+                if epoch < joint:
+                    norm, value = self.joint_step(loss, mb)
+                else:
+                    norm = adam_step(loss, self.opt, cfg.max_grad_norm)
                 steps += 1
                 if temperature is not None:  # auto α reacts within the update (rl.temperature)
                     dual = self.dual_step(temperature, mb.obs)
@@ -112,6 +120,7 @@ class PPO(Algorithm):
                 clipped.append(frac)
             if epoch == 0:  # the first epoch always runs whole: the minibatches of an epoch
                 per_epoch = steps
+            joint_done += epoch < joint
             if cfg.target_kl > 0 and sum(epoch_kl) / len(epoch_kl) > cfg.target_kl:
                 break
         self.updates += 1
@@ -121,7 +130,10 @@ class PPO(Algorithm):
                 self.beta *= 2.0
             elif stats["kl"] < cfg.kl_target / 1.5:
                 self.beta /= 2.0
-        value_loss = self.fit_value(batch)
+        if value is None or joint_done < cfg.value_epochs:  # the critic's remaining epochs
+            value_loss = self.fit_value(batch, cfg.value_epochs - joint_done)
+        else:
+            value_loss = reduce_value_loss(value)
         return {
             **stats,
             **dual,
