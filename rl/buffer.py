@@ -110,10 +110,13 @@ class Batch:
         }
         if self.xi.shape[-1] == 0:  # a point mass: the table holds no noise to cut
             return replace(self, **per_sample)
-        present, session = torch.unique(per_sample["session"], return_inverse=True)
-        if present.shape[0] == self.xi.shape[0]:  # every session present: keep the table
+        num = self.xi.shape[0]
+        present = torch.bincount(per_sample["session"], minlength=num).nonzero().squeeze(1)
+        if present.shape[0] == num:  # every session present: keep the table
             return replace(self, **per_sample)
-        per_sample["session"] = session
+        renumber = torch.empty(num, dtype=torch.long)
+        renumber[present] = torch.arange(present.shape[0])
+        per_sample["session"] = renumber[per_sample["session"]]
         return replace(self, **per_sample, xi=self.xi.index_select(0, present))
 
     def minibatches(self, size: int, generator: torch.Generator) -> Iterator[Batch]:

@@ -135,14 +135,12 @@ class BNNPolicy(nn.Module):
         if not self.random_theta:
             return self.head(self.net(self.theta0 + theta[:1], obs[None])[0])
         rows = self.rows(batch)
-        k, m = theta.shape[0], rows.shape[0]
-        order = torch.argsort(rows, stable=True)
-        sorted_rows = rows[order]
-        counts = torch.bincount(rows, minlength=k)
-        starts = torch.cumsum(counts, 0) - counts
-        pos = torch.empty_like(rows)  # each sample's place in its θ row's group
-        pos[order] = torch.arange(m) - starts[sorted_rows]
-        padded = obs.new_zeros(k, int(counts.max()), obs.shape[-1])
+        # Each sample's place in its θ row's group, in sample order: the running count of its
+        # row (a cumulative sum of one-hot rows, (M, K) small integers), one pass and no sort.
+        seen = torch.nn.functional.one_hot(rows, theta.shape[0]).cumsum(0)
+        pos = seen.gather(1, rows.unsqueeze(1)).squeeze(1) - 1
+        largest = int(seen[-1].max()) if rows.shape[0] else 0
+        padded = obs.new_zeros(theta.shape[0], largest, obs.shape[-1])
         padded[rows, pos] = obs
         return self.head(self.net(self.theta0 + theta, padded)[rows, pos])
 
