@@ -14,9 +14,12 @@ Both networks differentiate through one autograd node per forward pass (:class:`
     \\bar b^{(l)} = \\textstyle\\sum_B \\delta^{(l)}, \\quad
     \\delta^{(l-1)} = f'\\big(h^{(l-1)}\\big) \\odot \\delta^{(l)} W^{(l)\\top},
 
-instead of autograd's ~12 nodes (PPO takes ~1,600 such steps per 20k env steps, and the nodes'
-fixed costs showed in its profile). Under ``create_graph`` (TRPO's Fisher-vector products) the
-backward recomputes the plain differentiable forward, so second derivatives stay exact.
+with δ the gradient at a layer's pre-activation and f′ written in terms of the activation's
+output h (1 − h² for tanh, 1[h > 0] for ReLU), instead of autograd's ~12 nodes. Inside the
+node tanh can take its fast form (:func:`tanh`), which autograd's own tanh node cannot; PPO
+takes ~1,600 such forward/backward pairs per 20k env steps. Under ``create_graph`` (TRPO's
+Fisher-vector products) the backward recomputes the plain differentiable forward, so second
+derivatives stay exact.
 """
 
 from __future__ import annotations
