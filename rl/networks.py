@@ -222,10 +222,10 @@ class MLP(nn.Sequential):
     def __init__(self, *layers: nn.Module, activation: str = "tanh") -> None:
         super().__init__(*layers)
         self.activation = activation
-        self._linear = tuple(layers[::2])  # not registered again: the same modules
 
     def forward(self, x: Tensor) -> Tensor:
-        params = [t for layer in self._linear for t in (layer.weight, layer.bias)]
+        linear = list(self._modules.values())[::2]  # read each call: a layer may be replaced
+        params = [t for layer in linear for t in (layer.weight, layer.bias)]
         flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
         if _tracks(flat, *params):
             out = _LinearStackFn.apply(flat, self.activation, *params)

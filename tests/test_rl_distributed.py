@@ -65,7 +65,16 @@ def _reference_batch(parts: list[dict], cfg) -> Batch:
 
 #: "minibatch_size=2" makes minibatches of 2: about half of them hold no sample of one rank.
 #: target_kl=1e-9 ends the update after its first epoch, on every rank alike.
-ALGOS = ["vppo", "vtrpo", "trpo", "svpg", "vppo:minibatch_size=2", "vppo:target_kl=1e-9"]
+#: value_minibatch_size=48 (the policy's): the critic's epochs share its minibatches and backward.
+ALGOS = [
+    "vppo",
+    "vtrpo",
+    "trpo",
+    "svpg",
+    "vppo:minibatch_size=2",
+    "vppo:target_kl=1e-9",
+    "vppo:value_minibatch_size=48",
+]
 
 
 @pytest.fixture(scope="module")
