@@ -55,15 +55,11 @@ def tanh(x: Tensor) -> Tensor:
     return torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
 
 
-def _relu(x: Tensor) -> Tensor:
-    return torch.relu(x)
-
-
-#: Non-differentiable forward of each activation, and its backward in terms of its output y.
-_FORWARD = {"tanh": tanh, "relu": _relu}
-_BACKWARD = {
-    "tanh": lambda grad, y: torch.ops.aten.tanh_backward(grad, y),
-    "relu": lambda grad, y: grad * (y > 0),
+#: Per activation of :data:`ACTIVATIONS`: (the differentiable op, the forward used where no
+#: gradient is recorded, the backward as a function of the incoming gradient and the output y).
+_OPS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor], Callable]] = {
+    "tanh": (torch.tanh, tanh, lambda grad, y: torch.ops.aten.tanh_backward(grad, y)),
+    "relu": (torch.relu, torch.relu, lambda grad, y: grad * (y > 0)),
 }
 
 
@@ -160,9 +156,8 @@ def _tracks(*tensors: Tensor) -> bool:
 
 
 def _activation(name: str, differentiable: bool) -> Callable[[Tensor], Tensor]:
-    if differentiable:
-        return torch.tanh if name == "tanh" else torch.relu
-    return _FORWARD[name]
+    differentiable_op, fast_op, _ = _OPS[name]
+    return differentiable_op if differentiable else fast_op
 
 
 class _FlatMLPFn(torch.autograd.Function):
@@ -192,7 +187,7 @@ class _FlatMLPFn(torch.autograd.Function):
             if i > 0 or need_x:
                 back = torch.bmm(delta, weight.transpose(1, 2))
                 if i > 0:
-                    delta = _BACKWARD[net.activation](back, h_in)
+                    delta = _OPS[net.activation][2](back, h_in)
                 else:
                     grad_x = back
         grad_theta = torch.cat(parts[::-1], dim=-1) if need_theta else None
@@ -285,7 +280,7 @@ class _LinearStackFn(torch.autograd.Function):
             if i > 0 or needs[0]:
                 back = delta.mm(params[2 * i])
                 if i > 0:
-                    delta = _BACKWARD[ctx.activation](back, inputs[i])
+                    delta = _OPS[ctx.activation][2](back, inputs[i])
                 else:
                     grad_x = back
         return (grad_x, None, *grads)

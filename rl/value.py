@@ -9,7 +9,7 @@ from rl.buffer import Batch
 from rl.optim import clip_grad_norm, optimizer_step, zero_grad
 from vi_flows import distributed
 
-__all__ = ["fit_value", "value_loss", "reduce_value_loss"]
+__all__ = ["fit_value", "value_loss", "value_step", "reduce_value_loss"]
 
 
 def value_loss(critic: nn.Module, obs: Tensor, returns: Tensor) -> Tensor:
@@ -44,11 +44,19 @@ def fit_value(
             loss = value_loss(critic, obs, returns)
             zero_grad(optimizer)
             loss.backward()
-            distributed.all_reduce_grads(critic, weights=1.0)
-            if max_grad_norm:
-                clip_grad_norm(params, max_grad_norm)
-            optimizer_step(optimizer)
+            value_step(optimizer, params, max_grad_norm)
     return reduce_value_loss(loss)
+
+
+def value_step(
+    optimizer: torch.optim.Optimizer, params: list[Tensor], max_grad_norm: float | None
+) -> None:
+    """Apply the critic's gradients: sum them over ranks (each rank's loss is its share), clip
+    their norm to ``max_grad_norm`` (0 or None: no clipping) and take the optimizer's step."""
+    distributed.all_reduce_grads(params, weights=1.0)
+    if max_grad_norm:
+        clip_grad_norm(params, max_grad_norm)
+    optimizer_step(optimizer)
 
 
 def reduce_value_loss(loss: Tensor) -> float:

@@ -218,7 +218,7 @@ def test_joint_step_is_the_two_separate_steps_to_the_bit():
     """One backward of policy loss + value loss, then each network's own clip and Adam step,
     against the policy's adam_step and the critic's step taken apart (the networks share no
     parameter, so the sum's gradient is each loss's own)."""
-    from rl.value import value_loss
+    from rl.value import value_loss, value_step
 
     results = []
     for joint in (True, False):
@@ -230,8 +230,10 @@ def test_joint_step_is_the_two_separate_steps_to_the_bit():
                 norm, value = algo.joint_step(loss, batch)
             else:
                 norm = adam_step(loss, algo.opt, cfg.max_grad_norm)
-                value = value_loss(critic, batch.obs, batch.returns)
-                adam_step(value, algo.value_opt, cfg.max_grad_norm)
+                value = value_loss(critic, batch.obs, batch.returns)  # fit_value's step
+                zero_grad(algo.value_opt)
+                value.backward()
+                value_step(algo.value_opt, list(critic.parameters()), cfg.max_grad_norm)
         results.append(
             (
                 norm,

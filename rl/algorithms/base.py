@@ -21,7 +21,7 @@ from rl.config import TrainConfig
 from rl.optim import clip_grad_norm, optimizer_step, zero_grad
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature, policy_entropy_per_param
-from rl.value import fit_value, value_loss
+from rl.value import fit_value, value_loss, value_step
 from vi_flows import distributed
 
 __all__ = [
@@ -240,15 +240,16 @@ class Algorithm:
         """One optimizer step of the policy on ``loss`` and one of the critic on the value loss of
         the same minibatch ``batch``, from a single backward of their sum (SB3's and CleanRL's
         joint loss): the networks share no parameter, so each gets exactly its own loss's
-        gradient, then its own all-reduce, clipping and optimizer, as :func:`adam_step` and
-        :func:`rl.value.fit_value` take them. Returns the policy's pre-clipping gradient norm
-        and the value loss (this rank's share)."""
+        gradient, then its own all-reduce, clipping and optimizer step: the policy's as
+        :func:`adam_step`, the critic's as :func:`rl.value.fit_value` (:func:`value_step`).
+        Returns the policy's pre-clipping gradient norm and the value loss (this rank's
+        share)."""
         value = value_loss(self.critic, batch.obs, batch.returns)
         zero_grad(self.opt)
         zero_grad(self.value_opt)
         (loss + value).backward()
         norm = _clip_and_step(self.opt, self.cfg.max_grad_norm)
-        _clip_and_step(self.value_opt, self.cfg.max_grad_norm)
+        value_step(self.value_opt, list(self.critic.parameters()), self.cfg.max_grad_norm)
         return norm, value.detach()
 
     def loss(self, batch: Batch, objective: Objective, alpha: float) -> Tensor:
