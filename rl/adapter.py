@@ -55,11 +55,29 @@ def ratio_objective(logp_old: Tensor, adv: Tensor) -> Objective:
 
 
 def clipped_objective(logp_old: Tensor, adv: Tensor, clip: float) -> Objective:
-    """PPO-clip: s_i = min(r_i Â_i, clip(r_i, 1 − ε, 1 + ε) Â_i), r_i = π_θ/π_old."""
+    """PPO-clip: s_i = min(r_i Â_i, clip(r_i, 1 − ε, 1 + ε) Â_i), r_i = π_θ/π_old.
+
+    Where the clipped term is the smaller one, r lies outside [1 − ε, 1 + ε] (or Â = 0), so its
+    gradient is 0: the minimum is taken as a selection of r Â by a mask computed without
+    gradient tracking, the clipped values entering as constants. The values and the gradients
+    are those of ``torch.minimum`` (where the terms tie, which is whenever r is inside the range,
+    minimum sends half the gradient down each path and both halves reach r unchanged), from
+    two backward kernels instead of ~18 (minimum's tie handling and clamp's mask).
+
+    >>> logp_old, adv = torch.zeros(3), torch.tensor([1.0, 1.0, -1.0])
+    >>> logp = torch.log(torch.tensor([1.1, 1.5, 1.5])).requires_grad_()
+    >>> s = clipped_objective(logp_old, adv, 0.2)(logp)
+    >>> [round(x, 4) for x in s.tolist()], torch.autograd.grad(s.sum(), logp)[0].tolist()
+    ([1.1, 1.2, -1.5], [1.100000023841858, 0.0, -1.5])
+    """
 
     def objective(logp: Tensor) -> Tensor:
         ratio = torch.exp(logp - logp_old)
-        return torch.minimum(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
+        unclipped = ratio * adv
+        with torch.no_grad():
+            clipped = ratio.clamp(1.0 - clip, 1.0 + clip) * adv
+            keep = unclipped <= clipped
+        return torch.where(keep, unclipped, clipped)
 
     return objective
 

@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from rl.fused import replay, tracks
+
 __all__ = ["FlatMLP", "MLP", "mlp", "tanh", "ACTIVATIONS"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -113,7 +115,7 @@ class FlatMLP:
             batch = torch.broadcast_shapes(theta.shape[:-1], x.shape[:-2])
             flat = theta.expand(*batch, -1).reshape(-1, self.num_params)
             h = x.expand(*batch, *x.shape[-2:]).reshape(flat.shape[0], *x.shape[-2:])
-        if _tracks(flat, h):
+        if tracks(flat, h):
             out = _FlatMLPFn.apply(flat, h, self)
         else:
             out = self.apply(self.layers(flat), h)
@@ -139,7 +141,7 @@ class FlatMLP:
         Differentiable (torch's activation) where autograd records the pass, else the fast
         :func:`tanh`; ``keep`` collects the hidden activations (the fused node's backward).
         """
-        act = _activation(self.activation, _tracks(h, *layers[0]))
+        act = _activation(self.activation, tracks(h, *layers[0]))
         last = len(layers) - 1
         for i, (weight, bias) in enumerate(layers):
             h = torch.baddbmm(bias, h, weight)
@@ -148,11 +150,6 @@ class FlatMLP:
                 if keep is not None:
                     keep.append(h)
         return h
-
-
-def _tracks(*tensors: Tensor) -> bool:
-    """Whether autograd records an op on ``tensors`` (grad mode on and one requires grad)."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _activation(name: str, differentiable: bool) -> Callable[[Tensor], Tensor]:
@@ -177,7 +174,7 @@ class _FlatMLPFn(torch.autograd.Function):
         theta, x, *hidden = ctx.saved_tensors
         net, (need_theta, need_x, _) = ctx.net, ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph: a differentiable backward
-            return (*_replay(lambda t, h: net.apply(net.layers(t), h), (theta, x), ctx, grad), None)
+            return (*replay(lambda t, h: net.apply(net.layers(t), h), (theta, x), ctx, grad), None)
         layers, inputs = net.layers(theta), [x, *hidden]
         parts: list[Tensor] = []
         delta, grad_x = grad, None
@@ -192,16 +189,6 @@ class _FlatMLPFn(torch.autograd.Function):
                     grad_x = back
         grad_theta = torch.cat(parts[::-1], dim=-1) if need_theta else None
         return grad_theta, grad_x, None
-
-
-def _replay(forward, inputs: tuple[Tensor, ...], ctx, grad: Tensor) -> list[Tensor | None]:
-    """The input gradients of ``forward(*inputs)`` recomputed with autograd's own ops (double
-    backward: the fused nodes' hand-written backward is not itself differentiable)."""
-    with torch.enable_grad():
-        out = forward(*inputs)
-    wanted = [t for t, need in zip(inputs, ctx.needs_input_grad, strict=False) if need]
-    grads = iter(torch.autograd.grad(out, wanted, grad, create_graph=True))
-    return [next(grads) if need else None for need in ctx.needs_input_grad[: len(inputs)]]
 
 
 class MLP(nn.Sequential):
@@ -222,7 +209,7 @@ class MLP(nn.Sequential):
         linear = list(self._modules.values())[::2]  # read each call: a layer may be replaced
         params = [t for layer in linear for t in (layer.weight, layer.bias)]
         flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
-        if _tracks(flat, *params):
+        if tracks(flat, *params):
             out = _LinearStackFn.apply(flat, self.activation, *params)
         else:
             out = _linear_stack(flat, params, self.activation)
@@ -233,7 +220,7 @@ def _linear_stack(
     h: Tensor, params: Sequence[Tensor], activation: str, keep: list[Tensor] | None = None
 ) -> Tensor:
     """h (B, n_in) through Linear layers (weights (n_out, n_in) and biases, alternating)."""
-    act = _activation(activation, _tracks(h, *params))
+    act = _activation(activation, tracks(h, *params))
     last = len(params) // 2 - 1
     for i in range(last + 1):
         h = torch.addmm(params[2 * i + 1], h, params[2 * i].t())
@@ -261,7 +248,7 @@ class _LinearStackFn(torch.autograd.Function):
         x, params, hidden = saved[0], saved[1 : 1 + ctx.num_params], saved[1 + ctx.num_params :]
         if torch.is_grad_enabled():  # create_graph: a differentiable backward
             return tuple(
-                _replay(
+                replay(
                     lambda h, _, *p: _linear_stack(h, p, ctx.activation),
                     (x, None, *params),  # None: the activation's slot
                     ctx,

@@ -136,8 +136,10 @@ class BNNPolicy(nn.Module):
             return self.head(self.net(self.theta0 + theta[:1], obs[None])[0])
         rows = self.rows(batch)
         # Each sample's place in its θ row's group, in sample order: the running count of its
-        # row (a cumulative sum of one-hot rows, (M, K) small integers), one pass and no sort.
-        seen = torch.nn.functional.one_hot(rows, theta.shape[0]).cumsum(0)
+        # row (a cumulative sum of one-hot rows, (M, K) small integers), one pass and no sort;
+        # the one-hot rows by scatter_ (F.one_hot first checks the range: three more kernels).
+        one_hot = torch.zeros(rows.shape[0], theta.shape[0], dtype=torch.long)
+        seen = one_hot.scatter_(1, rows.unsqueeze(1), 1).cumsum(0)
         pos = seen.gather(1, rows.unsqueeze(1)).squeeze(1) - 1
         largest = int(seen[-1].max()) if rows.shape[0] else 0
         padded = obs.new_zeros(theta.shape[0], largest, obs.shape[-1])

@@ -92,6 +92,25 @@ def test_surrogate_gradient_is_policy_gradient_over_alpha(make):
         assert torch.all((ALPHA * grad[:, col] - true).abs() < 4.5 * se), (grad * ALPHA, true)
 
 
+def test_clipped_objective_is_torch_minimum_to_the_bit():
+    """The mask form of PPO-clip gives min(r Â, clip(r) Â)'s values and gradients exactly, on
+    ratios inside and outside the range, both signs of Â, and Â = 0."""
+    torch.manual_seed(0)
+    logp_old, adv = torch.randn(512), torch.randn(512)
+    adv[:16] = 0.0
+    logp = (logp_old + 0.4 * torch.randn(512)).requires_grad_()
+    weights = torch.randn(512)
+    ratio = torch.exp(logp - logp_old)
+    reference = torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv)
+    got = clipped_objective(logp_old, adv, 0.2)(logp)
+    outside = ((ratio < 0.8) | (ratio > 1.2)).float().mean()
+    assert 0.2 < outside < 0.8  # both regimes are exercised
+    assert torch.equal(got, reference)
+    (want,) = torch.autograd.grad(reference @ weights, logp)
+    (grad,) = torch.autograd.grad(got @ weights, logp)
+    assert torch.equal(grad, want)
+
+
 def test_kl_loss_gradient_is_example_1():
     """−∂KL/∂μ_i = mean_k (1/α) ∂R/∂θ_ki and −∂KL/∂σ_i = mean_k ξ_ki (1/α) ∂R/∂θ_ki + 1/σ_i."""
     policy, batch, means = _bandit("gaussian", k=4, per_theta=20_000)

@@ -167,24 +167,26 @@ def test_ppo_target_kl_reads_the_mean_over_the_epoch_not_one_minibatch(monkeypat
     end the update; an epoch mean above it does."""
     import rl.algorithms.ppo as ppo_module
 
-    def fake_means(per_call):
-        calls = iter(per_call)
+    def fake_means(per_minibatch):
+        kls, calls = iter(per_minibatch), iter(range(10**6))
 
-        def global_means(*xs):
-            return [0.0, next(calls)] if len(xs) == 2 else [0.0]
+        def global_group_means(x, sizes):
+            # per epoch: the clip fractions first, then the KL̂s (target_kl > 0)
+            is_kl = next(calls) % 2 == 1
+            return [next(kls) if is_kl else 0.0 for _ in sizes]
 
-        return global_means
+        return global_group_means
 
     cases = (
         ([0.0, 0.0, 0.5] * 10, 30),  # every epoch mean 1/6 < 0.2, though its last one is 0.5
         ([0.0, 0.5, 0.5] * 10, 3),  # the first epoch's mean 1/3 > 0.2
         ([0.0] * 3 + [0.3] * 27, 6),  # the second epoch's mean 0.3 (the running mean 0.15)
     )
-    for per_call, steps in cases:
+    for per_minibatch, steps in cases:
         cfg, policy, critic, batch = _setup(
             "ppo", epochs=10, minibatch_size=8, lr=1e-2, target_kl=0.2
         )
-        monkeypatch.setattr(ppo_module, "global_means", fake_means(per_call))
+        monkeypatch.setattr(ppo_module, "global_group_means", fake_means(per_minibatch))
         algo = PPO(cfg, policy, critic)
         stats = algo.update(batch, alpha=1.0)
         assert _adam_steps(algo) == steps

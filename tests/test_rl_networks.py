@@ -1,4 +1,5 @@
-"""The fused MLP nodes of ``rl.networks`` against autograd through the plain layer-by-layer ops.
+"""The fused nodes of ``rl.networks`` (MLP passes) and ``rl.distributions`` (Gaussian log π) against
+autograd through the plain ops.
 
 Each differentiable forward of :class:`FlatMLP` and :class:`MLP` is one autograd node with a
 hand-written backward; these tests hold its outputs, first derivatives (for the weights and the
@@ -128,3 +129,46 @@ def test_fast_tanh_agrees_with_torch_and_leaves_its_input_alone():
     assert torch.equal(x, before)
     small = torch.randn(8, 64)  # acting's size: torch's own tanh
     assert torch.equal(tanh(small), torch.tanh(small))
+
+
+def _plain_gaussian_log_prob(a, loc, log_scale):
+    """log N(a; μ, diag σ²) by torch.distributions (the reference)."""
+    from torch.distributions import Independent, Normal
+
+    return Independent(Normal(loc, log_scale.exp().expand_as(loc)), 1).log_prob(a)
+
+
+def test_gaussian_log_prob_node_matches_autograd():
+    """``DiagGaussian.log_prob`` under autograd is one node (rl.distributions): its value and
+    the gradients for the action, the mean and a broadcast log σ are torch.distributions'."""
+    from rl.distributions import DiagGaussian
+
+    torch.manual_seed(0)
+    a = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    loc = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    log_scale = (0.5 * torch.randn(3, dtype=torch.float64)).requires_grad_()
+    out = DiagGaussian(loc, log_scale).log_prob(a)
+    ref = _plain_gaussian_log_prob(a, loc, log_scale)
+    assert out.grad_fn is not None and "LogProb" in type(out.grad_fn).__name__
+    assert torch.allclose(out, ref, atol=1e-12)
+    weights = torch.randn(7, dtype=torch.float64)
+    got = torch.autograd.grad(out @ weights, (a, loc, log_scale))
+    want = torch.autograd.grad(ref @ weights, (a, loc, log_scale))
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w, atol=1e-12)
+
+
+def test_gaussian_log_prob_node_passes_gradcheck_and_gradgradcheck():
+    """Second derivatives too (TRPO's Fisher-vector products differentiate log π's gradient)."""
+    from rl.distributions import DiagGaussian
+
+    torch.manual_seed(1)
+    a = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    loc = torch.randn(4, 2, dtype=torch.float64, requires_grad=True)
+    log_scale = (0.3 * torch.randn(2, dtype=torch.float64)).requires_grad_()
+
+    def f(a, loc, log_scale):
+        return DiagGaussian(loc, log_scale).log_prob(a)
+
+    assert torch.autograd.gradcheck(f, (a, loc, log_scale))
+    assert torch.autograd.gradgradcheck(f, (a, loc, log_scale))

@@ -30,6 +30,7 @@ __all__ = [
     "adam_step",
     "approx_kl",
     "explained_variance",
+    "global_group_means",
     "global_mean",
     "global_means",
     "share_of_mean",
@@ -83,6 +84,23 @@ def global_means(*xs: Tensor) -> list[float]:
         acc[i, 0] = x.detach().double().sum()
     sums = distributed.all_reduce_sum(acc).tolist()
     return [total / count if count else math.nan for total, count in sums]
+
+
+def global_group_means(x: Tensor, sizes: list[int]) -> list[float]:
+    """The mean of each consecutive group of ``sizes`` entries of ``x`` (one reduction for all
+    groups; NaN for an empty group). Under several ranks group j is the concatenation of every
+    rank's group j (one all-reduce of the sums and counts in float64, as :func:`global_means`).
+
+    >>> global_group_means(torch.tensor([1.0, 3.0, 2.0, 0.0]), [2, 0, 2])
+    [2.0, nan, 1.0]
+    """
+    sums = torch.segment_reduce(
+        x.detach().double(), "sum", lengths=torch.tensor(sizes), unsafe=True, initial=0.0
+    )
+    acc = torch.stack([sums, torch.tensor(sizes, dtype=torch.float64)], dim=1)
+    if distributed.is_distributed():
+        acc = distributed.all_reduce_sum(acc)
+    return [total / count if count else math.nan for total, count in acc.tolist()]
 
 
 def global_mean(x: Tensor) -> float:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from rl.adapter import clipped_objective, kl_penalty_objective
-from rl.algorithms.base import Algorithm, adam, adam_step, global_means
+from rl.algorithms.base import Algorithm, adam, adam_step, global_group_means
 from rl.buffer import Batch
 from rl.config import TrainConfig
 from rl.policy_api import PolicyFamily
@@ -86,7 +86,7 @@ class PPO(Algorithm):
         joint = cfg.value_epochs if cfg.value_minibatch_size == cfg.minibatch_size else 0
         joint_done, value = 0, None
         for epoch in range(cfg.epochs):
-            epoch_kl: list[float] = []
+            moved: list[Tensor] = []  # each minibatch's log π_θ − log π_old before its step
             for mb in batch.minibatches(cfg.minibatch_size, self.generator):
                 if cfg.objective == "clip":
                     surrogate = clipped_objective(mb.logp, mb.advantages, cfg.clip_coef)
@@ -108,21 +108,21 @@ class PPO(Algorithm):
                 if temperature is not None:  # auto α reacts within the update (rl.temperature)
                     dual = self.dual_step(temperature, mb.obs)
                     alpha = temperature.alpha
-                log_ratio = seen["logp"] - mb.logp  # before this minibatch's step
-                ratio_m1 = log_ratio.exp() - 1.0
-                clip_mask = (ratio_m1.abs() > cfg.clip_coef).float()
-                # Global means under several ranks: every rank takes the same decision below.
-                if cfg.target_kl > 0:
-                    frac, minibatch_kl = global_means(clip_mask, ratio_m1 - log_ratio)
-                    epoch_kl.append(minibatch_kl)
-                else:
-                    (frac,) = global_means(clip_mask)
-                clipped.append(frac)
+                moved.append(seen["logp"] - mb.logp)
+            # The epoch's clip fractions and KL̂s, per minibatch, in one pass after it (nothing
+            # below needs them sooner); global means under several ranks, so every rank takes
+            # the same decision.
+            sizes = [len(log_ratio) for log_ratio in moved]
+            log_ratio = torch.cat(moved)
+            ratio_m1 = log_ratio.exp() - 1.0
+            clipped += global_group_means((ratio_m1.abs() > cfg.clip_coef).float(), sizes)
             if epoch == 0:  # the first epoch always runs whole: the minibatches of an epoch
                 per_epoch = steps
             joint_done += epoch < joint
-            if cfg.target_kl > 0 and sum(epoch_kl) / len(epoch_kl) > cfg.target_kl:
-                break
+            if cfg.target_kl > 0:
+                epoch_kl = global_group_means(ratio_m1 - log_ratio, sizes)
+                if sum(epoch_kl) / len(epoch_kl) > cfg.target_kl:
+                    break
         self.updates += 1
         stats = self.diagnostics(batch)
         if cfg.objective == "kl-penalty":
