@@ -59,7 +59,9 @@ class BNNPolicy(nn.Module):
         hidden: hidden widths of the policy MLP.
         posterior: a vi_flows family (``gaussian``, ``lowrank-gaussian``, ``planar``, …) or
             ``point``.
-        posterior_options: passed to :func:`vi_flows.flows.build` (e.g. ``init_scale``, ``rank``).
+        posterior_options: passed to :func:`vi_flows.flows.build` (e.g. ``init_scale``, ``rank``;
+            ``lowrank-gaussian`` defaults ``factor_scale`` to 1/√d here, see
+            :class:`vi_flows.transforms.LowRankAffine`).
         init_log_std, learn_log_std: the Gaussian action noise ζ (Box actions only).
         activation: hidden activation.
     """
@@ -81,7 +83,12 @@ class BNNPolicy(nn.Module):
         self.register_buffer("theta0", self.net.init_flat())
         dim = self.net.num_params
         point = posterior == "point"
-        self.q = PointMass(dim) if point else build(posterior, dim, **(posterior_options or {}))
+        options = dict(posterior_options or {})
+        if posterior == "lowrank-gaussian":
+            # V's step in units of |v_j| ~ lr, as D's log-scales step (LowRankAffine: at s = 1 its
+            # columns grew √d times faster and multiplied the weight noise along them ~19-fold)
+            options.setdefault("factor_scale", dim**-0.5)
+        self.q = PointMass(dim) if point else build(posterior, dim, **options)
         self.noise_dim = 0 if point else dim
         self.has_kl_term = self.random_theta = not point
 

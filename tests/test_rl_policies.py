@@ -261,3 +261,25 @@ def test_to_env_clips_box_actions_like_np_clip():
     got = policy.head.to_env(action)
     want = np.clip(action.numpy(), BOX.low, BOX.high)
     assert got.dtype == want.dtype and np.array_equal(got, want, equal_nan=True)
+
+
+def test_low_rank_weight_posterior_steps_v_in_units_of_one_over_sqrt_d():
+    """A lowrank-gaussian weight posterior defaults to V = W/√d (LowRankAffine's
+    factor_scale), so that an Adam step of lr moves a column of V by ~lr, not lr·√d; an explicit
+    option wins."""
+    space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    policy = BNNPolicy(3, space, hidden=(16,), posterior="lowrank-gaussian")
+    d = policy.net.num_params
+    assert float(policy.q.transform.factor_scale) == pytest.approx(d**-0.5)
+    theta = policy.q.transform.factor
+    loss = policy.q(torch.randn(5, d))[0].square().sum()
+    loss.backward()
+    opt = torch.optim.Adam([theta], lr=1e-3)
+    before = policy.q.transform.low_rank().detach().clone()
+    opt.step()
+    moved = (policy.q.transform.low_rank().detach() - before).norm(dim=0)
+    assert torch.all(moved < 2e-3)  # each column by ~lr (at s = 1: ~lr·√d ≈ 0.009)
+    explicit = BNNPolicy(
+        3, space, hidden=(16,), posterior="lowrank-gaussian", posterior_options={"factor_scale": 1}
+    )
+    assert float(explicit.q.transform.factor_scale) == 1.0

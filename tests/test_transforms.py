@@ -50,6 +50,7 @@ CASES: dict[str, Callable[[], T.Transform]] = {
     "elementwise": lambda: T.ElementwiseAffine(DIM),
     "lower-triangular": lambda: T.LowerTriangularAffine(DIM),
     "low-rank": lambda: T.LowRankAffine(DIM, rank=2),
+    "low-rank-scaled": lambda: T.LowRankAffine(DIM, rank=2, init_factor=0.3, factor_scale=0.2),
     "planar": lambda: T.Planar(DIM),
     "radial": lambda: T.Radial(DIM),
     "coupling": lambda: T.AffineCoupling(DIM, alternating_mask(DIM, 1), hidden=(16, 16)),
@@ -272,3 +273,25 @@ def test_runs_on_cuda(name: str) -> None:
     assert y.device.type == "cuda" and ladj.device.type == "cuda"
     if t.has_inverse:
         torch.testing.assert_close(t.inverse(y)[0], x, atol=1e-4, rtol=1e-4)
+
+
+def test_low_rank_factor_scale_is_kept_with_the_weights() -> None:
+    """V = s W: s travels in the state dict (a loaded flow uses the saved s, not its
+    constructor's); a state dict from before the option holds V itself and loads as s = 1; and
+    V starts with entries of std ``init_factor`` whatever s is."""
+    torch.manual_seed(0)
+    scaled = T.LowRankAffine(5000, rank=4, init_factor=0.01, factor_scale=5000**-0.5)
+    assert abs(float(scaled.low_rank().std()) / 0.01 - 1.0) < 0.05
+    state = scaled.state_dict()
+    assert float(state["factor_scale"]) == pytest.approx(5000**-0.5)
+    fresh = T.LowRankAffine(5000, rank=4)  # s = 1 by default, overwritten by the load
+    fresh.load_state_dict(state)
+    x = torch.randn(3, 5000)
+    torch.testing.assert_close(fresh(x)[0], scaled(x)[0])
+    old = {k: v for k, v in state.items() if k != "factor_scale"}
+    before = T.LowRankAffine(5000, rank=4, factor_scale=0.5)
+    before.load_state_dict(old)
+    assert float(before.factor_scale) == 1.0
+    torch.testing.assert_close(before.low_rank(), state["factor"])
+    with pytest.raises(ValueError, match="factor_scale"):
+        T.LowRankAffine(4, factor_scale=0.0)

@@ -225,9 +225,12 @@ def _full_gaussian(dim: int, init_scale: float = 1.0) -> Transform:
 
 
 @register("lowrank-gaussian")
-def _lowrank_gaussian(dim: int, rank: int = 4, init_scale: float = 1.0) -> Transform:
-    """Low-rank-plus-diagonal Gaussian θ = μ + D (I + V Vᵀ) ξ."""
-    return LowRankAffine(dim, rank=rank, init_scale=init_scale)
+def _lowrank_gaussian(
+    dim: int, rank: int = 4, init_scale: float = 1.0, factor_scale: float = 1.0
+) -> Transform:
+    """Low-rank-plus-diagonal Gaussian θ = μ + D (I + V Vᵀ) ξ (V = ``factor_scale`` · W,
+    :class:`~vi_flows.transforms.LowRankAffine`)."""
+    return LowRankAffine(dim, rank=rank, init_scale=init_scale, factor_scale=factor_scale)
 
 
 def _with_affine_head(body: list[Transform], dim: int, init_scale: float) -> Transform:
