@@ -20,18 +20,23 @@ __all__ = ["DiagGaussian", "DiagGaussianSampler"]
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _log_prob(value: Tensor, loc: Tensor, log_scale: Tensor, inv_scale: Tensor) -> Tensor:
-    """log N(value; μ, diag σ²) summed over the last dimension, given log σ and 1/σ."""
+def _log_prob_terms(
+    value: Tensor, loc: Tensor, log_scale: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """log N(value; μ, diag σ²) summed over the last dimension, with the z = (a − μ)/σ, 1/σ and
+    z² it was computed from (what :class:`_LogProbFn`'s backward reads)."""
+    inv_scale = torch.exp(-log_scale)
     z = (value - loc) * inv_scale
-    return -(0.5 * z.square() + log_scale + _HALF_LOG_2PI).sum(-1)
+    z_sq = z.square()
+    return -(0.5 * z_sq + log_scale + _HALF_LOG_2PI).sum(-1), z, inv_scale, z_sq
 
 
 def _plain_log_prob(value: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
-    return _log_prob(value, loc, log_scale, torch.exp(-log_scale))
+    return _log_prob_terms(value, loc, log_scale)[0]
 
 
 class _LogProbFn(torch.autograd.Function):
-    r""":func:`_log_prob` (the same floats) as one autograd node. With z = (a − μ)/σ and the
+    r""":func:`_plain_log_prob` (the same floats) as one autograd node. With z = (a − μ)/σ and the
     incoming gradient g of log N = −Σ(½z² + log σ + ½ log 2π),
 
     .. math:: \bar μ = g\, z/σ, \qquad \overline{\log σ} = g\,(z^2 − 1), \qquad \bar a = −\bar μ,
@@ -42,11 +47,9 @@ class _LogProbFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, value: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
-        inv_scale = torch.exp(-log_scale)
-        z = (value - loc) * inv_scale
-        z_sq = z.square()
+        out, z, inv_scale, z_sq = _log_prob_terms(value, loc, log_scale)
         ctx.save_for_backward(value, loc, log_scale, z, inv_scale, z_sq)
-        return -(0.5 * z_sq + log_scale + _HALF_LOG_2PI).sum(-1)
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:

@@ -82,8 +82,15 @@ def global_means(*xs: Tensor) -> list[float]:
     acc = torch.tensor([[0.0, float(x.numel())] for x in xs], dtype=torch.float64)
     for i, x in enumerate(xs):
         acc[i, 0] = x.detach().double().sum()
-    sums = distributed.all_reduce_sum(acc).tolist()
-    return [total / count if count else math.nan for total, count in sums]
+    return _global_ratios(acc)
+
+
+def _global_ratios(acc: Tensor) -> list[float]:
+    """total / count of each (total, count) row of ``acc`` (float64), both summed over ranks
+    under several (one all-reduce); NaN where the count is 0."""
+    if distributed.is_distributed():
+        acc = distributed.all_reduce_sum(acc)
+    return [total / count if count else math.nan for total, count in acc.tolist()]
 
 
 def global_group_means(x: Tensor, sizes: list[int]) -> list[float]:
@@ -97,10 +104,7 @@ def global_group_means(x: Tensor, sizes: list[int]) -> list[float]:
     sums = torch.segment_reduce(
         x.detach().double(), "sum", lengths=torch.tensor(sizes), unsafe=True, initial=0.0
     )
-    acc = torch.stack([sums, torch.tensor(sizes, dtype=torch.float64)], dim=1)
-    if distributed.is_distributed():
-        acc = distributed.all_reduce_sum(acc)
-    return [total / count if count else math.nan for total, count in acc.tolist()]
+    return _global_ratios(torch.stack([sums, torch.tensor(sizes, dtype=torch.float64)], dim=1))
 
 
 def global_mean(x: Tensor) -> float:
