@@ -31,7 +31,7 @@ from rl.action_head import Action, ActionHead, check_action_space
 from rl.buffer import Batch
 from rl.networks import FlatMLP, mlp
 from rl.policy_api import PolicyFamily
-from rl.posteriors import Particles, PointMass, StateGaussian, flow_std
+from rl.posteriors import Particles, PointMass, StateGaussian, affine_mean, flow_std
 from vi_flows.flows import build
 from vi_flows.registry import Registry
 
@@ -158,9 +158,13 @@ class BNNPolicy(nn.Module):
 
     @torch.no_grad()
     def mean_params(self, num: int = 1024) -> Tensor:
-        """The posterior mean of θ (Monte Carlo for flows), shape (1, d)."""
+        """The posterior mean of θ, shape (1, d): exact for a point mass and affine flows
+        (h(0)), a Monte Carlo mean of ``num`` draws for other flows."""
         if isinstance(self.q, PointMass):
             return self.q.loc[None].clone()
+        exact = affine_mean(self.q)
+        if exact is not None:
+            return exact
         return self.q(torch.randn(num, self.noise_dim))[0].mean(0, keepdim=True)
 
     def mean_policy(self) -> Callable[[Tensor], Distribution]:
@@ -168,7 +172,8 @@ class BNNPolicy(nn.Module):
         return lambda obs: self.distribution(mean.expand(obs.shape[0], -1), obs)
 
     def posterior_std(self) -> float:
-        """Mean marginal σ of the weight posterior."""
+        """Mean marginal σ of the weight posterior (exact for affine flows,
+        :func:`rl.posteriors.flow_std`)."""
         return flow_std(self.q, self.noise_dim)
 
 

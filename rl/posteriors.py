@@ -14,9 +14,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vi_flows.flows import standard_normal_log_prob
+from vi_flows.bases import StandardNormal
+from vi_flows.flows import Flow, standard_normal_log_prob
+from vi_flows.transforms import (
+    ElementwiseAffine,
+    LowerTriangularAffine,
+    LowRankAffine,
+    Transform,
+)
 
-__all__ = ["PointMass", "Particles", "StateGaussian", "flow_std"]
+__all__ = [
+    "PointMass",
+    "Particles",
+    "StateGaussian",
+    "affine_mean",
+    "affine_marginal_std",
+    "flow_std",
+]
 
 
 class PointMass(nn.Module):
@@ -87,12 +101,79 @@ class StateGaussian(nn.Module):
         return mu + xi * log_std.exp(), standard_normal_log_prob(xi) - log_std.sum(-1)
 
 
+def _gaussian_affine(q: nn.Module) -> Transform | None:
+    """q's transform if q is an affine flow on N(0, I) (a Gaussian posterior), else None."""
+    if not isinstance(q, Flow) or not isinstance(q.base, StandardNormal):
+        return None
+    affine = ElementwiseAffine | LowerTriangularAffine | LowRankAffine
+    return q.transform if isinstance(q.transform, affine) else None
+
+
+def affine_mean(q: nn.Module) -> Tensor | None:
+    """E θ = h(E ξ) = h(0) (1, d) for an affine flow on N(0, I), exactly; None for other flows.
+
+    >>> from vi_flows.flows import build
+    >>> q = build("gaussian", 3)
+    >>> _ = q.transform.loc.data.fill_(2.0)
+    >>> affine_mean(q).tolist()
+    [[2.0, 2.0, 2.0]]
+    """
+    if _gaussian_affine(q) is None:
+        return None
+    with torch.no_grad():
+        return q(torch.zeros(1, q.dim))[0]
+
+
+def affine_marginal_std(q: nn.Module) -> Tensor | None:
+    """The exact marginal standard deviations (d,) of θ under an affine flow on N(0, I), or None.
+
+    θ = μ + A ξ has Cov θ = A Aᵀ, so std θᵢ = ‖Aᵢ‖, the norm of A's row i:
+
+    * ``ElementwiseAffine``: A = diag σ, std = σ;
+    * ``LowerTriangularAffine``: A = L, the row norms of L;
+    * ``LowRankAffine``: A = D(I + VVᵀ), whose row i is Dᵢ(eᵢ + V vᵢ) with vᵢ the row i of V,
+      so std²ᵢ = Dᵢ² (1 + 2‖vᵢ‖² + vᵢᵀ(VᵀV)vᵢ), in O(d r²) (nothing d × d is formed).
+
+    None for any other flow or base (:func:`flow_std` then estimates).
+
+    >>> from vi_flows.flows import build
+    >>> q = build("lowrank-gaussian", 5, rank=2)
+    >>> _ = q.transform.factor.data.normal_()
+    >>> dense = q.transform.matrix().norm(dim=1)
+    >>> bool(torch.allclose(affine_marginal_std(q), dense, atol=1e-6))
+    True
+    """
+    t = _gaussian_affine(q)
+    if isinstance(t, ElementwiseAffine):
+        return t.scale()
+    if isinstance(t, LowerTriangularAffine):
+        return t.scale_tril().norm(dim=1)
+    if isinstance(t, LowRankAffine):
+        v = t.low_rank()
+        gram_rows = v @ (v.mT @ v)  # row i: vᵢᵀ(VᵀV)
+        quad = 1.0 + 2.0 * v.square().sum(1) + (gram_rows * v).sum(1)
+        return t.diag() * quad.sqrt()
+    return None
+
+
 @torch.no_grad()
 def flow_std(q: nn.Module, noise_dim: int, num: int = 64) -> float:
-    """Mean marginal standard deviation of θ under q (Monte Carlo with ``num`` draws)."""
+    """Mean marginal standard deviation of θ under q.
+
+    Exact for an affine flow on N(0, I) (:func:`affine_marginal_std`; the trainer logs this
+    after every update, and 64 draws of a 4,481-weight posterior cost ~5 ms and a ±9% jitter);
+    otherwise a Monte Carlo estimate from ``num`` draws of a fork of the global torch RNG seeded
+    0 (the same draws every call, and the run's own random stream is left as it was).
+    """
     if isinstance(q, PointMass):
         return 0.0
     if isinstance(q, Particles):
         return float(q.theta.std(0).mean()) if q.theta.shape[0] > 1 else 0.0
-    theta = q(torch.randn(num, noise_dim))[0]
+    exact = affine_marginal_std(q)
+    if exact is not None:
+        return float(exact.mean())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        xi = torch.randn(num, noise_dim)
+    theta = q(xi)[0]
     return float(theta.std(0).mean())

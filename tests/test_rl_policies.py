@@ -283,3 +283,50 @@ def test_low_rank_weight_posterior_steps_v_in_units_of_one_over_sqrt_d():
         3, space, hidden=(16,), posterior="lowrank-gaussian", posterior_options={"factor_scale": 1}
     )
     assert float(explicit.q.transform.factor_scale) == 1.0
+
+
+@pytest.mark.parametrize(
+    "family,options",
+    [
+        ("gaussian", {"init_scale": 0.3}),
+        ("full-gaussian", {"init_scale": 0.3}),
+        ("lowrank-gaussian", {"rank": 3, "init_scale": 0.3}),
+    ],
+)
+def test_affine_marginal_std_is_the_row_norms_of_the_flows_matrix(family, options):
+    from rl.posteriors import affine_marginal_std
+    from vi_flows.flows import build
+
+    torch.manual_seed(0)
+    q = build(family, 6, **options).double()
+    with torch.no_grad():  # move every parameter off its initial value
+        for p in q.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    # the Jacobian of the affine map, by autograd: std θᵢ = ‖∂θᵢ/∂ξ‖
+    jac = torch.func.jacrev(lambda x: q(x[None])[0][0])(torch.zeros(6, dtype=torch.float64))
+    assert torch.allclose(affine_marginal_std(q), jac.norm(dim=1), atol=1e-10)
+
+
+def test_posterior_std_is_exact_for_affine_flows_and_leaves_the_rng_alone_otherwise():
+    policy = BNNPolicy(3, BOX, hidden=(4,), posterior="gaussian")
+    with torch.no_grad():
+        policy.q.transform.raw_scale.normal_()
+    expected = float(torch.nn.functional.softplus(policy.q.transform.raw_scale).mean())
+    assert policy.posterior_std() == pytest.approx(expected, rel=1e-6)
+
+    planar = BNNPolicy(3, BOX, hidden=(4,), posterior="planar")
+    torch.manual_seed(1)
+    state = torch.get_rng_state()
+    first = planar.posterior_std()
+    assert torch.equal(torch.get_rng_state(), state)  # the training run's stream is untouched
+    assert first > 0 and planar.posterior_std() == first  # the same draws on every call
+
+
+@pytest.mark.parametrize("posterior", ["gaussian", "lowrank-gaussian"])
+def test_mean_params_of_an_affine_posterior_is_its_location_exactly(posterior):
+    policy = BNNPolicy(3, BOX, hidden=(4,), posterior=posterior)
+    with torch.no_grad():
+        policy.q.transform.loc.normal_()
+    state = torch.get_rng_state()
+    assert torch.equal(policy.mean_params(), policy.q.transform.loc[None])
+    assert torch.equal(torch.get_rng_state(), state)
