@@ -43,7 +43,15 @@ from rl.rollout import Collector
 from rl.temperature import AutoTemperature
 from vi_flows import distributed, runfiles
 
-__all__ = ["train", "build_policy", "resolve_std_target", "load_run", "RESUMABLE", "RUN_FILES"]
+__all__ = [
+    "train",
+    "Run",
+    "build_policy",
+    "resolve_std_target",
+    "load_run",
+    "RESUMABLE",
+    "RUN_FILES",
+]
 
 #: Config fields a resumed run may change (none of them alters the updates already made);
 #: ``total_steps`` not when a schedule is timed by it (``TrainConfig.timed_by_total_steps``).
@@ -127,7 +135,7 @@ def resolve_std_target(cfg: Any, obs_dim: int, action_space) -> tuple[Any, bool]
     return dataclasses.replace(cfg, posterior_std_target=sigma), True
 
 
-class _Run:
+class Run:
     """Everything a run holds, built from a config (no training logic here)."""
 
     def __init__(self, cfg: Any) -> None:
@@ -262,7 +270,7 @@ def saved_config(out: Path) -> Any:
         raise ValueError(f"{path}: {err}") from None
 
 
-def load_run(out: Path, restore_envs: bool = True, **overrides: Any) -> _Run:
+def load_run(out: Path, restore_envs: bool = True, **overrides: Any) -> Run:
     """Rebuild a run from ``out/config.json`` and ``out/checkpoint.pt`` (no code is loaded).
 
     ``overrides`` replace config fields; ``restore_envs=False`` leaves the environments fresh.
@@ -274,7 +282,7 @@ def load_run(out: Path, restore_envs: bool = True, **overrides: Any) -> _Run:
     state = runfiles.load(out / "checkpoint.pt")
     if restore_envs:
         check_world_size(state, out / "checkpoint.pt")
-    run = _Run(cfg)
+    run = Run(cfg)
     try:
         run.load_state_dict(state, restore_envs)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
@@ -325,7 +333,7 @@ def train(
     out: str | Path,
     resume: bool = False,
     progress: bool = True,
-    callback: Callable[[_Run, dict], bool | None] | None = None,
+    callback: Callable[[Run, dict], bool | None] | None = None,
     overwrite: bool = False,
 ) -> dict:
     """Train (or, with ``resume``, continue) the run in ``out``; returns the last progress row.
@@ -366,7 +374,7 @@ def train(
             )
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file, not a folder")
-        run = _Run(cfg)  # bad settings fail here, before anything is written
+        run = Run(cfg)  # bad settings fail here, before anything is written
         distributed.barrier()  # every rank has checked ``out`` before rank 0 changes it
         if existing and distributed.is_main():
             _remove_run_files(out)
@@ -390,7 +398,7 @@ def train(
     return row
 
 
-def _loop(run: _Run, out: Path, resume: bool, progress: bool, callback) -> dict:
+def _loop(run: Run, out: Path, resume: bool, progress: bool, callback) -> dict:
     cfg = run.cfg
     main, world = distributed.is_main(), distributed.world_size()
     log = ProgressLog(out, run.update if resume else None, cfg.tensorboard) if main else None

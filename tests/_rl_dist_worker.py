@@ -15,7 +15,7 @@ import torch
 from rl import config as config_io
 from rl.algorithms import default_config
 from rl.envs import RewardScaler, RunningMeanStd
-from rl.trainer import _Run, train
+from rl.trainer import Run, train
 from vi_flows import distributed
 
 #: A small V-PPO run with every statistic that crosses ranks switched on.
@@ -58,7 +58,7 @@ def _update(out: Path, case: str) -> None:
     fields = {k: json.loads(v) for k, v in [setting.split("=")]} if setting else {}
     # CartPole's episodes end within the rollout, so the ranks' θ tables differ in size.
     cfg = update_config(algo, env_id="CartPole-v1", total_steps=10_000, **fields)
-    run = _Run(cfg)
+    run = Run(cfg)
     r = distributed.rank()
     if distributed.is_main():
         config_io.save(cfg, out / "config.json")

@@ -22,7 +22,7 @@ from rl.buffer import Batch, RolloutBuffer
 from rl.checkpoint import from_plain
 from rl.cli import main
 from rl.envs import RewardScaler, RunningMeanStd
-from rl.trainer import _Run, saved_config
+from rl.trainer import Run, saved_config
 from vi_flows import runfiles
 
 WORKER = Path(__file__).with_name("_rl_dist_worker.py")
@@ -105,7 +105,7 @@ def test_one_update_equals_the_single_process_update_on_the_concatenated_batch(a
 
     torch.set_num_threads(1)
     cfg = saved_config(tmp_path)  # the workers' config
-    run = _Run(cfg)
+    run = Run(cfg)
     try:
         before = parts[0]["before"]
         for key, value in run.policy.state_dict().items():  # rank 0 = one process's init

@@ -1,8 +1,8 @@
 """Variational policy gradient (rl/) against Stable-Baselines3 (issue #5).
 
 Modules: :mod:`~benchmarks.rl.suites` (what runs), :mod:`~benchmarks.rl.runners` (one cell, ours or
-SB3), :mod:`~benchmarks.rl.reports` (tables and figures), :mod:`~benchmarks.rl.throughput`; the
-command line is :mod:`benchmarks.rl.__main__`.
+SB3), :mod:`~benchmarks.rl.reports` (tables and figures), :mod:`~benchmarks.rl.throughput`,
+:mod:`~benchmarks.rl.update_cost`; the command line is :mod:`benchmarks.rl.__main__`.
 
 One command runs a named suite and writes under ``--out``::
 
@@ -11,6 +11,8 @@ One command runs a named suite and writes under ``--out``::
     OUT/summary.csv, OUT/summary.md           one row per (suite, env, label), every hyperparameter
     OUT/<suite>-<env>.png                     deterministic-eval return vs env steps, mean ± std
     OUT/throughput.csv, OUT/throughput.md     (suite ``throughput``)
+    OUT/update-cost.csv, OUT/update-cost.md   (suite ``update-cost``: PPO against V-PPO,
+                                              phase by phase, in one process)
     RESULTS/table.md, table.csv, curves.png   (suite ``autoalpha``; ``--results``, default OUT)
 
 Usage::
@@ -21,30 +23,29 @@ Usage::
     python -m benchmarks.rl --suite autoalpha --out /tmp/bench/rl-autoalpha \
         --results benchmarks/results/rl-autoalpha
 
-Suites: exploration, explore, pendulum, cartpole, mujoco, ablation, autoalpha, throughput, all
-(everything but explore, autoalpha and throughput). ``explore`` is issue 14's exploration suite
-(:func:`~benchmarks.rl.suites.explore`): DeepSea 10/20/30 (rl.explore_envs, bsuite's 10k
-episodes), sparse-reward MountainCarContinuous (100k), Acrobot-v1 (200k), Swimmer-v5 (1M, only with
-``mujoco``) for V-PPO / V-TRPO (auto α, gaussian and low-rank posteriors), PPO, RPO, SVPG and SB3
-PPO (defaults; zoo settings without and with gSDE); methods that cannot apply to a task (RPO and
-gSDE on discrete actions, zoo settings where the zoo has none) appear as "n/a" rows. Its extra
-outputs are ``OUT/explore-aggregate.{md,csv}``: per method, the IQM of the final return normalised
-per task, with a 95% stratified-bootstrap CI (:mod:`~benchmarks.rl.stats`); every summary row also
-carries the per-task IQM and CI of the final eval returns. ``autoalpha`` is issue 14's auto-α check
-(:mod:`~benchmarks.rl.autoalpha`): V-PPO with the default ``alpha_schedule="auto"`` on Pendulum
-from α₀ = 1e-2 and 1e-6 against PPO, 3 seeds, plus V-PPO low-rank and V-TRPO from 1e-2.
-:mod:`~benchmarks.rl.probe` is one exploratory run with its α / σ̄ trace. ``--quick`` shrinks
-steps and seeds: ``--suite all --quick`` took 3 min 10 s and
-``--suite throughput`` 1 min on one core. ``--seeds N`` runs seeds 0 … N−1 of every task;
+Suites: exploration, explore, pendulum, cartpole, mujoco, ablation, autoalpha, throughput,
+update-cost, all (everything but explore, autoalpha, throughput and update-cost). ``explore`` is
+issue 14's exploration suite (:func:`~benchmarks.rl.suites.explore`): DeepSea 10/20/30
+(rl.explore_envs, bsuite's 10k episodes), sparse-reward MountainCarContinuous (100k), Acrobot-v1
+(200k), Swimmer-v5 (1M, only with ``mujoco``) for V-PPO / V-TRPO (auto α, gaussian and low-rank
+posteriors), PPO, RPO, SVPG and SB3 PPO (defaults; zoo settings without and with gSDE); methods
+that cannot apply to a task (RPO and gSDE on discrete actions, zoo settings where the zoo has none)
+appear as "n/a" rows. Its extra outputs are ``OUT/explore-aggregate.{md,csv}``: per method, the IQM
+of the final return normalised per task, with a 95% stratified-bootstrap CI
+(:mod:`~benchmarks.rl.stats`); every summary row also carries the per-task IQM and CI of the final
+eval returns. ``autoalpha`` is issue 14's auto-α check (:mod:`~benchmarks.rl.autoalpha`): V-PPO
+with the default ``alpha_schedule="auto"`` on Pendulum from α₀ = 1e-2 and 1e-6 against PPO, 3
+seeds, plus V-PPO low-rank and V-TRPO from 1e-2. :mod:`~benchmarks.rl.probe` is one exploratory run
+with its α / σ̄ trace. ``--quick`` shrinks steps and seeds: ``--suite all --quick`` took 3 min 10 s
+and ``--suite throughput`` 1 min on one core. ``--seeds N`` runs seeds 0 … N−1 of every task;
 ``--only a,b`` runs only the methods (labels) and environments named (labels alone: on every
 environment; environments alone: all their methods; both: the named methods on the named
 environments), e.g. two processes on two cores, then one plain rerun, which finds every cell
-cached, writes the tables and figures.
-The full sizes are the issue's. Measured wall time, one process per core on a 2-core machine:
-exploration 26 min (most of it the SB3 zoo runs at ≈ 550 steps/s), pendulum 16 min, cartpole
-9 min, ablation 53 min, mujoco 1 h 45 min (SB3 43 min + ours 60 min; only with ``mujoco``
-installed, skipped with a message otherwise), throughput 1 min, autoalpha 33 min (18 runs, one
-process on a machine shared with other jobs).
+cached, writes the tables and figures. The full sizes are the issue's. Measured wall time, one
+process per core on a 2-core machine: exploration 26 min (most of it the SB3 zoo runs at ≈ 550
+steps/s), pendulum 16 min, cartpole 9 min, ablation 53 min, mujoco 1 h 45 min (SB3 43 min + ours 60
+min; only with ``mujoco`` installed, skipped with a message otherwise), throughput 1 min, autoalpha
+33 min (18 runs, one process on a machine shared with other jobs).
 
 Runs are resumable: a cell (suite, env, label, seed) with a ``result.json`` is skipped; a cell
 without one is started again from scratch.

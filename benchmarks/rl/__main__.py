@@ -15,6 +15,7 @@ from benchmarks.rl.reports import write_tables
 from benchmarks.rl.runners import run_cell, run_suite
 from benchmarks.rl.suites import has_mujoco, select, suites
 from benchmarks.rl.throughput import throughput
+from benchmarks.rl.update_cost import update_cost
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             "ablation",
             "autoalpha",
             "throughput",
+            "update-cost",
         ],
     )
     p.add_argument("--quick", action="store_true", help="small steps/seeds (minutes)")
@@ -66,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     if args.suite == "throughput":
         throughput(root, args.quick)
+        return 0
+    if args.suite == "update-cost":
+        update_cost(root, args.quick)
         return 0
     tasks = select(suites(args.quick), args.seeds, args.only)
     names = ["exploration", "pendulum", "cartpole", "ablation"] if args.suite == "all" else []
