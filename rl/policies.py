@@ -31,8 +31,17 @@ from rl.action_head import Action, ActionHead, check_action_space
 from rl.buffer import Batch
 from rl.networks import FlatMLP, mlp
 from rl.policy_api import PolicyFamily
-from rl.posteriors import Particles, PointMass, StateGaussian, affine_mean, flow_std
-from vi_flows.flows import build
+from rl.posteriors import (
+    Particles,
+    PointMass,
+    StateGaussian,
+    affine_mean,
+    base_noise,
+    flow_std,
+    probe_noise,
+)
+from vi_flows.bases import StudentT
+from vi_flows.flows import Flow, build
 from vi_flows.registry import Registry
 
 __all__ = [
@@ -89,12 +98,18 @@ class BNNPolicy(nn.Module):
             # columns grew √d times faster and multiplied the weight noise along them ~19-fold)
             options.setdefault("factor_scale", dim**-0.5)
         self.q = PointMass(dim) if point else build(posterior, dim, **options)
+        if isinstance(self.q, Flow) and isinstance(self.q.base, StudentT) and self.q.base.learn_df:
+            raise ValueError(
+                "posterior_options: learn_df=True is not supported for a policy posterior (each "
+                "session's ξ is kept as data, so ν would get no gradient through it); fix df"
+            )
         self.noise_dim = 0 if point else dim
         self.has_kl_term = self.random_theta = not point
 
     def new_noise(self, slots: Tensor) -> Tensor:
-        """ξ ~ N(0, I) for new sessions in the env slots ``slots``."""
-        return torch.randn(len(slots), self.noise_dim)
+        """ξ ~ q's base (N(0, I) unless the flow has a Student-t base) for new sessions in the env
+        slots ``slots``."""
+        return base_noise(self.q, len(slots), self.noise_dim)
 
     def session_params(self, xi: Tensor) -> Tensor:
         """The sessions' absolute weights θ₀ + θ (K, d): acting adds θ₀ once per session, not
@@ -158,14 +173,14 @@ class BNNPolicy(nn.Module):
 
     @torch.no_grad()
     def mean_params(self, num: int = 1024) -> Tensor:
-        """The posterior mean of θ, shape (1, d): exact for a point mass and affine flows
-        (h(0)), a Monte Carlo mean of ``num`` draws for other flows."""
+        """The posterior mean of θ, shape (1, d): exact for a point mass and affine flows (μ), a
+        Monte Carlo mean of ``num`` draws (:func:`rl.posteriors.probe_noise`) for other flows."""
         if isinstance(self.q, PointMass):
             return self.q.loc[None].clone()
         exact = affine_mean(self.q)
         if exact is not None:
             return exact
-        return self.q(torch.randn(num, self.noise_dim))[0].mean(0, keepdim=True)
+        return self.q(probe_noise(self.q, num, self.noise_dim))[0].mean(0, keepdim=True)
 
     def mean_policy(self) -> Callable[[Tensor], Distribution]:
         mean = self.mean_params()

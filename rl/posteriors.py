@@ -29,7 +29,9 @@ __all__ = [
     "StateGaussian",
     "affine_mean",
     "affine_marginal_std",
+    "base_noise",
     "flow_std",
+    "probe_noise",
 ]
 
 
@@ -118,10 +120,8 @@ def affine_mean(q: nn.Module) -> Tensor | None:
     >>> affine_mean(q).tolist()
     [[2.0, 2.0, 2.0]]
     """
-    if _gaussian_affine(q) is None:
-        return None
-    with torch.no_grad():
-        return q(torch.zeros(1, q.dim))[0]
+    t = _gaussian_affine(q)
+    return None if t is None else t.loc.detach()[None].clone()  # θ = μ + Aξ: E θ = μ
 
 
 def affine_marginal_std(q: nn.Module) -> Tensor | None:
@@ -162,8 +162,8 @@ def flow_std(q: nn.Module, noise_dim: int, num: int = 64) -> float:
 
     Exact for an affine flow on N(0, I) (:func:`affine_marginal_std`; the trainer logs this
     after every update, and 64 draws of a 4,481-weight posterior cost ~5 ms and a ±9% jitter);
-    otherwise a Monte Carlo estimate from ``num`` draws of a fork of the global torch RNG seeded
-    0 (the same draws every call, and the run's own random stream is left as it was).
+    otherwise a Monte Carlo estimate from ``num`` draws of :func:`probe_noise` (the same draws
+    every call; the run's own random stream is left as it was).
     """
     if isinstance(q, PointMass):
         return 0.0
@@ -172,8 +172,23 @@ def flow_std(q: nn.Module, noise_dim: int, num: int = 64) -> float:
     exact = affine_marginal_std(q)
     if exact is not None:
         return float(exact.mean())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        xi = torch.randn(num, noise_dim)
-    theta = q(xi)[0]
+    theta = q(probe_noise(q, num, noise_dim))[0]
     return float(theta.std(0).mean())
+
+
+def base_noise(q: nn.Module, num: int, dim: int) -> Tensor:
+    """``num`` draws ξ (num, dim) of q's base: a flow's own base (N(0, I) or Student-t), else
+    N(0, I); from the global torch RNG, without gradient."""
+    if isinstance(q, Flow):
+        with torch.no_grad():
+            return q.base_sample(num)
+    return torch.randn(num, dim)
+
+
+def probe_noise(q: nn.Module, num: int, dim: int) -> Tensor:
+    """:func:`base_noise` from a fork of the CPU generator seeded 0: the same draws on every call,
+    and the caller's random stream is left as it was (diagnostics that run every update must
+    not change the training run's draws)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(0)
+        return base_noise(q, num, dim)

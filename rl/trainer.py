@@ -136,7 +136,24 @@ def resolve_std_target(cfg: Any, obs_dim: int, action_space) -> tuple[Any, bool]
 
 
 class Run:
-    """Everything a run holds, built from a config (no training logic here)."""
+    """Everything a run holds, built from a config (no training logic here: :func:`train` steps
+    it; :func:`load_run` restores one from a run directory).
+
+    Args:
+        cfg: a resolved algorithm config (:func:`rl.algorithms.default_config` and its fields);
+            an unset ``posterior_std_target`` is calibrated here (:func:`resolve_std_target`).
+
+    Attributes:
+        cfg: the config as resolved (the calibrated σ* filled in).
+        calibrated: whether σ* was calibrated.
+        envs: the vector env (this rank's slots).
+        policy, critic: the policy family and V(s).
+        algo: the algorithm's update (:data:`rl.algorithms.ALGORITHMS`).
+        normalizer: running observation statistics (None without ``normalize_obs``).
+        collector: steps ``envs`` and fills the rollout buffer.
+        temperature: the α schedule (an :class:`rl.temperature.AutoTemperature` under auto α).
+        update, elapsed: updates done and training seconds so far.
+    """
 
     def __init__(self, cfg: Any) -> None:
         torch.manual_seed(cfg.seed)

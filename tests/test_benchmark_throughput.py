@@ -48,3 +48,22 @@ def test_paired_ratio_follows_each_repeats_sb3_run(monkeypatch, tmp_path):
         "| Pendulum-v1 | ppo | 1500 | 2.50 | 1.50 (1.50–3.00) |"
         in (tmp_path / "throughput.md").read_text()
     )
+
+
+def test_update_cost_times_every_phase_of_both_runs_and_restores_batch_subset(tmp_path):
+    from benchmarks.rl.update_cost import PHASES, update_cost
+    from rl.buffer import Batch
+
+    original = Batch.subset
+    rows = update_cost(tmp_path, quick=True, cycles=1, warmup=0)
+    assert Batch.subset is original
+    names = [r["phase"] for r in rows]
+    assert names == [*PHASES, "cycle", "aten ops per step", "autograd nodes per step"]
+    by_name = dict(zip(names, rows, strict=True))
+    # PPO has no dual step; V-PPO takes one after every optimizer step
+    assert by_name["dual"]["ppo_ms"] == 0.0 < by_name["dual"]["vppo_ms"]
+    assert by_name["step"]["ppo_ms"] > 0.0 and by_name["loss"]["vppo_ms"] > 0.0
+    # the flow's nodes (affine map, log-det) come on top of PPO's graph
+    nodes = by_name["autograd nodes per step"]
+    assert nodes["vppo_count"] > nodes["ppo_count"] > 0
+    assert "| dual | 0.0 |" in (tmp_path / "update-cost.md").read_text()

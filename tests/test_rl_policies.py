@@ -311,7 +311,7 @@ def test_posterior_std_is_exact_for_affine_flows_and_leaves_the_rng_alone_otherw
     policy = BNNPolicy(3, BOX, hidden=(4,), posterior="gaussian")
     with torch.no_grad():
         policy.q.transform.raw_scale.normal_()
-    expected = float(torch.nn.functional.softplus(policy.q.transform.raw_scale).mean())
+    expected = float(torch.nn.functional.softplus(policy.q.transform.raw_scale.detach()).mean())
     assert policy.posterior_std() == pytest.approx(expected, rel=1e-6)
 
     planar = BNNPolicy(3, BOX, hidden=(4,), posterior="planar")
@@ -322,11 +322,26 @@ def test_posterior_std_is_exact_for_affine_flows_and_leaves_the_rng_alone_otherw
     assert first > 0 and planar.posterior_std() == first  # the same draws on every call
 
 
-@pytest.mark.parametrize("posterior", ["gaussian", "lowrank-gaussian"])
+@pytest.mark.parametrize("posterior", ["gaussian", "full-gaussian", "lowrank-gaussian"])
 def test_mean_params_of_an_affine_posterior_is_its_location_exactly(posterior):
-    policy = BNNPolicy(3, BOX, hidden=(4,), posterior=posterior)
+    policy = BNNPolicy(3, BOX, hidden=(4,), posterior=posterior).double()
     with torch.no_grad():
         policy.q.transform.loc.normal_()
     state = torch.get_rng_state()
     assert torch.equal(policy.mean_params(), policy.q.transform.loc[None])
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_student_t_weight_posterior_acts_with_student_t_noise():
+    """ξ of a session comes from the flow's own base: a Cauchy (ν = 1) base gives draws far
+    outside anything N(0, I) gives, and its moments are not the affine Gaussian's closed form."""
+    from rl.posteriors import affine_marginal_std
+
+    options = {"base": "student-t", "df": 1.0}
+    policy = BNNPolicy(3, BOX, hidden=(4,), posterior="gaussian", posterior_options=options)
+    torch.manual_seed(0)
+    xi = policy.new_noise(torch.arange(200))
+    assert xi.shape == (200, policy.noise_dim) and float(xi.abs().max()) > 100.0
+    assert affine_marginal_std(policy.q) is None
+    with pytest.raises(ValueError, match="learn_df"):
+        BNNPolicy(3, BOX, posterior="gaussian", posterior_options={**options, "learn_df": True})

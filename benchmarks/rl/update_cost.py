@@ -19,9 +19,10 @@ cycle is timed by phase:
 
 Medians over the measured cycles, and the median over cycles of V-PPO's phase minus PPO's in
 the same cycle pair. A second table counts, from one profiled update of each, the top-level
-aten operators and the autograd nodes per minibatch step: on CPU at these sizes a step's time
-is mostly a fixed cost per kernel and per node, so the counts say where a difference comes
-from. Writes ``update-cost.md`` and ``update-cost.csv`` under ``--out``.
+aten operators and the autograd nodes of the whole update divided by its minibatch steps
+(amortised: the end-of-update diagnostics are spread over the steps): on CPU at these sizes a
+step's time is mostly a fixed cost per kernel and per node, so the counts say where a
+difference comes from. Writes ``update-cost.md`` and ``update-cost.csv`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -65,10 +66,11 @@ _ALGO_PHASES = {
 
 
 class _Clock:
-    """Seconds per phase of the current cycle."""
+    """Seconds and calls per phase of the current cycle."""
 
     def __init__(self) -> None:
         self.spent: collections.Counter[str] = collections.Counter()
+        self.calls: collections.Counter[str] = collections.Counter()
 
     def timed(self, fn: Callable, phase: str) -> Callable:
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -77,6 +79,7 @@ class _Clock:
                 return fn(*args, **kwargs)
             finally:
                 self.spent[phase] += time.perf_counter() - start
+                self.calls[phase] += 1
 
         return run
 
@@ -105,6 +108,7 @@ def _timed_subset(clocks: dict[int, _Clock]) -> Iterator[None]:
 def _cycle(run: Run, clock: _Clock, clocks: dict[int, _Clock]) -> dict[str, float]:
     """One collect + update + trainer row of ``run``; milliseconds per phase."""
     clock.spent.clear()
+    clock.calls.clear()
     cfg, schedule = run.cfg, run.temperature
     start = time.perf_counter()
     xi, _, _ = run.collector.collect()
@@ -125,18 +129,19 @@ def _cycle(run: Run, clock: _Clock, clocks: dict[int, _Clock]) -> dict[str, floa
     return {p: 1e3 * clock.spent[p] for p in PHASES}
 
 
-def _kernel_counts(run: Run) -> dict[str, float]:
-    """Top-level aten operators and autograd nodes per minibatch step of one profiled update
-    (an operator called by another aten operator is counted with its caller)."""
+def _kernel_counts(run: Run, clock: _Clock) -> dict[str, float]:
+    """Top-level aten operators and autograd nodes of one profiled update divided by its
+    minibatch steps (an operator called by another aten operator is counted with its caller)."""
     from torch.profiler import ProfilerActivity, profile
 
     cfg, schedule = run.cfg, run.temperature
     xi, _, _ = run.collector.collect()
     batch = run.collector.buffer.batch(xi, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages)
     auto = schedule if isinstance(schedule, AutoTemperature) else None
+    clock.calls.clear()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        stats = run.algo.update(batch, schedule(run.update), auto)
-    steps = stats["step_frac"] * cfg.epochs * -(-len(batch) // cfg.minibatch_size)
+        run.algo.update(batch, schedule(run.update), auto)
+    steps = clock.calls["step"]  # the timed joint_step wrapper counts the update's steps
     ops = nodes = 0
     for event in prof.events():
         parent = event.cpu_parent
@@ -149,19 +154,37 @@ def _kernel_counts(run: Run) -> dict[str, float]:
     return {"aten ops per step": ops / steps, "autograd nodes per step": nodes / steps}
 
 
-def update_cost(root: Path, quick: bool) -> list[dict[str, Any]]:
-    """Time PPO's and V-PPO's cycles phase by phase (module docstring); returns the rows."""
-    cycles, warmup = (4, 1) if quick else (24, 2)
+def update_cost(
+    root: Path, quick: bool, cycles: int | None = None, warmup: int | None = None
+) -> list[dict[str, Any]]:
+    """Time PPO's and V-PPO's cycles phase by phase (module docstring).
+
+    Args:
+        root: folder for ``update-cost.md`` and ``update-cost.csv``.
+        quick: 4 measured cycles after 1 warm-up instead of 24 after 2.
+        cycles, warmup: override those counts.
+
+    Returns:
+        The table's rows (milliseconds per phase; the counts per step in the last two).
+    """
+    torch.set_num_threads(1)
+    cycles = cycles if cycles is not None else 4 if quick else 24
+    warmup = warmup if warmup is not None else 1 if quick else 2
     env_id, algos = "Pendulum-v1", ("ppo", "vppo")
     steps = (cycles + warmup + 2) * N_ENVS * N_STEPS  # room for the profiled updates
-    runs = {a: Run(rl_config(env_id, a, steps, seed=0)) for a in algos}
     clock_of = {a: _Clock() for a in algos}
-    for a, run in runs.items():
-        for name, phase in _ALGO_PHASES.items():
-            setattr(run.algo, name, clock_of[a].timed(getattr(run.algo, name), phase))
     clocks: dict[int, _Clock] = {}
     per_cycle: dict[str, list[dict[str, float]]] = {a: [] for a in algos}
+    runs: dict[str, Run] = {}
     try:
+        for a in algos:
+            cfg = rl_config(env_id, a, steps, seed=0)
+            # every optimizer step is a joint_step (timed as "step") only while the critic
+            # rides along the policy's epochs and minibatches, as rl_config sets it
+            assert (cfg.value_epochs, cfg.value_minibatch_size) == (cfg.epochs, cfg.minibatch_size)
+            runs[a] = Run(cfg)
+            for name, phase in _ALGO_PHASES.items():
+                setattr(runs[a].algo, name, clock_of[a].timed(getattr(runs[a].algo, name), phase))
         with _timed_subset(clocks):
             for i in range(warmup + cycles):
                 order = algos if i % 2 == 0 else algos[::-1]
@@ -170,7 +193,7 @@ def update_cost(root: Path, quick: bool) -> list[dict[str, Any]]:
                     if i >= warmup:
                         per_cycle[a].append(ms)
                 print(f"update-cost: cycle {i + 1}/{warmup + cycles}", flush=True)
-        counts = {a: _kernel_counts(run) for a, run in runs.items()}
+            counts = {a: _kernel_counts(run, clock_of[a]) for a, run in runs.items()}
     finally:
         for run in runs.values():
             run.envs.close()
@@ -233,8 +256,9 @@ def _markdown(rows: list[dict[str, Any]], cycles: int) -> str:
     lines += [
         "",
         f"V-PPO's cycle takes {cycle['vppo_ms'] / cycle['ppo_ms']:.2f}× PPO's (ratio of "
-        "medians). Per minibatch step of one profiled update (top-level aten operators: those "
-        "not called by another aten operator):",
+        "medians). Per minibatch step, amortised over one profiled update (its operators and "
+        "nodes, the end-of-update diagnostics' included, divided by its steps; top-level aten "
+        "operators: those not called by another aten operator):",
         "",
         "| count | PPO | V-PPO |",
         "|---|---|---|",

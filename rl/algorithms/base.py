@@ -168,7 +168,7 @@ def posterior_spread(
     if not policy.random_theta or obs.shape[0] == 0:
         return {"policy_spread": 0.0, "policy_spread_kl": 0.0, "action_std": action_std}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.default_generator.manual_seed(0)  # the CPU stream only (a GPU's is not forked)
         xi = policy.new_noise(torch.arange(draws))
     params = policy.session_params(xi)
     outputs = []
