@@ -65,7 +65,8 @@ def _overrides(pairs: list[str], extra: list[str]) -> dict[str, str]:
 
 
 def _train(args: argparse.Namespace, extra: list[str]) -> int:
-    from rl.trainer import saved_config, train
+    from rl.run import saved_config
+    from rl.trainer import train
 
     distributed.init()  # torchrun's environment: several ranks, no new flags; else a no-op
     out = Path(args.out)

@@ -99,7 +99,7 @@ def evaluate(
     "mean" acts with the posterior-mean θ (μ_φ(s) for §3.1/3.2), "sampled" draws θ ~ q_φ once per
     episode; actions are the mode of π unless ``stochastic_actions``. Writes ``eval.json``.
     """
-    from rl.trainer import load_run
+    from rl.run import load_run
 
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"--episodes must be an integer >= 1, got {episodes!r}")

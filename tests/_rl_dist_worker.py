@@ -15,7 +15,8 @@ import torch
 from rl import config as config_io
 from rl.algorithms import default_config
 from rl.envs import RewardScaler, RunningMeanStd
-from rl.trainer import Run, train
+from rl.run import Run
+from rl.trainer import train
 from vi_flows import distributed
 
 #: A small V-PPO run with every statistic that crosses ranks switched on.

@@ -16,8 +16,9 @@ from rl.calibration import calibrate_std, initial_states, policy_spread
 from rl.cli import main
 from rl.config import alpha_schedule, with_overrides
 from rl.policies import BNNPolicy
+from rl.run import FIXED_STD_TARGET, build_policy, resolve_std_target
 from rl.temperature import gaussian_entropy_per_param, policy_entropy_per_param
-from rl.trainer import FIXED_STD_TARGET, build_policy, resolve_std_target, train
+from rl.trainer import train
 
 BOX = gym.spaces.Box(-1.0, 1.0, (2,))
 

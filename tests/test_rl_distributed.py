@@ -22,7 +22,7 @@ from rl.buffer import Batch, RolloutBuffer
 from rl.checkpoint import from_plain
 from rl.cli import main
 from rl.envs import RewardScaler, RunningMeanStd
-from rl.trainer import Run, saved_config
+from rl.run import Run, saved_config
 from vi_flows import runfiles
 
 WORKER = Path(__file__).with_name("_rl_dist_worker.py")

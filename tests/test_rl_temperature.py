@@ -19,6 +19,7 @@ import torch
 from rl.algorithms import default_config
 from rl.cli import main
 from rl.policies import ActionMeanPolicy, BNNPolicy, ParticlePolicy
+from rl.run import build_policy
 from rl.temperature import (
     HALF_LOG_2PIE,
     AutoTemperature,
@@ -26,7 +27,7 @@ from rl.temperature import (
     gaussian_entropy_per_param,
     policy_entropy_per_param,
 )
-from rl.trainer import build_policy, train
+from rl.trainer import train
 from vi_flows.flows import build
 from vi_flows.objectives import kl_loss
 

@@ -40,8 +40,8 @@ import torch
 from benchmarks.files import write_rows, write_text
 from benchmarks.rl.throughput_one import N_ENVS, N_STEPS, SB3_EPOCHS, SB3_MINIBATCH, rl_config
 from rl.buffer import Batch
+from rl.run import Run
 from rl.temperature import AutoTemperature
-from rl.trainer import Run
 
 __all__ = ["PHASES", "update_cost"]
 
