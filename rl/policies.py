@@ -38,7 +38,7 @@ from rl.posteriors import (
     affine_mean,
     base_noise,
     flow_std,
-    probe_noise,
+    probe_draws,
 )
 from vi_flows.bases import StudentT
 from vi_flows.flows import Flow, build
@@ -174,13 +174,14 @@ class BNNPolicy(nn.Module):
     @torch.no_grad()
     def mean_params(self, num: int = 1024) -> Tensor:
         """The posterior mean of θ, shape (1, d): exact for a point mass and affine flows (μ), a
-        Monte Carlo mean of ``num`` draws (:func:`rl.posteriors.probe_noise`) for other flows."""
+        Monte Carlo mean of ``num`` draws (:func:`rl.posteriors.probe_draws`) for other flows."""
         if isinstance(self.q, PointMass):
             return self.q.loc[None].clone()
         exact = affine_mean(self.q)
         if exact is not None:
             return exact
-        return self.q(probe_noise(self.q, num, self.noise_dim))[0].mean(0, keepdim=True)
+        draws = probe_draws(lambda: base_noise(self.q, num, self.noise_dim))
+        return self.q(draws)[0].mean(0, keepdim=True)
 
     def mean_policy(self) -> Callable[[Tensor], Distribution]:
         mean = self.mean_params()

@@ -11,6 +11,8 @@ Each provides what :func:`vi_flows.objectives.kl_loss` uses of a flow,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -31,7 +33,7 @@ __all__ = [
     "affine_marginal_std",
     "base_noise",
     "flow_std",
-    "probe_noise",
+    "probe_draws",
 ]
 
 
@@ -162,8 +164,8 @@ def flow_std(q: nn.Module, noise_dim: int, num: int = 64) -> float:
 
     Exact for an affine flow on N(0, I) (:func:`affine_marginal_std`; the trainer logs this
     after every update, and 64 draws of a 4,481-weight posterior cost ~5 ms and a ±9% jitter);
-    otherwise a Monte Carlo estimate from ``num`` draws of :func:`probe_noise` (the same draws
-    every call; the run's own random stream is left as it was).
+    otherwise a Monte Carlo estimate from ``num`` base draws under :func:`probe_draws` (the
+    same draws every call; the run's own random stream is left as it was).
     """
     if isinstance(q, PointMass):
         return 0.0
@@ -172,7 +174,7 @@ def flow_std(q: nn.Module, noise_dim: int, num: int = 64) -> float:
     exact = affine_marginal_std(q)
     if exact is not None:
         return float(exact.mean())
-    theta = q(probe_noise(q, num, noise_dim))[0]
+    theta = q(probe_draws(lambda: base_noise(q, num, noise_dim)))[0]
     return float(theta.std(0).mean())
 
 
@@ -185,10 +187,10 @@ def base_noise(q: nn.Module, num: int, dim: int) -> Tensor:
     return torch.randn(num, dim)
 
 
-def probe_noise(q: nn.Module, num: int, dim: int) -> Tensor:
-    """:func:`base_noise` from a fork of the CPU generator seeded 0: the same draws on every call,
-    and the caller's random stream is left as it was (diagnostics that run every update must
-    not change the training run's draws)."""
+def probe_draws(draw: Callable[[], Tensor]) -> Tensor:
+    """``draw()`` from a fork of the CPU generator seeded 0: the same draws on every call, and
+    the caller's random stream is left as it was (diagnostics that run every update must not
+    change the training run's draws; only the CPU stream is forked, so only it is reseeded)."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(0)
-        return base_noise(q, num, dim)
+        return draw()

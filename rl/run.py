@@ -19,6 +19,7 @@ import torch
 
 from rl import config as config_io
 from rl.algorithms import ALGORITHMS, check_config
+from rl.buffer import Batch
 from rl.calibration import calibrate_std, initial_states
 from rl.checkpoint import env_state, from_plain, load_env_state, to_plain
 from rl.envs import RewardScaler, RunningMeanStd, make_envs
@@ -116,8 +117,9 @@ def resolve_std_target(cfg: Any, obs_dim: int, action_space) -> tuple[Any, bool]
 
 
 class Run:
-    """Everything a run holds, built from a config (no training logic here: :func:`train` steps
-    it; :func:`load_run` restores one from a run directory).
+    """Everything a run holds, built from a config, and its two steps: :meth:`collect` and
+    :meth:`learn` (:func:`rl.trainer.train` loops over them, logs and checkpoints;
+    :func:`load_run` restores a run from a run directory).
 
     Args:
         cfg: a resolved algorithm config (:func:`rl.algorithms.default_config` and its fields);
@@ -164,7 +166,25 @@ class Run:
             scaler,
         )
         self.update, self.elapsed = 0, 0.0
-        self.temperature = config_io.alpha_schedule(cfg)  # auto α: stepped by _loop
+        self.temperature = config_io.alpha_schedule(cfg)  # auto α: stepped by learn
+
+    def collect(self) -> tuple[Batch, list[float]]:
+        """One rollout and its GAE batch; also the returns of the episodes that ended in it."""
+        cfg = self.cfg
+        xi, returns, _ = self.collector.collect()
+        batch = self.collector.buffer.batch(xi, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages)
+        return batch, returns
+
+    def learn(self, batch: Batch) -> tuple[float, dict[str, float]]:
+        """One update on ``batch`` at this update's α, counted in :attr:`update`; returns α and
+        the algorithm's statistics. Under auto α the algorithm takes a dual step after each of
+        its optimizer steps."""
+        schedule = self.temperature
+        alpha = schedule(self.update)
+        auto = schedule if isinstance(schedule, AutoTemperature) else None
+        stats = self.algo.update(batch, alpha, auto)
+        self.update += 1
+        return alpha, stats
 
     def state_dict(self) -> dict | None:
         """Tensors and plain data only (numpy tagged by :func:`rl.checkpoint.to_plain`).

@@ -31,7 +31,6 @@ from tqdm import tqdm
 from rl import config as config_io
 from rl.logger import ProgressLog
 from rl.run import Run, load_run, saved_config
-from rl.temperature import AutoTemperature
 from vi_flows import distributed, runfiles
 
 __all__ = ["train", "RESUMABLE", "RUN_FILES"]
@@ -151,21 +150,13 @@ def _loop(run: Run, out: Path, resume: bool, progress: bool, callback) -> dict:
     cfg = run.cfg
     main, world = distributed.is_main(), distributed.world_size()
     log = ProgressLog(out, run.update if resume else None, cfg.tensorboard) if main else None
-    schedule = run.temperature
     bar = tqdm(total=cfg.num_updates, initial=run.update, disable=not progress, desc=cfg.algo)
     row: dict[str, float] = {}
     start = time.perf_counter() - run.elapsed
     try:
         while run.update < cfg.num_updates:
-            alpha = schedule(run.update)
-            xi, returns, _ = run.collector.collect()
-            batch = run.collector.buffer.batch(
-                xi, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages
-            )
-            # auto α: the algorithm takes a dual step after each of its optimizer steps
-            auto = schedule if isinstance(schedule, AutoTemperature) else None
-            stats = run.algo.update(batch, alpha, auto)
-            run.update += 1
+            batch, returns = run.collect()
+            alpha, stats = run.learn(batch)
             run.elapsed = time.perf_counter() - start
             nan = math.nan
             row = {

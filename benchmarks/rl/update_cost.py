@@ -41,7 +41,6 @@ from benchmarks.files import write_rows, write_text
 from benchmarks.rl.throughput_one import N_ENVS, N_STEPS, SB3_EPOCHS, SB3_MINIBATCH, rl_config
 from rl.buffer import Batch
 from rl.run import Run
-from rl.temperature import AutoTemperature
 
 __all__ = ["PHASES", "update_cost"]
 
@@ -109,18 +108,14 @@ def _cycle(run: Run, clock: _Clock, clocks: dict[int, _Clock]) -> dict[str, floa
     """One collect + update + trainer row of ``run``; milliseconds per phase."""
     clock.spent.clear()
     clock.calls.clear()
-    cfg, schedule = run.cfg, run.temperature
     start = time.perf_counter()
-    xi, _, _ = run.collector.collect()
-    batch = run.collector.buffer.batch(xi, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages)
+    batch, _ = run.collect()
     clock.spent["collect"] = time.perf_counter() - start
     clocks.clear()
     clocks[id(batch.xi)] = clock
-    auto = schedule if isinstance(schedule, AutoTemperature) else None
     start = time.perf_counter()
-    run.algo.update(batch, schedule(run.update), auto)
+    run.learn(batch)
     update = time.perf_counter() - start
-    run.update += 1
     start = time.perf_counter()
     run.policy.posterior_std()
     clock.spent["trainer row"] = time.perf_counter() - start
@@ -134,13 +129,10 @@ def _kernel_counts(run: Run, clock: _Clock) -> dict[str, float]:
     minibatch steps (an operator called by another aten operator is counted with its caller)."""
     from torch.profiler import ProfilerActivity, profile
 
-    cfg, schedule = run.cfg, run.temperature
-    xi, _, _ = run.collector.collect()
-    batch = run.collector.buffer.batch(xi, cfg.gamma, cfg.gae_lambda, cfg.normalize_advantages)
-    auto = schedule if isinstance(schedule, AutoTemperature) else None
+    batch, _ = run.collect()
     clock.calls.clear()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        run.algo.update(batch, schedule(run.update), auto)
+        run.learn(batch)
     steps = clock.calls["step"]  # the timed joint_step wrapper counts the update's steps
     ops = nodes = 0
     for event in prof.events():

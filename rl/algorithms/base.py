@@ -20,6 +20,7 @@ from rl.calibration import session_kls
 from rl.config import TrainConfig
 from rl.optim import clip_grad_norm, optimizer_step, zero_grad
 from rl.policy_api import PolicyFamily
+from rl.posteriors import probe_draws
 from rl.temperature import AutoTemperature, policy_entropy_per_param
 from rl.value import fit_value, value_loss, value_step
 from vi_flows import distributed
@@ -167,9 +168,7 @@ def posterior_spread(
     action_std = math.nan if head.discrete else float(head.log_std.exp().mean())
     if not policy.random_theta or obs.shape[0] == 0:
         return {"policy_spread": 0.0, "policy_spread_kl": 0.0, "action_std": action_std}
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(0)  # the CPU stream only (a GPU's is not forked)
-        xi = policy.new_noise(torch.arange(draws))
+    xi = probe_draws(lambda: policy.new_noise(torch.arange(draws)))
     params = policy.session_params(xi)
     outputs = []
     for k in range(draws):
