@@ -141,6 +141,8 @@ def test_aggregate_table_counts_solved_runs_over_tasks(tmp_path):
 def test_report_only_reads_finished_cells_and_trains_nothing(tmp_path):
     tasks = explore(quick=True)
     assert run_suite("explore", tasks, tmp_path, cached_only=True) == []
+    # seeds below --first-seed are never run either (here: every seed)
+    assert run_suite("explore", tasks, tmp_path, first_seed=99) == []
     task = tasks["vi-flows/DeepSea10-v0"]
     ppo = next(m for m in task.methods if m.label == "ppo")
     cell = cell_dir("explore", task, ppo, 0, tmp_path)
@@ -159,3 +161,5 @@ def test_report_only_reads_finished_cells_and_trains_nothing(tmp_path):
         in (tmp_path / "explore-aggregate.md").read_text()
     )
     assert (tmp_path / "explore-vi-flows-DeepSea10-v0.png").exists()
+    # ... but finished ones below it are reported
+    assert run_suite("explore", tasks, tmp_path, first_seed=99) == rows

@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         "plain rerun to write the tables",
     )
     p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run no seed below this one (finished cells below it are still reported): one "
+        "process per seed range, e.g. on several cores, or more seeds on top of finished ones",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="run nothing: write the tables and figures from the finished cells under --out",
@@ -90,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "explore" and "Swimmer-v5" in tasks[name] and not has_mujoco():
             print("explore: Swimmer-v5 skipped: the mujoco package is not installed")
             tasks[name] = {k: t for k, t in tasks[name].items() if k != "Swimmer-v5"}
-        rows += run_suite(name, tasks[name], root, cached_only=args.report_only)
+        rows += run_suite(
+            name, tasks[name], root, cached_only=args.report_only, first_seed=args.first_seed
+        )
         write_tables(old + rows, root)
         if name == "autoalpha":
             dest = Path(args.results) if args.results else root

@@ -208,10 +208,15 @@ def run_cell(suite: str, task: Task, method: Method, seed: int, root: Path) -> d
 
 
 def run_suite(
-    name: str, tasks: dict[str, Task], root: Path, cached_only: bool = False
+    name: str,
+    tasks: dict[str, Task],
+    root: Path,
+    cached_only: bool = False,
+    first_seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Run every cell of a suite (``cached_only``: only load the finished ones) and write its
-    figures (and, for suites with score ranges, the aggregate table); returns the summary rows."""
+    """Run every cell of a suite (``cached_only``: only load the finished ones; seeds below
+    ``first_seed`` are loaded where finished and never run) and write its figures (and, for suites
+    with score ranges, the aggregate table); returns the summary rows."""
     rows = []
     ran: dict[str, dict[str, list[dict]]] = {}
     for task in tasks.values():
@@ -221,10 +226,9 @@ def run_suite(
         # Seed-major order: every method has a result for seed 0 before any has seed 1.
         for seed in range(task.seeds):
             for method in task.methods:
-                if (
-                    cached_only
-                    and not (cell_dir(name, task, method, seed, root) / "result.json").exists()
-                ):
+                if (cached_only or seed < first_seed) and not (
+                    cell_dir(name, task, method, seed, root) / "result.json"
+                ).exists():
                     continue
                 results[method.label].append(run_cell(name, task, method, seed, root))
         if not results:
