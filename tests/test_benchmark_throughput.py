@@ -67,3 +67,46 @@ def test_update_cost_times_every_phase_of_both_runs_and_restores_batch_subset(tm
     nodes = by_name["autograd nodes per step"]
     assert nodes["vppo_count"] > nodes["ppo_count"] > 0
     assert "| dual | 0.0 |" in (tmp_path / "update-cost.md").read_text()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "vppo"])
+def test_step_floors_hand_gradients_are_the_library_losss(algo):
+    """The floor computes the same gradients as autograd on the library's loss (policy + value),
+    and the check would see a different loss (a wrong α moves ρ's gradient; a wrong clip ε the
+    surrogate's)."""
+    import torch
+
+    from benchmarks.rl.step_floor import _library_gradients, hand_gradients
+    from rl.run import Run
+
+    torch.manual_seed(0)
+    run = Run(rl_config("Pendulum-v1", algo, 10**6, seed=0))
+    try:
+        batch, _ = run.collect()
+    finally:
+        run.envs.close()
+    mb = next(iter(batch.minibatches(256, torch.Generator().manual_seed(0))))
+    with torch.no_grad():  # move off the initial point: ratios ≠ 1, so clipping bites
+        for p in run.policy.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    alpha = 0.3 if run.policy.has_kl_term else 1.0
+    want = _library_gradients(run, mb, alpha, 0.2)
+    for got, ref in zip(hand_gradients(run, mb, alpha, 0.2), want, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
+    off = hand_gradients(run, mb, alpha, 0.05)
+    assert not all(
+        torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(off, want, strict=True)
+    )
+    if run.policy.has_kl_term:
+        raw = hand_gradients(run, mb, 2 * alpha, 0.2)[1]
+        assert not torch.allclose(raw, want[1], rtol=1e-4, atol=1e-6)
+
+
+def test_step_floor_writes_both_rows(tmp_path):
+    from benchmarks.rl.step_floor import step_floor
+
+    rows = step_floor(tmp_path, quick=True, reps=2)
+    assert [r["method"] for r in rows] == ["ppo", "vppo"]
+    assert rows[0]["sessions K"] == 1 < rows[1]["sessions K"]
+    assert all(float(r["max rel. grad difference"]) < 1e-4 for r in rows)
+    assert "V-PPO over PPO" in (tmp_path / "step-floor.md").read_text()

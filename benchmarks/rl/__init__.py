@@ -2,7 +2,8 @@
 
 Modules: :mod:`~benchmarks.rl.suites` (what runs), :mod:`~benchmarks.rl.runners` (one cell, ours or
 SB3), :mod:`~benchmarks.rl.reports` (tables and figures), :mod:`~benchmarks.rl.throughput`,
-:mod:`~benchmarks.rl.update_cost`; the command line is :mod:`benchmarks.rl.__main__`.
+:mod:`~benchmarks.rl.update_cost`, :mod:`~benchmarks.rl.step_floor`; the command line is
+:mod:`benchmarks.rl.__main__`.
 
 One command runs a named suite and writes under ``--out``::
 
@@ -13,6 +14,8 @@ One command runs a named suite and writes under ``--out``::
     OUT/throughput.csv, OUT/throughput.md     (suite ``throughput``)
     OUT/update-cost.csv, OUT/update-cost.md   (suite ``update-cost``: PPO against V-PPO,
                                               phase by phase, in one process)
+    OUT/step-floor.csv, OUT/step-floor.md     (suite ``step-floor``: each one's minibatch step
+                                              against the same math written out by hand)
     RESULTS/table.md, table.csv, curves.png   (suite ``autoalpha``; ``--results``, default OUT)
 
 Usage::
@@ -24,7 +27,8 @@ Usage::
         --results benchmarks/results/rl-autoalpha
 
 Suites: exploration, explore, pendulum, cartpole, mujoco, ablation, autoalpha, throughput,
-update-cost, all (everything but explore, autoalpha, throughput and update-cost). ``explore`` is
+update-cost, step-floor, all (everything but explore, autoalpha, throughput, update-cost and
+step-floor). ``explore`` is
 issue 14's exploration suite (:func:`~benchmarks.rl.suites.explore`): DeepSea 10/20/30
 (rl.explore_envs, bsuite's 10k episodes), sparse-reward MountainCarContinuous (100k), Acrobot-v1
 (200k), Swimmer-v5 (1M, only with ``mujoco``) for V-PPO / V-TRPO (auto α, gaussian and low-rank

@@ -13,6 +13,7 @@ from benchmarks.rl import __doc__ as DOC
 from benchmarks.rl.autoalpha import write_autoalpha
 from benchmarks.rl.reports import write_tables
 from benchmarks.rl.runners import run_cell, run_suite
+from benchmarks.rl.step_floor import step_floor
 from benchmarks.rl.suites import has_mujoco, select, suites
 from benchmarks.rl.throughput import throughput
 from benchmarks.rl.update_cost import update_cost
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             "autoalpha",
             "throughput",
             "update-cost",
+            "step-floor",
         ],
     )
     p.add_argument("--quick", action="store_true", help="small steps/seeds (minutes)")
@@ -78,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.suite == "update-cost":
         update_cost(root, args.quick)
+        return 0
+    if args.suite == "step-floor":
+        step_floor(root, args.quick)
         return 0
     tasks = select(suites(args.quick), args.seeds, args.only)
     names = ["exploration", "pendulum", "cartpole", "ablation"] if args.suite == "all" else []

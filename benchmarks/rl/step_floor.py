@@ -1,0 +1,283 @@
+"""How far a minibatch step is from its own arithmetic: PPO's and V-PPO's step against the same
+math written out by hand.
+
+``python -m benchmarks.rl --suite step-floor`` builds a PPO and a V-PPO run on the throughput
+suite's shared work (:func:`benchmarks.rl.throughput_one.rl_config`: Pendulum-v1, 64-64 tanh
+networks, minibatch 256, the critic on the policy's minibatches), collects one batch each and
+times, on that batch's first minibatch and alternating, two versions of one minibatch step:
+
+* ``library``: what the update runs per minibatch, ``Algorithm.loss`` (the adapter's target
+  through ``vi_flows.objectives.kl_loss``) and ``Algorithm.joint_step`` (one backward of the
+  policy and value losses, clipping, both Adam steps);
+* ``by hand``: the same loss's gradients written out with no autograd and no abstraction (the
+  policy MLP per session over the same padded layout, log π, the clipped surrogate, Eq. 4's
+  gradient of α·KL(q‖p) for q = N(μ, diag softplus(ρ)²), the critic's MSE), then the same
+  clipping and fused Adam kernels on copies of the parameters. Before timing, its gradients are
+  checked against autograd's on the library's loss (the largest relative difference is in the
+  table): a floor of the same work, not a cheaper one.
+
+Its per-step time is a floor for any implementation at these sizes on this CPU: the kernels the
+math needs and nothing else. ``by hand (V-PPO)`` over ``by hand (PPO)`` is the per-session work
+the method itself adds: K weight vectors instead of one, an MLP per session on padded groups,
+and the (K, d) gradient table through the flow. Supported: a BNN policy with a Box action head,
+tanh, ``clip`` objective, no RPO, a ``gaussian`` posterior or the point mass (the throughput
+work). Writes ``step-floor.md`` and ``step-floor.csv`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from benchmarks.files import write_rows, write_text
+from benchmarks.rl.throughput_one import rl_config
+from rl.adapter import clipped_objective
+from rl.buffer import Batch
+from rl.networks import MLP
+from rl.optim import clip_grad_norm, optimizer_step
+from rl.posteriors import PointMass
+from rl.run import Run
+from rl.value import value_loss
+from vi_flows.transforms import ElementwiseAffine
+
+__all__ = ["hand_gradients", "step_floor"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _policy_params(run: Run) -> list[Tensor]:
+    """The policy's parameters in :func:`hand_gradients`' order: μ (and ρ) of q, then log σ_a."""
+    q = run.policy.q
+    if isinstance(q, PointMass):
+        return [q.loc, run.policy.head.log_std]
+    return [q.transform.loc, q.transform.raw_scale, run.policy.head.log_std]
+
+
+def _check_supported(run: Run) -> None:
+    policy, cfg = run.policy, run.cfg
+    q = policy.q
+    affine = not isinstance(q, PointMass) and isinstance(q.transform, ElementwiseAffine)
+    if not (isinstance(q, PointMass) or affine) or policy.head.discrete:
+        raise ValueError(
+            "step-floor: a BNN policy with a Box head and a gaussian or point posterior"
+        )
+    if cfg.activation != "tanh" or cfg.objective != "clip" or cfg.rpo_alpha:
+        raise ValueError("step-floor: tanh networks and the clip objective without RPO")
+
+
+def _layout(rows: Tensor, num_rows: int) -> tuple[Tensor, int]:
+    """Each sample's place in its θ row's group and the largest group (the library's layout)."""
+    one_hot = torch.zeros(rows.shape[0], num_rows, dtype=torch.long)
+    seen = one_hot.scatter_(1, rows.unsqueeze(1), 1).cumsum(0)
+    return seen.gather(1, rows.unsqueeze(1)).squeeze(1) - 1, int(seen[-1].max())
+
+
+def hand_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[Tensor]:
+    """Gradients of the library's minibatch loss, policy loss + value MSE, written out.
+
+    Policy loss: α·mean_k[log q(θ_k)] − (1/M) Σ_i s_i(θ_{k(i)}) with θ_k = μ + σ ⊙ ξ_k,
+    σ = softplus(ρ), log q(θ_k) = log q₀(ξ_k) − Σ_j log σ_j (the point mass: θ = μ and no KL
+    term), and s_i PPO's clipped surrogate of log π(a_i|s_i) under a Gaussian head. Then
+
+    .. math:: \\bar θ_k = −\\tfrac1M \\textstyle\\sum_{i: k(i) = k} ∂s_i/∂θ_k, \\quad
+        \\bar μ = \\sum_k \\bar θ_k, \\quad
+        \\bar ρ = \\mathrm{softplus}'(ρ) ⊙ \\big(\\sum_k \\bar θ_k ⊙ ξ_k − α/σ\\big),
+
+    the MLP's chain rule per session on the padded groups, and the critic's through its layers.
+
+    Returns:
+        The gradients of ``_policy_params(run)`` and then of the critic's parameters.
+    """
+    policy, net = run.policy, run.policy.net
+    point = isinstance(policy.q, PointMass)
+    m = mb.obs.shape[0]
+    log_std = policy.head.log_std.detach()
+    if point:
+        theta, rows = policy.q.loc.detach()[None], torch.zeros_like(mb.session)
+    else:
+        t = policy.q.transform
+        scale = torch.nn.functional.softplus(t.raw_scale.detach())
+        theta = torch.addcmul(t.loc.detach(), scale, mb.xi)
+        rows = mb.session
+    k = theta.shape[0]
+    if point:  # one θ for every sample: no grouping (as the library)
+        pos, largest, padded = torch.arange(m), m, mb.obs[None]
+    else:
+        pos, largest = _layout(rows, k)
+        padded = mb.obs.new_zeros(k, largest, mb.obs.shape[-1])
+        padded[rows, pos] = mb.obs
+    # the policy's forward per session, keeping each layer's input
+    layers = net.layers(policy.theta0 + theta)
+    inputs, h = [], padded
+    for i, (weight, bias) in enumerate(layers):
+        inputs.append(h)
+        h = torch.baddbmm(bias, h, weight)
+        if i < len(layers) - 1:
+            h = torch.tanh(h)
+    mean = h[0] if point else h[rows, pos]
+    inv_std = torch.exp(-log_std)
+    z = (mb.actions - mean) * inv_std
+    logp = -(0.5 * z.square() + log_std + _HALF_LOG_2PI).sum(-1)
+    ratio = torch.exp(logp - mb.logp)
+    keep = ratio * mb.advantages <= ratio.clamp(1.0 - clip, 1.0 + clip) * mb.advantages
+    grad_logp = torch.where(keep, ratio * mb.advantages, 0.0).mul_(-1.0 / m)
+    grad_mean = grad_logp[:, None] * z * inv_std
+    grad_log_std = (grad_logp[:, None] * (z.square() - 1.0)).sum(0)
+    if point:
+        delta = grad_mean[None]
+    else:
+        delta = padded.new_zeros(k, largest, mean.shape[-1])
+        delta[rows, pos] = grad_mean
+    parts: list[Tensor] = []
+    for i in range(len(layers) - 1, -1, -1):
+        parts += [delta.sum(1), torch.bmm(inputs[i].transpose(1, 2), delta).flatten(1)]
+        if i > 0:
+            back = torch.bmm(delta, layers[i][0].transpose(1, 2))
+            delta = torch.ops.aten.tanh_backward(back, inputs[i])
+    grad_theta = torch.cat(parts[::-1], dim=-1)
+    if point:
+        grads = [grad_theta[0], grad_log_std]
+    else:
+        grad_scale = (grad_theta * mb.xi).sum(0).sub_(alpha / scale)
+        grad_raw = torch.ops.aten.softplus_backward(grad_scale, t.raw_scale.detach(), 1.0, 20.0)
+        grads = [grad_theta.sum(0), grad_raw, grad_log_std]
+    return grads + _critic_gradients(run.critic, mb.obs, mb.returns)
+
+
+def _critic_gradients(critic: MLP, obs: Tensor, returns: Tensor) -> list[Tensor]:
+    """Gradients of mean (V(s) − R̂)² for the critic's Linear weights and biases, in order."""
+    linear = [layer for layer in critic if isinstance(layer, torch.nn.Linear)]
+    inputs, h = [], obs
+    for i, layer in enumerate(linear):
+        inputs.append(h)
+        h = torch.addmm(layer.bias.detach(), h, layer.weight.detach().t())
+        if i < len(linear) - 1:
+            h = torch.tanh(h)
+    delta = (h.squeeze(-1) - returns).mul_(2.0 / obs.shape[0]).unsqueeze(-1)
+    grads: list[Tensor] = []
+    for i in range(len(linear) - 1, -1, -1):
+        grads = [delta.t().mm(inputs[i]), delta.sum(0), *grads]
+        if i > 0:
+            delta = torch.ops.aten.tanh_backward(delta.mm(linear[i].weight.detach()), inputs[i])
+    return grads
+
+
+def _library_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[Tensor]:
+    algo = run.algo
+    params = _policy_params(run) + list(run.critic.parameters())
+    loss = algo.loss(mb, clipped_objective(mb.logp, mb.advantages, clip), alpha)
+    return list(torch.autograd.grad(loss + value_loss(run.critic, mb.obs, mb.returns), params))
+
+
+def _median_us(fn: Callable[[], Any], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e6 * statistics.median(times)
+
+
+def step_floor(root: Path, quick: bool, reps: int | None = None) -> list[dict[str, Any]]:
+    """Time the library's and the hand-written minibatch step of PPO and V-PPO (module
+    docstring); ``reps`` alternating repetitions of each (default 400, ``quick``: 20)."""
+    torch.set_num_threads(1)
+    reps = reps if reps is not None else 20 if quick else 400
+    rows = [_measure(name, reps) for name in ("ppo", "vppo")]
+    _write(root, rows, reps)
+    return rows
+
+
+def _measure(algo_name: str, reps: int) -> dict[str, Any]:
+    """One row of the table: ``algo_name``'s library and hand-written step on one minibatch."""
+    run = Run(rl_config("Pendulum-v1", algo_name, 10**6, seed=0))
+    try:
+        _check_supported(run)
+        batch, _ = run.collect()
+    finally:
+        run.envs.close()
+    cfg, algo = run.cfg, run.algo
+    mb = next(iter(batch.minibatches(cfg.minibatch_size, torch.Generator())))
+    alpha = run.temperature(0) if run.policy.has_kl_term else 1.0
+    hand = hand_gradients(run, mb, alpha, cfg.clip_coef)
+    library_grads = _library_gradients(run, mb, alpha, cfg.clip_coef)
+    error = max(
+        float((a - b).norm() / b.norm().clamp_min(1e-12))
+        for a, b in zip(hand, library_grads, strict=True)
+    )
+    # the hand step's own parameters and Adam states, so the library's are left alone
+    copies = (
+        [p.detach().clone() for p in _policy_params(run)],
+        [p.detach().clone() for p in run.critic.parameters()],
+    )
+    opts = [
+        torch.optim.Adam(copies[0], lr=cfg.lr, eps=1e-5, fused=True),
+        torch.optim.Adam(copies[1], lr=cfg.value_lr, fused=True),
+    ]
+    for opt in opts:  # a first step makes the states (optimizer_step's fast path)
+        for p in opt.param_groups[0]["params"]:
+            p.grad = torch.zeros_like(p)
+        opt.step()
+
+    def by_hand() -> None:
+        grads = hand_gradients(run, mb, alpha, cfg.clip_coef)
+        for p, g in zip(copies[0] + copies[1], grads, strict=True):
+            p.grad = g
+        for opt, params in zip(opts, copies, strict=True):
+            clip_grad_norm(params, cfg.max_grad_norm)
+            optimizer_step(opt)
+
+    def library() -> None:
+        objective = clipped_objective(mb.logp, mb.advantages, cfg.clip_coef)
+        algo.joint_step(algo.loss(mb, objective, alpha), mb)
+
+    for fn in (library, by_hand, library, by_hand):  # warm-up
+        _median_us(fn, max(2, reps // 20))
+    times: dict[Callable, list[float]] = {library: [], by_hand: []}
+    for i in range(reps):
+        for fn in (library, by_hand) if i % 2 else (by_hand, library):
+            times[fn].append(_median_us(fn, 1))
+    lib_us, hand_us = statistics.median(times[library]), statistics.median(times[by_hand])
+    return {
+        "method": algo_name,
+        "sessions K": int(mb.xi.shape[0]) if run.policy.random_theta else 1,
+        "library us/step": round(lib_us, 1),
+        "by hand us/step": round(hand_us, 1),
+        "library / by hand": round(lib_us / hand_us, 2),
+        "max rel. grad difference": f"{error:.1e}",
+    }
+
+
+def _write(root: Path, rows: list[dict[str, Any]], reps: int) -> None:
+    write_rows(root / "step-floor.csv", rows)
+    head = list(rows[0])
+    by_method = {r["method"]: r for r in rows}
+
+    def ratio(column: str) -> float:
+        return by_method["vppo"][column] / by_method["ppo"][column]
+
+    lines = [
+        "Microseconds per minibatch step (policy loss + value loss, one backward or its written-"
+        "out "
+        "gradients, clipping, both fused Adam steps) on one Pendulum-v1 minibatch of 256 from the "
+        "throughput work (64-64 tanh, the critic on the policy's minibatch), the library's step "
+        f"against the same math by hand; medians of {reps} alternating repetitions (1 torch "
+        "thread; `python -m benchmarks.rl --suite step-floor`; benchmarks/rl/step_floor.py).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows),
+        "",
+        f"V-PPO over PPO: library {ratio('library us/step'):.2f}×, by hand "
+        f"{ratio('by hand us/step'):.2f}× (the per-session work itself).",
+    ]
+    text = "\n".join(lines) + "\n"
+    write_text(root / "step-floor.md", text)
+    print(text, flush=True)
