@@ -99,19 +99,15 @@ def hand_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[Tenso
     point = isinstance(policy.q, PointMass)
     m = mb.obs.shape[0]
     log_std = policy.head.log_std.detach()
-    if point:
-        theta, rows = policy.q.loc.detach()[None], torch.zeros_like(mb.session)
+    if point:  # one θ for every sample: no grouping (as the library)
+        theta, padded = policy.q.loc.detach()[None], mb.obs[None]
     else:
         t = policy.q.transform
         scale = torch.nn.functional.softplus(t.raw_scale.detach())
         theta = torch.addcmul(t.loc.detach(), scale, mb.xi)
         rows = mb.session
-    k = theta.shape[0]
-    if point:  # one θ for every sample: no grouping (as the library)
-        pos, largest, padded = torch.arange(m), m, mb.obs[None]
-    else:
-        pos, largest = _layout(rows, k)
-        padded = mb.obs.new_zeros(k, largest, mb.obs.shape[-1])
+        pos, largest = _layout(rows, theta.shape[0])
+        padded = mb.obs.new_zeros(theta.shape[0], largest, mb.obs.shape[-1])
         padded[rows, pos] = mb.obs
     # the policy's forward per session, keeping each layer's input
     layers = net.layers(policy.theta0 + theta)
@@ -133,7 +129,7 @@ def hand_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[Tenso
     if point:
         delta = grad_mean[None]
     else:
-        delta = padded.new_zeros(k, largest, mean.shape[-1])
+        delta = padded.new_zeros(theta.shape[0], largest, mean.shape[-1])
         delta[rows, pos] = grad_mean
     parts: list[Tensor] = []
     for i in range(len(layers) - 1, -1, -1):
