@@ -89,17 +89,35 @@ def test_step_floors_hand_gradients_are_the_library_losss(algo):
     with torch.no_grad():  # move off the initial point: ratios ≠ 1, so clipping bites
         for p in run.policy.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    alpha = 0.3 if run.policy.has_kl_term else 1.0
-    want = _library_gradients(run, mb, alpha, 0.2)
-    for got, ref in zip(hand_gradients(run, mb, alpha, 0.2), want, strict=True):
-        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
-    off = hand_gradients(run, mb, alpha, 0.05)
-    assert not all(
-        torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(off, want, strict=True)
-    )
-    if run.policy.has_kl_term:
-        raw = hand_gradients(run, mb, 2 * alpha, 0.2)[1]
-        assert not torch.allclose(raw, want[1], rtol=1e-4, atol=1e-6)
+    # α at the run's start (auto α's α₀ = 1e-3: the surrogate's share of ρ's gradient is ~3%,
+    # so the check below sees it) and a larger one
+    for alpha in (run.temperature(0), 0.3) if run.policy.has_kl_term else (1.0,):
+        want = _library_gradients(run, mb, alpha, 0.2)
+        for got, ref in zip(hand_gradients(run, mb, alpha, 0.2), want, strict=True):
+            torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
+        off = hand_gradients(run, mb, alpha, 0.05)
+        assert not all(
+            torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(off, want, strict=True)
+        )
+        if run.policy.has_kl_term:
+            raw = hand_gradients(run, mb, 2 * alpha, 0.2)[1]
+            assert not torch.allclose(raw, want[1], rtol=1e-4, atol=1e-6)
+
+
+def test_step_floor_refuses_what_it_does_not_write_out():
+    import dataclasses
+
+    from benchmarks.rl.step_floor import _check_supported
+    from rl.run import Run
+
+    for algo, change in [("vppo", {"objective": "kl-penalty"}), ("ppo", {"max_grad_norm": 0.0})]:
+        cfg = dataclasses.replace(rl_config("Pendulum-v1", algo, 10**6, seed=0), **change)
+        run = Run(cfg)
+        try:
+            with pytest.raises(ValueError, match="step-floor"):
+                _check_supported(run)
+        finally:
+            run.envs.close()
 
 
 def test_step_floor_writes_both_rows(tmp_path):

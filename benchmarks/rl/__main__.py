@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         "--first-seed",
         type=int,
         default=0,
-        help="run no seed below this one (finished cells below it are still reported): one "
-        "process per seed range, e.g. on several cores, or more seeds on top of finished ones",
+        help="suites of training runs: run no seed below this one (finished cells below it are "
+        "still reported): one process per seed range, e.g. on several cores, or more seeds on "
+        "top of finished ones",
     )
     p.add_argument(
         "--report-only",
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         help="autoalpha: folder for table.md, table.csv and curves.png (default: --out)",
     )
     args = p.parse_args(argv)
+    if args.first_seed < 0:
+        p.error(f"--first-seed must be >= 0, got {args.first_seed}")
     torch.set_num_threads(1)
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)

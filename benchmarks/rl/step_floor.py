@@ -12,9 +12,12 @@ times, on that batch's first minibatch and alternating, two versions of one mini
 * ``by hand``: the same loss's gradients written out with no autograd and no abstraction (the
   policy MLP per session over the same padded layout, log π, the clipped surrogate, Eq. 4's
   gradient of α·KL(q‖p) for q = N(μ, diag softplus(ρ)²), the critic's MSE), then the same
-  clipping and fused Adam kernels on copies of the parameters. Before timing, its gradients are
-  checked against autograd's on the library's loss (the largest relative difference is in the
-  table): a floor of the same work, not a cheaper one.
+  clipping and fused Adam kernels. The gradients are taken at the library run's parameters
+  (which its interleaved steps keep moving) and applied to copies with their own Adam states,
+  so the two never disturb each other: the same work per call, for timing. After timing (the
+  parameters by then hundreds of steps from the rollout's, so ratios leave the clip range),
+  its gradients are checked against the library's backward on the library's loss (the largest
+  relative difference is in the table): a floor of the same work, not a cheaper one.
 
 Its per-step time is a floor for any implementation at these sizes on this CPU: the kernels the
 math needs and nothing else. ``by hand (V-PPO)`` over ``by hand (PPO)`` is the per-session work
@@ -42,9 +45,11 @@ from rl.adapter import clipped_objective
 from rl.buffer import Batch
 from rl.networks import MLP
 from rl.optim import clip_grad_norm, optimizer_step
+from rl.policies import BNNPolicy
 from rl.posteriors import PointMass
 from rl.run import Run
 from rl.value import value_loss
+from vi_flows.flows import Flow
 from vi_flows.transforms import ElementwiseAffine
 
 __all__ = ["hand_gradients", "step_floor"]
@@ -61,19 +66,28 @@ def _policy_params(run: Run) -> list[Tensor]:
 
 
 def _check_supported(run: Run) -> None:
+    """Raise ``ValueError`` unless :func:`hand_gradients` writes out ``run``'s loss: a BNN
+    policy with a learned-σ Box head and a gaussian or point posterior, tanh networks, the
+    clip objective without RPO, a gradient-norm limit."""
     policy, cfg = run.policy, run.cfg
-    q = policy.q
-    affine = not isinstance(q, PointMass) and isinstance(q.transform, ElementwiseAffine)
-    if not (isinstance(q, PointMass) or affine) or policy.head.discrete:
+    q = policy.q if isinstance(policy, BNNPolicy) else None
+    affine = isinstance(q, Flow) and isinstance(q.transform, ElementwiseAffine)
+    if not (type(q) is PointMass or affine) or policy.head.discrete:
         raise ValueError(
             "step-floor: a BNN policy with a Box head and a gaussian or point posterior"
         )
+    if not isinstance(policy.head.log_std, torch.nn.Parameter):
+        raise ValueError("step-floor: a learned action log-std (learn_log_std=True)")
     if cfg.activation != "tanh" or cfg.objective != "clip" or cfg.rpo_alpha:
         raise ValueError("step-floor: tanh networks and the clip objective without RPO")
+    if cfg.max_grad_norm <= 0:
+        raise ValueError("step-floor: a gradient-norm limit (max_grad_norm > 0)")
 
 
 def _layout(rows: Tensor, num_rows: int) -> tuple[Tensor, int]:
-    """Each sample's place in its θ row's group and the largest group (the library's layout)."""
+    """Each sample's place in its θ row's group and the largest group's size, for the θ-row
+    index ``rows`` (M,) into ``num_rows`` rows (the library's layout: a running count of
+    one-hot rows, :meth:`rl.policies.BNNPolicy.grouped_distribution`)."""
     one_hot = torch.zeros(rows.shape[0], num_rows, dtype=torch.long)
     seen = one_hot.scatter_(1, rows.unsqueeze(1), 1).cumsum(0)
     return seen.gather(1, rows.unsqueeze(1)).squeeze(1) - 1, int(seen[-1].max())
@@ -82,15 +96,26 @@ def _layout(rows: Tensor, num_rows: int) -> tuple[Tensor, int]:
 def hand_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[Tensor]:
     """Gradients of the library's minibatch loss, policy loss + value MSE, written out.
 
-    Policy loss: α·mean_k[log q(θ_k)] − (1/M) Σ_i s_i(θ_{k(i)}) with θ_k = μ + σ ⊙ ξ_k,
-    σ = softplus(ρ), log q(θ_k) = log q₀(ξ_k) − Σ_j log σ_j (the point mass: θ = μ and no KL
-    term), and s_i PPO's clipped surrogate of log π(a_i|s_i) under a Gaussian head. Then
+    Policy loss: α·mean_k[log q(θ_k)] − (1/M) Σ_i s_i with the network's weights θ₀ + θ_k,
+    θ_k = μ + σ ⊙ ξ_k, σ = softplus(ρ), log q(θ_k) = log q₀(ξ_k) − Σ_j log σ_j (the point mass:
+    θ = μ and no KL term); s_i = min(r_i Â_i, clip(r_i, 1 ± ε) Â_i), r_i = π/π_old, of
+    log π(a_i|s_i) = −Σ(½ z² + log σ_a + ½ log 2π), z = (a − m(s_i; θ₀ + θ_k))/σ_a. Then
+
+    .. math:: \\frac{∂s_i}{∂\\log π} = r_i Â_i [\\text{unclipped}], \\quad
+        \\frac{∂\\log π}{∂m} = z/σ_a, \\quad \\frac{∂\\log π}{∂\\log σ_a} = z^2 − 1,
 
     .. math:: \\bar θ_k = −\\tfrac1M \\textstyle\\sum_{i: k(i) = k} ∂s_i/∂θ_k, \\quad
         \\bar μ = \\sum_k \\bar θ_k, \\quad
         \\bar ρ = \\mathrm{softplus}'(ρ) ⊙ \\big(\\sum_k \\bar θ_k ⊙ ξ_k − α/σ\\big),
 
-    the MLP's chain rule per session on the padded groups, and the critic's through its layers.
+    the MLP's chain rule per session on the padded groups (tanh′ = 1 − h²), and the critic's
+    for mean (V(s) − R̂)², ∂/∂V = 2(V − R̂)/M, through its layers.
+
+    Args:
+        run: a run :func:`_check_supported` accepts; its current parameters are used.
+        mb: one minibatch of its batch (``Batch.minibatches``).
+        alpha: the temperature α (1 and unused for the point mass).
+        clip: PPO's clip ε.
 
     Returns:
         The gradients of ``_policy_params(run)`` and then of the critic's parameters.
@@ -166,6 +191,7 @@ def _critic_gradients(critic: MLP, obs: Tensor, returns: Tensor) -> list[Tensor]
 
 
 def _library_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[Tensor]:
+    """What the library's backward gives for :func:`hand_gradients`' loss and parameters."""
     algo = run.algo
     params = _policy_params(run) + list(run.critic.parameters())
     loss = algo.loss(mb, clipped_objective(mb.logp, mb.advantages, clip), alpha)
@@ -173,6 +199,7 @@ def _library_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[T
 
 
 def _median_us(fn: Callable[[], Any], reps: int) -> float:
+    """Median wall time of ``reps`` calls of ``fn``, in microseconds."""
     times = []
     for _ in range(reps):
         start = time.perf_counter()
@@ -183,7 +210,16 @@ def _median_us(fn: Callable[[], Any], reps: int) -> float:
 
 def step_floor(root: Path, quick: bool, reps: int | None = None) -> list[dict[str, Any]]:
     """Time the library's and the hand-written minibatch step of PPO and V-PPO (module
-    docstring); ``reps`` alternating repetitions of each (default 400, ``quick``: 20)."""
+    docstring).
+
+    Args:
+        root: folder for ``step-floor.md`` and ``step-floor.csv``.
+        quick: 20 alternating repetitions of each step instead of 400.
+        reps: override that count.
+
+    Returns:
+        The table's rows, PPO's then V-PPO's.
+    """
     torch.set_num_threads(1)
     reps = reps if reps is not None else 20 if quick else 400
     rows = [_measure(name, reps) for name in ("ppo", "vppo")]
@@ -202,12 +238,6 @@ def _measure(algo_name: str, reps: int) -> dict[str, Any]:
     cfg, algo = run.cfg, run.algo
     mb = next(iter(batch.minibatches(cfg.minibatch_size, torch.Generator())))
     alpha = run.temperature(0) if run.policy.has_kl_term else 1.0
-    hand = hand_gradients(run, mb, alpha, cfg.clip_coef)
-    library_grads = _library_gradients(run, mb, alpha, cfg.clip_coef)
-    error = max(
-        float((a - b).norm() / b.norm().clamp_min(1e-12))
-        for a, b in zip(hand, library_grads, strict=True)
-    )
     # the hand step's own parameters and Adam states, so the library's are left alone
     copies = (
         [p.detach().clone() for p in _policy_params(run)],
@@ -241,6 +271,13 @@ def _measure(algo_name: str, reps: int) -> dict[str, Any]:
         for fn in (library, by_hand) if i % 2 else (by_hand, library):
             times[fn].append(_median_us(fn, 1))
     lib_us, hand_us = statistics.median(times[library]), statistics.median(times[by_hand])
+    # the check, at parameters the timed library steps have moved off the rollout's
+    hand = hand_gradients(run, mb, alpha, cfg.clip_coef)
+    library_grads = _library_gradients(run, mb, alpha, cfg.clip_coef)
+    error = max(
+        float((a - b).norm() / b.norm().clamp_min(1e-12))
+        for a, b in zip(hand, library_grads, strict=True)
+    )
     return {
         "method": algo_name,
         "sessions K": int(mb.xi.shape[0]) if run.policy.random_theta else 1,
