@@ -48,12 +48,32 @@ __all__ = [
     "ActionHead",
     "check_action_space",
     "BNNPolicy",
+    "group_layout",
     "ParticlePolicy",
     "ActionMeanPolicy",
     "AuxiliaryPolicy",
     "POLICIES",
     "make_policy",
 ]
+
+
+def group_layout(rows: Tensor, num_rows: int) -> tuple[Tensor, int]:
+    """Each sample's place in its θ row's group and the largest group's size.
+
+    For the row index ``rows`` (M,) into ``num_rows`` rows, ``pos[i]`` counts the earlier samples
+    of row ``rows[i]``, so ``padded[rows, pos]`` lays the samples out as (num_rows, largest, …)
+    groups (:meth:`BNNPolicy.grouped_distribution`).
+
+    >>> group_layout(torch.tensor([1, 0, 1, 1]), 3)
+    (tensor([0, 0, 1, 2]), 3)
+    """
+    # The running count of each sample's row (a cumulative sum of one-hot rows, (M, K) small
+    # integers), one pass and no sort; the one-hot rows by scatter_ (F.one_hot first checks the
+    # range: three more kernels).
+    one_hot = torch.zeros(rows.shape[0], num_rows, dtype=torch.long)
+    seen = one_hot.scatter_(1, rows.unsqueeze(1), 1).cumsum(0)
+    pos = seen.gather(1, rows.unsqueeze(1)).squeeze(1) - 1
+    return pos, int(seen[-1].max()) if rows.shape[0] else 0
 
 
 class BNNPolicy(nn.Module):
@@ -157,13 +177,7 @@ class BNNPolicy(nn.Module):
         if not self.random_theta:
             return self.head(self.net(self.theta0 + theta[:1], obs[None])[0])
         rows = self.rows(batch)
-        # Each sample's place in its θ row's group, in sample order: the running count of its
-        # row (a cumulative sum of one-hot rows, (M, K) small integers), one pass and no sort;
-        # the one-hot rows by scatter_ (F.one_hot first checks the range: three more kernels).
-        one_hot = torch.zeros(rows.shape[0], theta.shape[0], dtype=torch.long)
-        seen = one_hot.scatter_(1, rows.unsqueeze(1), 1).cumsum(0)
-        pos = seen.gather(1, rows.unsqueeze(1)).squeeze(1) - 1
-        largest = int(seen[-1].max()) if rows.shape[0] else 0
+        pos, largest = group_layout(rows, theta.shape[0])
         padded = obs.new_zeros(theta.shape[0], largest, obs.shape[-1])
         padded[rows, pos] = obs
         return self.head(self.net(self.theta0 + theta, padded)[rows, pos])

@@ -45,7 +45,7 @@ from rl.adapter import clipped_objective
 from rl.buffer import Batch
 from rl.networks import MLP
 from rl.optim import clip_grad_norm, optimizer_step
-from rl.policies import BNNPolicy
+from rl.policies import BNNPolicy, group_layout
 from rl.posteriors import PointMass
 from rl.run import Run
 from rl.value import value_loss
@@ -82,15 +82,6 @@ def _check_supported(run: Run) -> None:
         raise ValueError("step-floor: tanh networks and the clip objective without RPO")
     if cfg.max_grad_norm <= 0:
         raise ValueError("step-floor: a gradient-norm limit (max_grad_norm > 0)")
-
-
-def _layout(rows: Tensor, num_rows: int) -> tuple[Tensor, int]:
-    """Each sample's place in its θ row's group and the largest group's size, for the θ-row
-    index ``rows`` (M,) into ``num_rows`` rows (the library's layout: a running count of
-    one-hot rows, :meth:`rl.policies.BNNPolicy.grouped_distribution`)."""
-    one_hot = torch.zeros(rows.shape[0], num_rows, dtype=torch.long)
-    seen = one_hot.scatter_(1, rows.unsqueeze(1), 1).cumsum(0)
-    return seen.gather(1, rows.unsqueeze(1)).squeeze(1) - 1, int(seen[-1].max())
 
 
 def hand_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[Tensor]:
@@ -131,17 +122,13 @@ def hand_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[Tenso
         scale = torch.nn.functional.softplus(t.raw_scale.detach())
         theta = torch.addcmul(t.loc.detach(), scale, mb.xi)
         rows = mb.session
-        pos, largest = _layout(rows, theta.shape[0])
+        pos, largest = group_layout(rows, theta.shape[0])
         padded = mb.obs.new_zeros(theta.shape[0], largest, mb.obs.shape[-1])
         padded[rows, pos] = mb.obs
-    # the policy's forward per session, keeping each layer's input
-    layers = net.layers(policy.theta0 + theta)
-    inputs, h = [], padded
-    for i, (weight, bias) in enumerate(layers):
-        inputs.append(h)
-        h = torch.baddbmm(bias, h, weight)
-        if i < len(layers) - 1:
-            h = torch.tanh(h)
+    # the policy's forward per session (no gradient recorded), keeping each layer's input
+    layers, hidden = net.layers(policy.theta0 + theta), []
+    h = net.apply(layers, padded, keep=hidden)
+    inputs = [padded, *hidden]
     mean = h[0] if point else h[rows, pos]
     inv_std = torch.exp(-log_std)
     z = (mb.actions - mean) * inv_std
