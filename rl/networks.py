@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from rl.fused import replay, tracks
 
-__all__ = ["FlatMLP", "MLP", "mlp", "ACTIVATIONS"]
+__all__ = ["FlatMLP", "MLP", "mlp", "linear_stack", "linear_stack_backprop", "ACTIVATIONS"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -132,6 +132,47 @@ class FlatMLP:
                     keep.append(h)
         return h
 
+    def backprop(
+        self,
+        layers: list[tuple[Tensor, Tensor]],
+        inputs: list[Tensor],
+        grad: Tensor,
+        *,
+        need_x: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The chain rule of :meth:`apply` (module docstring), written out.
+
+        Args:
+            layers: the :meth:`layers` the forward ran with.
+            inputs: every layer's input (K, B, n_in): x, then the hidden activations ``apply``
+                collected in ``keep``.
+            grad: the gradient at the output (K, B, n_out).
+            need_x: also return the gradient at x (else ``None``).
+
+        Returns:
+            The gradient for θ (K, d) in its layout, and the one at x.
+
+        >>> net = FlatMLP([3, 8, 2])
+        >>> theta, x = torch.randn(4, net.num_params, requires_grad=True), torch.randn(4, 5, 3)
+        >>> hidden = []
+        >>> out = net.apply(net.layers(theta), x, keep=hidden)
+        >>> grad, _ = net.backprop(net.layers(theta.detach()), [x, *hidden], torch.ones_like(out))
+        >>> bool(torch.allclose(grad, torch.autograd.grad(out.sum(), theta)[0], atol=1e-5))
+        True
+        """
+        parts: list[Tensor] = []
+        delta, grad_x = grad, None
+        for i in range(len(layers) - 1, -1, -1):
+            weight, h_in = layers[i][0], inputs[i]
+            parts += [delta.sum(1), torch.bmm(h_in.transpose(1, 2), delta).flatten(1)]
+            if i > 0 or need_x:
+                back = torch.bmm(delta, weight.transpose(1, 2))
+                if i > 0:
+                    delta = _OPS[self.activation][1](back, h_in)
+                else:
+                    grad_x = back
+        return torch.cat(parts[::-1], dim=-1), grad_x
+
 
 class _FlatMLPFn(torch.autograd.Function):
     """:meth:`FlatMLP.apply` on θ (K, d) and x (K, B, n_in) as one autograd node (module
@@ -151,20 +192,8 @@ class _FlatMLPFn(torch.autograd.Function):
         net, (need_theta, need_x, _) = ctx.net, ctx.needs_input_grad
         if torch.is_grad_enabled():  # create_graph: a differentiable backward
             return (*replay(lambda t, h: net.apply(net.layers(t), h), (theta, x), ctx, grad), None)
-        layers, inputs = net.layers(theta), [x, *hidden]
-        parts: list[Tensor] = []
-        delta, grad_x = grad, None
-        for i in range(len(layers) - 1, -1, -1):
-            weight, h_in = layers[i][0], inputs[i]
-            parts += [delta.sum(1), torch.bmm(h_in.transpose(1, 2), delta).flatten(1)]
-            if i > 0 or need_x:
-                back = torch.bmm(delta, weight.transpose(1, 2))
-                if i > 0:
-                    delta = _OPS[net.activation][1](back, h_in)
-                else:
-                    grad_x = back
-        grad_theta = torch.cat(parts[::-1], dim=-1) if need_theta else None
-        return grad_theta, grad_x, None
+        grad_theta, grad_x = net.backprop(net.layers(theta), [x, *hidden], grad, need_x=need_x)
+        return (grad_theta if need_theta else None), grad_x, None
 
 
 class MLP(nn.Sequential):
@@ -188,14 +217,17 @@ class MLP(nn.Sequential):
         if tracks(flat, *params):
             out = _LinearStackFn.apply(flat, self.activation, *params)
         else:
-            out = _linear_stack(flat, params, self.activation)
+            out = linear_stack(flat, params, self.activation)
         return out if x.dim() == 2 else out.reshape(*x.shape[:-1], out.shape[-1])
 
 
-def _linear_stack(
+def linear_stack(
     h: Tensor, params: Sequence[Tensor], activation: str, keep: list[Tensor] | None = None
 ) -> Tensor:
-    """h (B, n_in) through Linear layers (weights (n_out, n_in) and biases, alternating)."""
+    """h (B, n_in) through Linear layers (weights (n_out, n_in) and biases, alternating).
+
+    ``keep`` collects the hidden activations (what :func:`linear_stack_backprop` needs).
+    """
     act = _OPS[activation][0]
     last = len(params) // 2 - 1
     for i in range(last + 1):
@@ -207,13 +239,60 @@ def _linear_stack(
     return h
 
 
+def linear_stack_backprop(
+    params: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    grad: Tensor,
+    activation: str,
+    needs: Sequence[bool] | None = None,
+) -> tuple[Tensor | None, list[Tensor | None]]:
+    """The chain rule of :func:`linear_stack` (module docstring), written out.
+
+    Args:
+        params: the weights and biases the forward ran with.
+        inputs: every layer's input: h, then the activations ``linear_stack`` kept.
+        grad: the gradient at the output (B, n_out).
+        activation: the forward's activation.
+        needs: whether the input and then each parameter needs its gradient (default: the
+            parameters only).
+
+    Returns:
+        The gradient at h (``None`` unless needed) and one per parameter (``None`` where not).
+
+    >>> params = [torch.randn(8, 3), torch.randn(8), torch.randn(2, 8), torch.randn(2)]
+    >>> params = [p.requires_grad_() for p in params]
+    >>> hidden, h = [], torch.randn(5, 3)
+    >>> out = linear_stack(h, params, "tanh", keep=hidden)
+    >>> _, grads = linear_stack_backprop([p.detach() for p in params], [h, *hidden],
+    ...                                  torch.ones_like(out), "tanh")
+    >>> auto = torch.autograd.grad(out.sum(), params)
+    >>> all(torch.allclose(g, a, atol=1e-5) for g, a in zip(grads, auto))
+    True
+    """
+    needs = needs if needs is not None else (False, *[True] * len(params))
+    grads: list[Tensor | None] = [None] * len(params)
+    delta, grad_x = grad, None
+    for i in range(len(params) // 2 - 1, -1, -1):
+        if needs[1 + 2 * i]:
+            grads[2 * i] = delta.t().mm(inputs[i])
+        if needs[2 + 2 * i]:
+            grads[2 * i + 1] = delta.sum(0)
+        if i > 0 or needs[0]:
+            back = delta.mm(params[2 * i])
+            if i > 0:
+                delta = _OPS[activation][1](back, inputs[i])
+            else:
+                grad_x = back
+    return grad_x, grads
+
+
 class _LinearStackFn(torch.autograd.Function):
     """:class:`MLP`'s forward on x (B, n_in) as one autograd node (module docstring)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, activation: str, *params: Tensor) -> Tensor:
         hidden: list[Tensor] = []
-        out = _linear_stack(x, params, activation, keep=hidden)
+        out = linear_stack(x, params, activation, keep=hidden)
         ctx.activation, ctx.num_params = activation, len(params)
         ctx.save_for_backward(x, *params, *hidden)
         return out
@@ -225,27 +304,16 @@ class _LinearStackFn(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: a differentiable backward
             return tuple(
                 replay(
-                    lambda h, _, *p: _linear_stack(h, p, ctx.activation),
+                    lambda h, _, *p: linear_stack(h, p, ctx.activation),
                     (x, None, *params),  # None: the activation's slot
                     ctx,
                     grad,
                 )
             )
-        inputs = [x, *hidden]
         needs = ctx.needs_input_grad
-        grads: list[Tensor | None] = [None] * len(params)
-        delta, grad_x = grad, None
-        for i in range(len(params) // 2 - 1, -1, -1):
-            if needs[2 + 2 * i]:
-                grads[2 * i] = delta.t().mm(inputs[i])
-            if needs[3 + 2 * i]:
-                grads[2 * i + 1] = delta.sum(0)
-            if i > 0 or needs[0]:
-                back = delta.mm(params[2 * i])
-                if i > 0:
-                    delta = _OPS[ctx.activation][1](back, inputs[i])
-                else:
-                    grad_x = back
+        grad_x, grads = linear_stack_backprop(
+            params, [x, *hidden], grad, ctx.activation, needs=(needs[0], *needs[2:])
+        )
         return (grad_x, None, *grads)
 
 

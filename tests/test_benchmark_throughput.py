@@ -69,18 +69,21 @@ def test_update_cost_times_every_phase_of_both_runs_and_restores_batch_subset(tm
     assert "| dual | 0.0 |" in (tmp_path / "update-cost.md").read_text()
 
 
-@pytest.mark.parametrize("algo", ["ppo", "vppo"])
-def test_step_floors_hand_gradients_are_the_library_losss(algo):
+@pytest.mark.parametrize("algo, activation", [("ppo", "tanh"), ("vppo", "tanh"), ("vppo", "relu")])
+def test_step_floors_hand_gradients_are_the_library_losss(algo, activation):
     """The floor computes the same gradients as autograd on the library's loss (policy + value),
     and the check would see a different loss (a wrong α moves ρ's gradient; a wrong clip ε the
     surrogate's)."""
+    import dataclasses
+
     import torch
 
     from benchmarks.rl.step_floor import _library_gradients, hand_gradients
     from rl.run import Run
 
     torch.manual_seed(0)
-    run = Run(rl_config("Pendulum-v1", algo, 10**6, seed=0))
+    cfg = dataclasses.replace(rl_config("Pendulum-v1", algo, 10**6, seed=0), activation=activation)
+    run = Run(cfg)
     try:
         batch, _ = run.collect()
     finally:

@@ -9,8 +9,9 @@ times, on that batch's first minibatch and alternating, two versions of one mini
 * ``library``: what the update runs per minibatch, ``Algorithm.loss`` (the adapter's target
   through ``vi_flows.objectives.kl_loss``) and ``Algorithm.joint_step`` (one backward of the
   policy and value losses, clipping, both Adam steps);
-* ``by hand``: the same loss's gradients written out with no autograd and no abstraction (the
-  policy MLP per session over the same padded layout, log π, the clipped surrogate, Eq. 4's
+* ``by hand``: the same loss's gradients written out with no autograd (the policy MLP per
+  session over the same padded layout, its backward the networks' own written-out chain rule
+  ``FlatMLP.backprop`` / ``linear_stack_backprop``, log π, the clipped surrogate, Eq. 4's
   gradient of α·KL(q‖p) for q = N(μ, diag softplus(ρ)²), the critic's MSE), then the same
   clipping and fused Adam kernels. The gradients are taken at the library run's parameters
   (which its interleaved steps keep moving) and applied to copies with their own Adam states,
@@ -23,7 +24,7 @@ Its per-step time is a floor for any implementation at these sizes on this CPU: 
 math needs and nothing else. ``by hand (V-PPO)`` over ``by hand (PPO)`` is the per-session work
 the method itself adds: K weight vectors instead of one, an MLP per session on padded groups,
 and the (K, d) gradient table through the flow. Supported: a BNN policy with a Box action head,
-tanh, ``clip`` objective, no RPO, a ``gaussian`` posterior or the point mass (the throughput
+``clip`` objective, no RPO, a ``gaussian`` posterior or the point mass (the throughput
 work). Writes ``step-floor.md`` and ``step-floor.csv`` under ``--out``.
 """
 
@@ -43,7 +44,7 @@ from benchmarks.files import write_rows, write_text
 from benchmarks.rl.throughput_one import rl_config
 from rl.adapter import clipped_objective
 from rl.buffer import Batch
-from rl.networks import MLP
+from rl.networks import MLP, linear_stack, linear_stack_backprop
 from rl.optim import clip_grad_norm, optimizer_step
 from rl.policies import BNNPolicy, group_layout
 from rl.posteriors import PointMass
@@ -67,7 +68,7 @@ def _policy_params(run: Run) -> list[Tensor]:
 
 def _check_supported(run: Run) -> None:
     """Raise ``ValueError`` unless :func:`hand_gradients` writes out ``run``'s loss: a BNN
-    policy with a learned-σ Box head and a gaussian or point posterior, tanh networks, the
+    policy with a learned-σ Box head and a gaussian or point posterior, the
     clip objective without RPO, a gradient-norm limit."""
     policy, cfg = run.policy, run.cfg
     q = policy.q if isinstance(policy, BNNPolicy) else None
@@ -78,8 +79,8 @@ def _check_supported(run: Run) -> None:
         )
     if not isinstance(policy.head.log_std, torch.nn.Parameter):
         raise ValueError("step-floor: a learned action log-std (learn_log_std=True)")
-    if cfg.activation != "tanh" or cfg.objective != "clip" or cfg.rpo_alpha:
-        raise ValueError("step-floor: tanh networks and the clip objective without RPO")
+    if cfg.objective != "clip" or cfg.rpo_alpha:
+        raise ValueError("step-floor: the clip objective without RPO")
     if cfg.max_grad_norm <= 0:
         raise ValueError("step-floor: a gradient-norm limit (max_grad_norm > 0)")
 
@@ -99,8 +100,9 @@ def hand_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[Tenso
         \\bar μ = \\sum_k \\bar θ_k, \\quad
         \\bar ρ = \\mathrm{softplus}'(ρ) ⊙ \\big(\\sum_k \\bar θ_k ⊙ ξ_k − α/σ\\big),
 
-    the MLP's chain rule per session on the padded groups (tanh′ = 1 − h²), and the critic's
-    for mean (V(s) − R̂)², ∂/∂V = 2(V − R̂)/M, through its layers.
+    the MLP's chain rule per session on the padded groups (:meth:`rl.networks.FlatMLP.backprop`,
+    the library's own backward), and the critic's for mean (V(s) − R̂)², ∂/∂V = 2(V − R̂)/M,
+    through its layers (:func:`rl.networks.linear_stack_backprop`).
 
     Args:
         run: a run :func:`_check_supported` accepts; its current parameters are used.
@@ -143,13 +145,7 @@ def hand_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[Tenso
     else:
         delta = padded.new_zeros(theta.shape[0], largest, mean.shape[-1])
         delta[rows, pos] = grad_mean
-    parts: list[Tensor] = []
-    for i in range(len(layers) - 1, -1, -1):
-        parts += [delta.sum(1), torch.bmm(inputs[i].transpose(1, 2), delta).flatten(1)]
-        if i > 0:
-            back = torch.bmm(delta, layers[i][0].transpose(1, 2))
-            delta = torch.ops.aten.tanh_backward(back, inputs[i])
-    grad_theta = torch.cat(parts[::-1], dim=-1)
+    grad_theta, _ = net.backprop(layers, inputs, delta)
     if point:
         grads = [grad_theta[0], grad_log_std]
     else:
@@ -161,20 +157,16 @@ def hand_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[Tenso
 
 def _critic_gradients(critic: MLP, obs: Tensor, returns: Tensor) -> list[Tensor]:
     """Gradients of mean (V(s) − R̂)² for the critic's Linear weights and biases, in order."""
-    linear = [layer for layer in critic if isinstance(layer, torch.nn.Linear)]
-    inputs, h = [], obs
-    for i, layer in enumerate(linear):
-        inputs.append(h)
-        h = torch.addmm(layer.bias.detach(), h, layer.weight.detach().t())
-        if i < len(linear) - 1:
-            h = torch.tanh(h)
-    delta = (h.squeeze(-1) - returns).mul_(2.0 / obs.shape[0]).unsqueeze(-1)
-    grads: list[Tensor] = []
-    for i in range(len(linear) - 1, -1, -1):
-        grads = [delta.t().mm(inputs[i]), delta.sum(0), *grads]
-        if i > 0:
-            delta = torch.ops.aten.tanh_backward(delta.mm(linear[i].weight.detach()), inputs[i])
-    return grads
+    params = [
+        p.detach()
+        for layer in critic
+        if isinstance(layer, torch.nn.Linear)
+        for p in (layer.weight, layer.bias)
+    ]
+    hidden: list[Tensor] = []
+    value = linear_stack(obs, params, critic.activation, keep=hidden)
+    delta = (value.squeeze(-1) - returns).mul_(2.0 / obs.shape[0]).unsqueeze(-1)
+    return linear_stack_backprop(params, [obs, *hidden], delta, critic.activation)[1]
 
 
 def _library_gradients(run: Run, mb: Batch, alpha: float, clip: float) -> list[Tensor]:
