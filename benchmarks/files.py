@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vi_flows.runfiles import atomic_write, write_text
+from vi_flows.runfiles import save_figure, write_text
 
 __all__ = ["save_figure", "write_rows", "write_text"]
 
@@ -42,10 +42,3 @@ def write_rows(
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
-
-
-def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> None:
-    """``fig.savefig`` atomically; the format is the path's suffix (e.g. ``.png``)."""
-    path = Path(path)
-    fmt = path.suffix.removeprefix(".") or "png"
-    atomic_write(path, lambda f: fig.savefig(f, format=fmt, **kwargs))

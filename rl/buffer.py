@@ -180,7 +180,7 @@ class RolloutBuffer:
         if normalize_advantages and distributed.is_distributed():
             mean, std = global_mean_std(adv)
             adv = (adv - mean) / (std + 1e-8)
-        elif normalize_advantages:
+        elif normalize_advantages and adv.numel() > 1:  # one sample has no spread (SB3 too)
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         self.t = 0
         return Batch(

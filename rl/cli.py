@@ -79,6 +79,8 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         raise ValueError("--preset and --no-preset exclude each other (presets apply by default)")
     if "preset" in overrides:
         raise ValueError("the preset field is set by vi-rl itself; use --no-preset to skip it")
+    if "algo" in overrides:
+        raise ValueError("the algorithm is chosen with --algo (its config class goes with it)")
     if args.resume:
         if args.overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
@@ -269,10 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
-        print(
-            "vi-rl: interrupted (the last checkpoint is intact; --resume continues)",
-            file=sys.stderr,
-        )
+        said = ""
+        if args.command == "train":  # a run interrupted before its first checkpoint has none
+            saved = (Path(args.out) / "checkpoint.pt").exists()
+            said = (
+                " (the last checkpoint is intact; --resume continues)"
+                if saved
+                else (" before the first checkpoint: nothing to resume")
+            )
+        print(f"vi-rl: interrupted{said}", file=sys.stderr)
         return 130
     finally:
         distributed.shutdown()  # a no-op in one process

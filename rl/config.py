@@ -1,7 +1,7 @@
 """Run configuration: frozen dataclasses whose fields document themselves.
 
 Every field carries an attribute docstring (the string literal right after it); :func:`field_docs`
-reads them back for ``vi-rl train --help-config``. Overrides come from the command line as
+reads them back for ``vi-rl config ALGO``. Overrides come from the command line as
 ``--set name=value`` or ``--name value`` and are parsed by the field's type
 (:func:`with_overrides`).
 """
@@ -26,6 +26,9 @@ from vi_flows.schedules import Constant, ExponentialSchedule, LinearSchedule, Sc
 
 __all__ = [
     "TrainConfig",
+    "check_ranges",
+    "nonnegative_finite",
+    "positive_finite",
     "field_docs",
     "with_overrides",
     "alpha_schedule",
@@ -149,7 +152,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """One clear error per out-of-range field (subclasses check their own fields too)."""
-        _check_ranges(self, _RANGES)
+        check_ranges(self, _RANGES)
         try:
             options = json.loads(self.posterior_options)
         except (TypeError, json.JSONDecodeError) as err:
@@ -187,8 +190,19 @@ def _positive(x: Any) -> bool:
     return x > 0
 
 
+def positive_finite(x: Any) -> bool:
+    """``0 < x < inf`` (NaN fails)."""
+    return 0 < x < float("inf")
+
+
+def nonnegative_finite(x: Any) -> bool:
+    """``0 <= x < inf`` (NaN fails)."""
+    return 0 <= x < float("inf")
+
+
 #: (check, what is valid) per field; NaN fails every check.
 _RANGES: dict[str, tuple[Any, str]] = {
+    "seed": (lambda x: 0 <= x < 2**32, "an integer in [0, 2³²)"),
     "total_steps": (lambda x: x >= 1, "an integer >= 1"),
     "num_envs": (lambda x: x >= 1, "an integer >= 1"),
     "env_backend": (lambda s: s in ENV_BACKENDS, " or ".join(ENV_BACKENDS.names())),
@@ -199,12 +213,13 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "hidden": (lambda h: all(w >= 1 for w in h), "widths >= 1"),
     "activation": (lambda a: a in ("tanh", "relu"), "tanh or relu"),
     "latent_dim": (lambda x: x >= 1, "an integer >= 1"),
-    "lr": (_positive, "> 0"),
-    "max_grad_norm": (lambda x: x >= 0, ">= 0 (0 disables clipping)"),
-    "value_lr": (_positive, "> 0"),
+    "init_log_std": (lambda x: abs(x) < float("inf"), "finite"),
+    "lr": (positive_finite, "> 0 and finite"),
+    "max_grad_norm": (nonnegative_finite, ">= 0 and finite (0 disables clipping)"),
+    "value_lr": (positive_finite, "> 0 and finite"),
     "value_epochs": (lambda x: x >= 0, "an integer >= 0"),
     "value_minibatch_size": (lambda x: x >= 1, "an integer >= 1"),
-    "alpha": (_positive, "> 0"),
+    "alpha": (positive_finite, "> 0 and finite"),
     "alpha_schedule": (
         lambda s: s in ("constant", "linear", "exponential", "auto"),
         "constant, linear, exponential or auto",
@@ -225,7 +240,9 @@ _RANGES: dict[str, tuple[Any, str]] = {
 }
 
 
-def _check_ranges(cfg: Any, ranges: dict[str, tuple[Any, str]]) -> None:
+def check_ranges(cfg: Any, ranges: dict[str, tuple[Any, str]]) -> None:
+    """Raise one ``ValueError`` naming the first field of ``cfg`` outside its range: ``ranges``
+    maps a field to (check, what is valid), and NaN fails every check."""
     for name, (ok, valid) in ranges.items():
         value = getattr(cfg, name)
         try:

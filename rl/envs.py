@@ -86,7 +86,11 @@ def make_envs(env_id: str, num_envs: int, seed: int, backend: str = "gymnasium")
         )
     if not isinstance(envs.single_observation_space, gym.spaces.Box):
         envs.close()
-        raise ValueError(f"unsupported observation space for {env_id!r}: need a flat Box")
+        kind = type(envs.single_observation_space).__name__
+        raise ValueError(
+            f"unsupported observation space {kind} for {env_id!r}: vi-rl needs a Box (flattened "
+            "if it has several axes); wrap the env, e.g. gymnasium.wrappers.FlattenObservation"
+        )
     envs.action_space.seed(seed)
     return envs
 

@@ -8,6 +8,7 @@ time step rather than one per episode step.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,11 @@ from rl.envs import RunningMeanStd, make_envs
 from rl.policy_api import PolicyFamily
 from vi_flows.runfiles import write_text
 
-__all__ = ["evaluate", "evaluate_policy", "run_episodes"]
+__all__ = ["MAX_EPISODE_STEPS", "evaluate", "evaluate_policy", "run_episodes"]
+
+
+#: Step cap of an evaluation episode in an env registered without a time limit.
+MAX_EPISODE_STEPS = 10_000
 
 
 @torch.no_grad()
@@ -26,16 +31,26 @@ def run_episodes(env_id: str, episodes: int, seed: int, act) -> np.ndarray:
     """Returns of ``episodes`` episodes (episode i reset with ``seed + i``), all run at once.
 
     ``act(obs (N, obs_dim) float array) -> env actions (N, …)`` chooses the actions of every slot.
+    An env registered without a time limit has its episodes cut at :data:`MAX_EPISODE_STEPS`
+    steps (a policy that never ends one would otherwise never return), with a warning.
     """
     envs = make_envs(env_id, episodes, seed)
     try:
         obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
         totals = np.zeros(episodes)
         running = np.ones(episodes, dtype=bool)
-        while running.any():
+        for _ in range(MAX_EPISODE_STEPS):
             obs, reward, term, trunc, _ = envs.step(act(obs.reshape(episodes, -1)))
             totals += np.where(running, reward, 0.0)
             running &= ~np.logical_or(term, trunc)
+            if not running.any():
+                break
+        else:
+            warnings.warn(
+                f"{env_id}: {int(running.sum())} of {episodes} evaluation episodes were cut at "
+                f"{MAX_EPISODE_STEPS} steps (the env has no time limit); their returns are partial",
+                stacklevel=2,
+            )
     finally:
         envs.close()
     return totals

@@ -1,16 +1,36 @@
-"""Learning curves: mean ± spread (min–max band and ±1 std) over seeds, one line per config."""
+"""Learning curves: the mean over seeds with a ±1 std band, one line per config."""
 
 from __future__ import annotations
 
 import csv
+import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from rl.config import load_dict
+from vi_flows.runfiles import save_figure
 
-__all__ = ["plot"]
+__all__ = ["group_runs", "plot"]
+
+#: Fields that do not change what a run learns: runs differing only in these share a line.
+_NOT_CONFIG = {"seed", "total_steps", "checkpoint_every", "tensorboard"}
+
+
+def _label(key: str, configs: dict[str, dict]) -> str:
+    """ "algo policy/posterior env", plus the fields that tell it from the other lines with the
+    same start (two lr values: two lines, each naming its lr)."""
+
+    def head(cfg: dict) -> str:
+        fields = [cfg.get(k, "?") for k in ("algo", "policy", "posterior", "env_id")]
+        return "{} {}/{} {}".format(*fields)
+
+    cfg = configs[key]
+    same = [c for c in configs.values() if head(c) == head(cfg)]
+    differ = sorted(k for k in cfg if any(c.get(k) != cfg[k] for c in same))
+    extra = ", ".join(f"{k}={cfg[k]}" for k in differ)
+    return f"{head(cfg)} ({extra})" if extra else head(cfg)
 
 
 def _curve(run: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -27,6 +47,24 @@ def _curve(run: Path) -> tuple[np.ndarray, np.ndarray]:
     return steps, returns
 
 
+def group_runs(runs: list[str | Path]) -> dict[str, list[Path]]:
+    """The runs by config, seed (and length) aside, under each line's label.
+
+    Raises:
+        FileNotFoundError: a run without ``progress.csv``.
+    """
+    groups: dict[str, list[Path]] = defaultdict(list)
+    configs: dict[str, dict] = {}
+    for run in map(Path, runs):
+        if not (run / "progress.csv").exists():
+            raise FileNotFoundError(f"{run} has no progress.csv (not a vi-rl run directory)")
+        cfg = {k: v for k, v in load_dict(run / "config.json").items() if k not in _NOT_CONFIG}
+        key = json.dumps(cfg, sort_keys=True, default=str)
+        groups[key].append(run)
+        configs[key] = cfg
+    return {_label(key, configs): members for key, members in groups.items()}
+
+
 def plot(runs: list[str | Path], output: str | Path = "curves.png", points: int = 100) -> Path:
     """Plot episodic return against env steps; runs with the same config except the seed share
     a line (mean over seeds on a common grid, shaded ±1 std). Returns the PNG path.
@@ -40,14 +78,7 @@ def plot(runs: list[str | Path], output: str | Path = "curves.png", points: int 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups: dict[str, list[Path]] = defaultdict(list)
-    for run in map(Path, runs):
-        if not (run / "progress.csv").exists():
-            raise FileNotFoundError(f"{run} has no progress.csv (not a vi-rl run directory)")
-        cfg = load_dict(run / "config.json")
-        fields = [cfg.get(k, "?") for k in ("algo", "policy", "posterior", "env_id")]
-        label = "{} {}/{} {}".format(*fields)
-        groups[label].append(run)
+    groups = group_runs(runs)
     curves_of = {}
     for label, members in sorted(groups.items()):
         curves = [c for c in map(_curve, members) if len(c[0]) > 1]
@@ -74,6 +105,6 @@ def plot(runs: list[str | Path], output: str | Path = "curves.png", points: int 
     ax.grid(alpha=0.3)
     output = Path(output)
     fig.tight_layout()
-    fig.savefig(output, dpi=120)
+    save_figure(fig, output, dpi=120)  # atomic: the old figure or the new one
     plt.close(fig)
     return output

@@ -42,7 +42,7 @@ from rl.posteriors import (
 )
 from vi_flows.bases import StudentT
 from vi_flows.flows import Flow, build
-from vi_flows.registry import Registry
+from vi_flows.registry import Registry, UnknownNameError
 
 __all__ = [
     "ActionHead",
@@ -117,7 +117,10 @@ class BNNPolicy(nn.Module):
             # V's step in units of |v_j| ~ lr, as D's log-scales step (LowRankAffine: at s = 1 its
             # columns grew √d times faster and multiplied the weight noise along them ~19-fold)
             options.setdefault("factor_scale", dim**-0.5)
-        self.q = PointMass(dim) if point else build(posterior, dim, **options)
+        if point:
+            self.q = PointMass(dim)
+        else:
+            self.q = _build_posterior(posterior, dim, options)
         if isinstance(self.q, Flow) and isinstance(self.q.base, StudentT) and self.q.base.learn_df:
             raise ValueError(
                 "posterior_options: learn_df=True is not supported for a policy posterior (each "
@@ -351,6 +354,17 @@ class AuxiliaryPolicy(ActionMeanPolicy):
 
 
 #: The policy families by name (:class:`vi_flows.registry.Registry`).
+def _build_posterior(posterior: str, dim: int, options: dict[str, Any]) -> Flow:
+    """``vi_flows.flows.build(posterior, dim, **options)``, with a bad option said in one line
+    that names ``posterior_options`` (build names an unknown key and the family's options)."""
+    try:
+        return build(posterior, dim, **options)
+    except UnknownNameError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"posterior_options {options}: {err}") from None
+
+
 POLICIES: Registry[type[nn.Module]] = Registry("policy family")
 POLICIES.register("bnn", BNNPolicy)
 POLICIES.register("particles", ParticlePolicy)

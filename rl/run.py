@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -48,6 +49,14 @@ def build_policy(cfg: Any, obs_dim: int, action_space) -> torch.nn.Module:
     """The policy family the config asks for (see :mod:`rl.policies`); an unset
     ``posterior_std_target`` is resolved first (:func:`resolve_std_target`)."""
     check_config(cfg)
+    if isinstance(action_space, gym.spaces.Discrete):  # the Box head's settings mean nothing here
+        box_only = {"init_log_std": 0.0, "learn_log_std": True, "rpo_alpha": 0.0}
+        for name, default in box_only.items():
+            if name in {f.name for f in dataclasses.fields(cfg)} and getattr(cfg, name) != default:
+                raise ValueError(
+                    f"{name} is for Box actions; {cfg.env_id} has discrete actions (leave it at "
+                    f"{default})"
+                )
     if cfg.alpha_schedule == "auto" and cfg.posterior_std_target is None:
         cfg, _ = resolve_std_target(cfg, obs_dim, action_space)
     common = {
@@ -104,7 +113,12 @@ def resolve_std_target(cfg: Any, obs_dim: int, action_space) -> tuple[Any, bool]
     if cfg.policy != "bnn" or cfg.posterior == "point":
         return dataclasses.replace(cfg, posterior_std_target=FIXED_STD_TARGET), False
     if "init_scale" in options:
-        return dataclasses.replace(cfg, posterior_std_target=float(options["init_scale"])), False
+        scale = options["init_scale"]
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale < np.inf:
+            raise ValueError(
+                f"posterior_options: init_scale must be a number > 0 and finite, got {scale!r}"
+            )
+        return dataclasses.replace(cfg, posterior_std_target=float(scale)), False
     obs = initial_states(cfg.env_id, obs_dim, cfg.normalize_obs, cfg.seed)
     sigma = calibrate_std(
         lambda s: build_policy(

@@ -37,7 +37,7 @@ SMALL = {
 
 #: Settings that only some algorithms have.
 PPO_ONLY = ("minibatch_size", "epochs")
-EXTRA = {"trpo": {"fisher": "score"}, "svpg": {"epochs": 2}}
+EXTRA = {"trpo": {"fisher": "score"}, "svpg": {"epochs": 2, "num_particles": 2}}
 
 
 def update_config(algo: str = "vppo", **fields):

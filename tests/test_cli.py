@@ -23,6 +23,12 @@ def bad_shape(x):
 
 def not_a_tensor(x):
     return 1.0
+
+def three_d(x):
+    return -(x @ torch.ones(3)).square()
+
+def far(x):
+    return -0.5 * ((x - 5.0) / 0.1).square().sum(-1)
 """
 
 
@@ -74,6 +80,11 @@ def test_turnkey_fit_of_a_function_in_a_file(tmp_path, model, capsys) -> None:
         (["fit", "--dim", "0", "funnel"], "--dim must be >= 1, got 0"),
         (["fit", "--dim", "abc"], "argument --dim: invalid int value"),
         (["fit", "--objective", "nope"], "unknown loss 'nope'"),
+        (["fit", "{model}:three_d", "--dim", "2"], "failed on inputs (2, 2) (RuntimeError"),
+        (["fit", "--time-budget", "inf"], "--time-budget must be finite and > 0 seconds, got inf"),
+        (["fit", "--steps", "3", "--objective", "iw"], "--objective, --precondition and --time"),
+        (["fit", "--flow", "gaussian", "--precondition", "none"], "are infer's: drop --flow"),
+        (["fit", "--draws", "10", "--eval-samples", "5"], "--draws must be <= --eval-samples"),
         (["show", "{tmp}/nothing"], "run.json not found"),
     ],
 )
@@ -82,6 +93,25 @@ def test_bad_input_is_one_clear_line(tmp_path, model, capsys, argv, needle) -> N
     assert main([*argv, "--out", str(tmp_path / "out")] if argv[0] == "fit" else argv) == 2
     assert needle in _one_line_error(capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_plain_loop_says_when_its_fit_misses(tmp_path, model, capsys) -> None:
+    """A plain fit far from its target exits 0 (the run is written) but says UNRELIABLE on
+    stderr; a fit that matches says nothing."""
+    argv = ["fit", f"{model}:far", "--dim", "2", "--flow", "gaussian", "--quiet"]
+    assert (
+        main([*argv, "--steps", "0", "--eval-samples", "2000", "--out", str(tmp_path / "a")]) == 0
+    )
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("vi-flows: warning: UNRELIABLE: PSIS k-hat = ")
+        and len(err.splitlines()) == 1
+    )
+    argv = ["fit", f"{model}:good", "--dim", "1", "--flow", "gaussian", "--quiet"]
+    assert (
+        main([*argv, "--steps", "400", "--eval-samples", "2000", "--out", str(tmp_path / "b")]) == 0
+    )
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_unwritable_out_fails_before_fitting(tmp_path, capsys, monkeypatch) -> None:
@@ -125,6 +155,14 @@ def test_corrupt_or_crafted_flow_files_are_one_line(tmp_path, capsys) -> None:
     (run / "run.json").write_text("{not json")
     assert main(["show", str(run)]) == 2
     assert "invalid JSON" in _one_line_error(capsys)
+    for meta, needle in [
+        ({"target": 5, "target_options": {}}, "'target' must be a string"),
+        ({"target": "banana", "target_options": []}, "'target_options' an object"),
+        ([1, 2], "expected a JSON object"),
+    ]:
+        (run / "run.json").write_text(json.dumps(meta))
+        assert main(["show", str(run)]) == 2
+        assert needle in _one_line_error(capsys)
 
 
 def test_debug_shows_the_traceback(tmp_path) -> None:

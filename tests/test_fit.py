@@ -250,6 +250,12 @@ def test_checkpoint_folder_is_checked_before_the_first_step(tmp_path) -> None:
         ({"checkpoint_every": -2}, r"checkpoint_every must be an integer >= 0"),
         ({"lr": float("nan")}, r"lr must be a finite number > 0"),
         ({"mask_fraction": 1.0}, r"mask_fraction must be in \[0, 1\)"),
+        ({"grad_clip": -1.0}, r"grad_clip must be None or a finite number > 0, got -1.0"),
+        ({"grad_clip": 0}, r"grad_clip must be None or a finite number > 0, got 0"),
+        ({"beta": -1.0}, r"beta must be a finite number >= 0, got -1.0 at step 0"),
+        ({"beta": float("nan")}, r"beta must be a finite number >= 0, got nan"),
+        ({"resume": True}, r"resume and checkpoint_every need checkpoint"),
+        ({"checkpoint_every": 2}, r"resume and checkpoint_every need checkpoint"),
     ],
 )
 def test_sizes_and_ranges_are_validated(kwargs, message) -> None:

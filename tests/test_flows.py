@@ -80,6 +80,16 @@ def test_unknown_family_lists_the_known_ones() -> None:
         flows.build("glow", 2)
 
 
+def test_an_unknown_option_is_named_with_the_familys_options() -> None:
+    with pytest.raises(
+        ValueError, match="flow 'realnvp': unknown option 'width'; its options: hidden"
+    ):
+        flows.build("realnvp", 2, width=8)
+    # a mixture checks its components' options (its own factory passes them on)
+    with pytest.raises(ValueError, match="flow 'gaussian': unknown option 'layers'"):
+        flows.build("mixture", 2, family="gaussian", layers=3)
+
+
 def test_register_adds_a_family() -> None:
     from vi_flows.transforms import ElementwiseAffine
 

@@ -166,6 +166,9 @@ def test_auto_flow_rule_and_argument_checks() -> None:
         infer(gaussian, dim=3, objective="nope")
     with pytest.raises(ValueError, match="needs dim"):
         infer(gaussian)
+    for budget in (float("inf"), 0.0, float("nan")):
+        with pytest.raises(ValueError, match="time_budget must be None or a finite number > 0"):
+            infer(gaussian, dim=3, time_budget=budget)
 
 
 def test_fixed_affine_inverts_exactly() -> None:

@@ -87,6 +87,8 @@ def test_ais_bad_inputs_name_the_problem():
     q = build("gaussian", 2)
     with pytest.raises(ValueError, match="num_temperatures must be >= 1"):
         ais(lambda x: -x.square().sum(-1), q, 10, num_temperatures=0)
+    with pytest.raises(ValueError, match="alpha must be a finite number, got nan"):
+        ais(lambda x: -x.square().sum(-1), q, 10, alpha=float("nan"))
 
     def nan_left_half(x):  # NaN wherever x₀ < 0: half of q's draws
         return torch.where(x[:, 0] < 0, torch.nan, -x.square().sum(-1))
@@ -229,6 +231,20 @@ def test_mixture_log_prob_integrates_to_one_and_is_exact():
         share = torch.bincount(k, minlength=3).double() / 2000
         pi = torch.softmax(q.transform.logits, 0).double()
         assert (share - pi).abs().max() < 0.04, (share, pi)
+
+
+def test_mixture_refuses_a_base_its_log_det_does_not_hold_for():
+    """The mixture's log-det is log N(ξ) − log q(θ): on a Student-t base log q would be off (by
+    hundreds of nats at df = 3), so the flow refuses it, and a Compose refuses the mixture
+    anywhere but first (its inputs would not be N(0, I) either)."""
+    from vi_flows.transforms import Compose, ElementwiseAffine
+
+    with pytest.raises(ValueError, match="^base: MixtureTransform .*standard-normal"):
+        build("mixture", 2, components=2, family="gaussian", base="student-t", df=3.0)
+    mix = build("mixture", 2, components=2, family="gaussian").transform
+    with pytest.raises(ValueError, match="MixtureTransform needs N\\(0, I\\) inputs"):
+        Compose([ElementwiseAffine(2), mix])
+    assert Compose([mix, ElementwiseAffine(2)]).needs_normal_base
 
 
 def test_mixture_save_load_round_trip(tmp_path):

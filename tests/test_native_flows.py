@@ -172,6 +172,9 @@ def test_student_t_base_learns_df_and_is_saved(tmp_path) -> None:
         (lambda: T.MaskedAutoregressive(3, order=[0, 1, 1]), "order"),
         (lambda: T.MaskedAutoregressive(3, order=[0, 1]), "order"),
         (lambda: T.MaskedAutoregressive(3, "quadratic"), "transformer"),
+        (lambda: flows.build("gaussian", 2, init_scale=0.0), "init_scale"),
+        (lambda: flows.build("lowrank-gaussian", 2, init_scale=float("nan")), "init_scale"),
+        (lambda: flows.build("iaf", 2, scale_bound=float("inf")), "scale_bound"),
     ],
 )
 def test_bad_options_name_the_argument(make, argument: str) -> None:

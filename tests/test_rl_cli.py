@@ -58,7 +58,7 @@ AUTO = {
     [
         ("vppo", {}),
         ("vtrpo", {}),
-        ("svpg", {}),
+        ("svpg", {"num_particles": 2}),  # one particle per env slot (num_envs=2)
         ("vreinforce", {}),
         ("vppo", NORMALIZED),
         ("ppo", NORMALIZED),
@@ -178,6 +178,24 @@ def test_cli_train_eval_plot(tmp_path, capsys):
         (["--algo", "ppo", "--posterior", "gaussian"], "plain (point-mass) algorithm"),
         (["--set", "lr=fast"], "bad value for lr"),
         (["--set", "policy=nope"], "unknown policy family 'nope'; known: action-mean, auxiliary"),
+        # every field of the algorithms' own configs is range-checked, in one line
+        (["--algo", "ppo", "--set", "epochs=0"], "epochs must be an integer >= 1, got 0"),
+        (["--set", "minibatch_size=0"], "minibatch_size must be an integer >= 1, got 0"),
+        (["--set", "clip_coef=nan"], "clip_coef must be > 0 and finite, got nan"),
+        (["--set", "target_kl=-1"], "target_kl must be >= 0 and finite"),
+        (["--algo", "trpo", "--set", "cg_iters=0"], "cg_iters must be an integer >= 1, got 0"),
+        (["--algo", "vtrpo", "--set", "max_kl=-1"], "max_kl must be > 0 and finite, got -1.0"),
+        (["--algo", "svpg", "--set", "num_particles=0"], "num_particles must be an integer >= 1"),
+        (["--algo", "svpg", "--set", "num_particles=4"], "got 4 > 2"),  # num_envs=2 above
+        (["--algo", "reinforce", "--set", "epochs=0"], "epochs must be an integer >= 1"),
+        (["--set", "lr=inf"], "lr must be > 0 and finite, got inf"),
+        (["--seed", "-1"], "seed must be an integer in [0, 2³²), got -1"),
+        (["--set", "algo=trpo"], "the algorithm is chosen with --algo"),
+        (["--set", "policy=particles"], "policy='particles' is SVPG's (--algo svpg)"),
+        (["--set", 'posterior_options={"foo": 1}'], "'gaussian': unknown option 'foo'"),
+        (["--set", 'posterior_options={"init_scale": "x"}'], "init_scale must be a number > 0"),
+        (["--env", "CartPole-v1", "--set", "learn_log_std=false"], "learn_log_std is for Box"),
+        (["--env", "CartPole-v1", "--algo", "ppo", "--set", "rpo_alpha=0.5"], "rpo_alpha is for"),
     ],
 )
 def test_cli_errors_are_clear(argv, message, tmp_path, capsys):

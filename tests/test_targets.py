@@ -27,6 +27,17 @@ def _gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def test_bad_options_are_one_line_naming_them() -> None:
+    from vi_flows.targets import get
+
+    with pytest.raises(ValueError, match="target 'hier-logreg': unknown option 'dim'; its options"):
+        get("hier-logreg", dim=30)  # a fixed-size target
+    with pytest.raises(ValueError, match="target 'funnel': unknown option 'sd'; its options: dim"):
+        get("funnel", dim=3, sd=2.0)
+    with pytest.raises(ValueError, match="df must be a finite number > 0, got inf"):
+        get("student-t", dim=2, df=float("inf"))
+
+
 def test_registry_names() -> None:
     expected = {"u1", "u2", "u3", "u4", "banana", "funnel", "ring", "moons", "gaussian"}
     assert expected | {"correlated-gaussian", "mixture"} <= set(names())

@@ -360,6 +360,8 @@ def ais(
         raise ValueError(f"n (the number of chains) must be >= 1, got {n}")
     if num_steps < 1 or leapfrog_steps < 1 or tune < 0:
         raise ValueError("num_steps and leapfrog_steps must be >= 1 and tune >= 0")
+    if not math.isfinite(alpha):  # the path p̃^α q^{1−α} needs a number
+        raise ValueError(f"alpha must be a finite number, got {alpha!r}")
     kernel = TRANSITIONS.get(transition)
     key = transition.strip().lower()
     if isinstance(q, torch.distributions.Distribution):

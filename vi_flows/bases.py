@@ -77,7 +77,7 @@ class StudentT(nn.Module):
             raise ValueError(f"df must be a finite number > 0, got {df!r}")
         self.learn_df = bool(learn_df)
         if self.learn_df:
-            self.raw_df = nn.Parameter(torch.tensor(inv_softplus(float(df))))
+            self.raw_df = nn.Parameter(torch.tensor(inv_softplus(float(df), "df")))
         else:  # stored as is, so a fixed ν is exact in every dtype
             self.register_buffer("fixed_df", torch.tensor(float(df)))
 

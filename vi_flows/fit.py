@@ -244,6 +244,12 @@ def fit(
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     if not (isinstance(mask_fraction, int | float) and 0.0 <= mask_fraction < 1.0):
         raise ValueError(f"mask_fraction must be in [0, 1), got {mask_fraction!r}")
+    if grad_clip is not None and not (
+        isinstance(grad_clip, int | float) and math.isfinite(grad_clip) and grad_clip > 0
+    ):  # a negative max_norm would flip every gradient (clip_grad_norm_ scales by it)
+        raise ValueError(f"grad_clip must be None or a finite number > 0, got {grad_clip!r}")
+    if checkpoint is None and (resume or checkpoint_every):
+        raise ValueError("resume and checkpoint_every need checkpoint (a file to write)")
     # Under torchrun each rank draws its share of the samples; gradients are averaged with
     # weights n_r / n, so one step equals the single-process step on the union of the samples.
     world = distributed.world_size()
@@ -317,6 +323,8 @@ def fit(
     bar = tqdm(range(start, steps), disable=not progress, desc="fit", leave=False)
     for step in bar:
         b = schedule(step)
+        if not (math.isfinite(b) and b >= 0):  # β < 0 would fit the inverted target silently
+            raise ValueError(f"beta must be a finite number >= 0, got {b!r} at step {step}")
         opt.zero_grad(set_to_none=True)
         out = objective(q, log_p_fn, local_n, beta=b)
         theta, log_p = out.theta, out.log_p

@@ -11,6 +11,7 @@ The base q₀ is N(0, I) unless ``build(..., base="student-t", df=ν)`` asks for
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from vi_flows import runfiles
-from vi_flows.bases import make_base, standard_normal_log_prob
+from vi_flows.bases import StandardNormal, make_base, standard_normal_log_prob
 from vi_flows.registry import Registry
 from vi_flows.transforms import (
     AffineCoupling,
@@ -42,6 +43,7 @@ __all__ = [
     "FLOWS",
     "Flow",
     "build",
+    "check_options",
     "load",
     "names",
     "register",
@@ -74,6 +76,11 @@ class Flow(nn.Module):
         self.dim = transform.dim
         self.config = dict(config or {})
         self.base = make_base() if base is None else base
+        if transform.needs_normal_base and not isinstance(self.base, StandardNormal):
+            raise ValueError(
+                f"base: {type(transform).__name__} is exact only on the standard-normal base, "
+                f"got {type(self.base).__name__}; use base='normal'"
+            )
 
     @property
     def has_log_prob(self) -> bool:
@@ -184,6 +191,7 @@ def build(
     """
     factory = FLOWS.get(name)
     _check_sizes(name, dim, options)
+    check_options(name, factory, options)
     base_module = make_base(base, df, learn_df)
     transform = factory(dim, **options)
     config: dict[str, Any] = {"name": name, "dim": dim, "options": options}
@@ -209,6 +217,21 @@ def _check_sizes(name: str, dim: Any, options: dict[str, Any]) -> None:
         raise ValueError(
             f"flow {name!r}: hidden must be a sequence of widths >= 1, e.g. (64, 64), "
             f"got {hidden!r}"
+        )
+
+
+def check_options(name: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
+    """One line naming an option the family does not take, and the ones it does (a family whose
+    factory passes ``**options`` on is left to its parts)."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = sorted(set(params) - {"dim"})
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(
+            f"flow {name!r}: unknown option {unknown[0]!r}; its options: "
+            f"{', '.join(known) or 'none'} (and base, df, learn_df)"
         )
 
 

@@ -374,8 +374,8 @@ def infer(
     cfg = config or InferConfig()
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be None or an integer >= 1, got {steps!r}")
-    if time_budget is not None and not (time_budget > 0):
-        raise ValueError(f"time_budget must be None or a number > 0, got {time_budget!r}")
+    if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
+        raise ValueError(f"time_budget must be None or a finite number > 0, got {time_budget!r}")
     loss = get_loss(objective)  # an unknown name fails here, listing the known ones
     tgt = as_target(target, dim)
     if objective == "fab":  # the turnkey AIS settings and replay buffer (fab_for_dim)

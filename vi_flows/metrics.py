@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from vi_flows.ais import ais
 from vi_flows.diagnostics import diagnose
@@ -106,8 +106,9 @@ def _log_w_at(q: Any, log_prob: Any, x: Tensor) -> Tensor:
 
 
 def _dtype_of(q: Any) -> torch.dtype:
-    for tensor in getattr(q, "parameters", lambda: iter(()))():
-        return tensor.dtype
+    if isinstance(q, nn.Module):
+        for tensor in q.parameters():
+            return tensor.dtype
     return torch.get_default_dtype()
 
 

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vi_flows.flows import FLOWS, Flow, register, standard_normal_log_prob
+from vi_flows.flows import FLOWS, Flow, check_options, register, standard_normal_log_prob
 from vi_flows.losses import LOSSES, LossOutput
 from vi_flows.objectives import LogProb, check_log_prob_output
 from vi_flows.transforms import Compose, ElementwiseAffine, Transform
@@ -68,6 +68,7 @@ class MixtureTransform(Transform):
         if not all(c.has_inverse for c in components):
             raise ValueError("mixture: every component must be invertible (log q needs inverses)")
         super().__init__(dims.pop())
+        self.needs_normal_base = True  # its log-det is log N(ξ) − log q(θ) (module docstring)
         self.components = nn.ModuleList(components)
         self.logits = nn.Parameter(torch.zeros(len(components)))
 
@@ -137,6 +138,7 @@ def _mixture(
         raise ValueError(f"mixture: components must be >= 1, got {components}")
     if family == "mixture":
         raise ValueError("mixture: family must be a non-mixture flow family")
+    check_options(family, FLOWS.get(family), options)  # the components' options, named
     parts: list[Transform] = []
     for _ in range(int(components)):
         shift = ElementwiseAffine(dim)

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from vi_flows.flows import Flow
 
 __all__ = [
+    "HasLogProb",
     "LogProb",
     "Reparameterized",
     "as_log_prob",
@@ -32,6 +33,15 @@ __all__ = [
 
 #: A log-density: maps θ of shape (n, d) to log p̃(θ) of shape (n,).
 LogProb = Callable[[Tensor], Tensor]
+
+
+@runtime_checkable
+class HasLogProb(Protocol):
+    """A target given as an object: a vi_flows target, a flow, a torch distribution."""
+
+    def log_prob(self, theta: Tensor) -> Tensor:
+        """log p̃(θ) (n,) at θ (n, d)."""
+        ...
 
 
 @runtime_checkable
@@ -55,7 +65,7 @@ class Reparameterized(Protocol):
 
 def as_log_prob(target: Any) -> LogProb:
     """Accept a target object (anything with ``log_prob``) or a plain callable θ ↦ log p̃(θ)."""
-    fn = getattr(target, "log_prob", target)
+    fn = target.log_prob if isinstance(target, HasLogProb) else target
     if not callable(fn):
         raise TypeError(f"expected a callable log-density or a target, got {type(target)!r}")
     return fn

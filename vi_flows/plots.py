@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from vi_flows import runfiles  # noqa: E402
 from vi_flows.fit import History  # noqa: E402
 from vi_flows.flows import Flow  # noqa: E402
 from vi_flows.objectives import as_log_prob  # noqa: E402
@@ -115,6 +116,6 @@ def plot_fit(target: Any, q: Flow, history: History, path: str | Path, title: st
     plot_loss(history, axes[-1], getattr(target, "log_z", None))
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    runfiles.save_figure(fig, path, dpi=110)  # a crash leaves the old figure or none, never torn
     plt.close(fig)
     return path

@@ -64,6 +64,14 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     _fsync_dir(path.parent)
 
 
+def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> None:
+    """``fig.savefig`` (a matplotlib figure) atomically; the format is the path's suffix
+    (``.png`` without one)."""
+    path = Path(path)
+    fmt = path.suffix.removeprefix(".") or "png"
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, **kwargs))
+
+
 def check_writable(folder: str | Path, argument: str, *, create: bool = False) -> None:
     """Fail now, not after a long run, when ``folder`` cannot take a new file.
 

@@ -31,6 +31,7 @@ __all__ = [
     "RBF",
     "IsotropicKernel",
     "MLPGenerator",
+    "Sampler",
     "SteinKernel",
     "amortized_svgd",
     "KERNELS",
@@ -165,6 +166,15 @@ def _upper_order_stats(
         if all(base < k <= base + inside.numel() for k in ranks):
             return {k: inside.kthvalue(k - base).values for k in ranks}
     raise AssertionError("unreachable: the last bracket holds every pair")  # pragma: no cover
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """A generator that draws its own batch (amortized SVGD); others get noise (n, noise_dim)."""
+
+    def sample(self, n: int) -> Tensor:
+        """n draws (n, dim), differentiable in the generator's parameters."""
+        ...
 
 
 @runtime_checkable
@@ -548,13 +558,12 @@ def amortized_svgd(
     opt = _make_optimizer(optimizer, params)
     if opt is None:
         opt = torch.optim.Adam(params, lr=lr)
-    sample = getattr(generator, "sample", None)
-    nz = noise_dim or getattr(generator, "noise_dim", None) or dim
+    nz = noise_dim or getattr(generator, "noise_dim", None) or dim  # optional metadata
     history: list[dict[str, float]] = []
     local_b = distributed.shard(batch_size)[1]  # this rank's share of the batch (all of it on 1)
     for step in trange(steps, desc="amortized svgd", disable=not progress):
-        if callable(sample):
-            x = sample(local_b)
+        if isinstance(generator, Sampler):
+            x = generator.sample(local_b)
         else:
             x = generator(params[0].new_empty(local_b, nz).normal_())
         if tuple(x.shape) != (local_b, dim):

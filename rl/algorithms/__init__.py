@@ -83,8 +83,19 @@ def default_config(algo: str, **fields: Any) -> Any:
 
 
 def check_config(cfg: Any) -> None:
-    """Raise ValueError when ``cfg`` overrides a field its algorithm fixes."""
+    """Raise ValueError when ``cfg`` is not its algorithm's config class, overrides a field its
+    algorithm fixes, or asks for particles outside SVPG."""
     spec = ALGORITHMS.get(cfg.algo)
+    if type(cfg) is not spec.config:
+        raise ValueError(
+            f"algo {cfg.algo!r} needs a {spec.config.__name__}, got a {type(cfg).__name__} "
+            "(choose the algorithm with --algo, not by changing the algo field)"
+        )
+    if cfg.policy == "particles" and spec.config is not SVPGConfig:
+        raise ValueError(
+            f"policy='particles' is SVPG's (--algo svpg); {cfg.algo!r} takes bnn, action-mean or "
+            "auxiliary"
+        )
     got = {name: getattr(cfg, name) for name in spec.fixed}
     if got != dict(spec.fixed):
         needs = ", ".join(f"{k}={v!r}" for k, v in spec.fixed.items())

@@ -29,6 +29,7 @@ __all__ = [
     "Algorithm",
     "adam",
     "adam_step",
+    "check_finite_gradient",
     "approx_kl",
     "explained_variance",
     "global_group_means",
@@ -61,9 +62,22 @@ def _clip_and_step(optimizer: torch.optim.Optimizer, max_grad_norm: float) -> fl
     # Several ranks: the loss is this rank's share of the global loss, so the gradients add up.
     distributed.all_reduce_grads(params, weights=1.0)
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
-    norm = clip_grad_norm(params, limit)
+    norm = float(clip_grad_norm(params, limit))
+    check_finite_gradient(norm)
     optimizer_step(optimizer)
-    return float(norm)
+    return norm
+
+
+def check_finite_gradient(norm: float) -> None:
+    """Raise ``FloatingPointError`` before a step with a non-finite policy gradient (norm
+    ``norm``): the step would write NaN into every weight, and the run would go on acting,
+    evaluating and checkpointing a broken policy without a word."""
+    if not math.isfinite(norm):
+        raise FloatingPointError(
+            f"the policy gradient is not finite (norm {norm}); its step was not taken and the "
+            "last checkpoint is intact. Usual causes: lr or a reward scale too large, or "
+            "advantages of a batch too small to normalise"
+        )
 
 
 def share_of_mean(x: Tensor) -> Tensor:
@@ -191,7 +205,10 @@ def approx_kl(policy: PolicyFamily, batch: Batch) -> float:
 
 
 def explained_variance(values: Tensor, returns: Tensor) -> float:
-    """1 − Var[R̂ − V] / Var[R̂] of the collection-time V(s) (NaN when the returns are constant)."""
+    """1 − Var[R̂ − V] / Var[R̂] of the collection-time V(s) (NaN when the returns are constant
+    or there is one)."""
+    if returns.numel() < 2:
+        return math.nan
     var = returns.var()
     return float(1.0 - (returns - values).var() / var) if var > 0 else math.nan
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from rl.algorithms.base import Algorithm, adam, adam_step, reinforce_loss
 from rl.buffer import Batch
-from rl.config import TrainConfig
+from rl.config import TrainConfig, check_ranges
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature
 from vi_flows import distributed
@@ -28,6 +28,10 @@ class PGConfig(TrainConfig):
 
     epochs: int = 1
     """Full-batch gradient steps per rollout (1 is vanilla REINFORCE)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, {"epochs": (lambda x: x >= 1, "an integer >= 1")})
 
 
 class PolicyGradient(Algorithm):

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from rl.adapter import clipped_objective, kl_penalty_objective
 from rl.algorithms.base import Algorithm, adam, adam_step, global_group_means
 from rl.buffer import Batch
-from rl.config import TrainConfig
+from rl.config import TrainConfig, check_ranges, nonnegative_finite, positive_finite
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature
 from rl.value import reduce_value_loss
@@ -38,7 +38,7 @@ class PPOConfig(TrainConfig):
     epochs: int = 10
     """Passes over each batch."""
     minibatch_size: int = 256
-    """Samples per Adam step."""
+    """Samples per Adam step (one larger than the batch is the whole batch)."""
     rpo_alpha: float = 0.0
     """RPO (Rahman & Xue 2022): in the update, Box action means get U(−ρ, ρ) noise (0: plain PPO;
     rollouts and evaluation are unperturbed). The paper and CleanRL use ρ = 0.5."""
@@ -53,10 +53,26 @@ class PPOConfig(TrainConfig):
     updates after 2–30 % of their steps (benchmarks/results/rl-autoalpha/kl-stats.md). With
     ``rpo_alpha`` > 0 the estimate is taken under the perturbed head, as in CleanRL's RPO."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, _RANGES)
+
     @property
     def timed_by_total_steps(self) -> bool:
         """lr · (1 − update / num_updates) under ``anneal_lr``."""
         return self.anneal_lr
+
+
+_RANGES = {
+    "objective": (lambda s: s in ("clip", "kl-penalty"), "clip or kl-penalty"),
+    "clip_coef": (positive_finite, "> 0 and finite"),
+    "kl_coef": (nonnegative_finite, ">= 0 and finite"),
+    "kl_target": (positive_finite, "> 0 and finite"),
+    "epochs": (lambda x: x >= 1, "an integer >= 1"),
+    "minibatch_size": (lambda x: x >= 1, "an integer >= 1"),
+    "rpo_alpha": (nonnegative_finite, ">= 0 and finite (0: plain PPO)"),
+    "target_kl": (nonnegative_finite, ">= 0 and finite (0: no guard)"),
+}
 
 
 class PPO(Algorithm):

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from rl.adapter import clipped_objective, policy_log_density
-from rl.algorithms.base import Algorithm, adam
+from rl.algorithms.base import Algorithm, adam, check_finite_gradient
 from rl.buffer import Batch
-from rl.config import TrainConfig
+from rl.config import TrainConfig, check_ranges, nonnegative_finite, positive_finite
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature
 from vi_flows import distributed
@@ -49,6 +49,25 @@ class SVPGConfig(TrainConfig):
     """Ratio clipping ε of the score's surrogate."""
     bandwidth: float = 0.0
     """RBF bandwidth h (0: the median heuristic)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, _RANGES)
+        if self.num_particles > self.num_envs:  # particle k acts in the slots j ≡ k (mod n)
+            raise ValueError(
+                f"num_particles must be <= num_envs (particle k acts in the env slots j with "
+                f"j mod num_particles = k; more particles than slots leaves some without "
+                f"samples), got {self.num_particles} > {self.num_envs}"
+            )
+
+
+_RANGES = {
+    "num_particles": (lambda x: x >= 1, "an integer >= 1"),
+    "particle_init_std": (nonnegative_finite, ">= 0 and finite"),
+    "epochs": (lambda x: x >= 1, "an integer >= 1"),
+    "clip_coef": (positive_finite, "> 0 and finite"),
+    "bandwidth": (nonnegative_finite, ">= 0 and finite (0: the median heuristic)"),
+}
 
 
 class SVPG(Algorithm):
@@ -77,6 +96,7 @@ class SVPG(Algorithm):
             # α · (−Σ log p̃) gives the other parameters (log-std) the plain policy gradient.
             (-alpha * total / n).backward()
             distributed.all_reduce_grads(policy.parameters(), weights=1.0)
+            check_finite_gradient(float(particles.grad.norm()))
             score = particles.grad.detach() * (-n / alpha)
             bandwidth = cfg.bandwidth if cfg.bandwidth > 0 else None
             phi = svgd_direction_from_score(particles.detach(), score, "rbf", bandwidth)

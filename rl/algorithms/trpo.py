@@ -26,9 +26,9 @@ from torch.distributions import Distribution, kl_divergence
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from rl.adapter import ratio_objective
-from rl.algorithms.base import Algorithm, global_mean, share_of_mean
+from rl.algorithms.base import Algorithm, check_finite_gradient, global_mean, share_of_mean
 from rl.buffer import Batch
-from rl.config import TrainConfig
+from rl.config import TrainConfig, check_ranges, nonnegative_finite, positive_finite
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature
 from vi_flows import distributed
@@ -50,6 +50,19 @@ class TRPOConfig(TrainConfig):
     """Damping λ added to F (F + λI)."""
     backtrack_steps: int = 10
     """Line-search halvings before the step is rejected."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, _RANGES)
+
+
+_RANGES = {
+    "max_kl": (positive_finite, "> 0 and finite"),
+    "fisher": (lambda s: s in ("kl-hessian", "score"), "kl-hessian or score"),
+    "cg_iters": (lambda x: x >= 1, "an integer >= 1"),
+    "cg_damping": (nonnegative_finite, ">= 0 and finite"),
+    "backtrack_steps": (lambda x: x >= 1, "an integer >= 1"),
+}
 
 
 def conjugate_gradient(fvp: Callable[[Tensor], Tensor], b: Tensor, iters: int) -> Tensor:
@@ -134,6 +147,7 @@ class TRPO(Algorithm):
             ]
         )
         g = distributed.all_reduce_sum(g)  # this rank's share -> the global batch's gradient
+        check_finite_gradient(float(g.norm()))
         value = distributed.all_reduce_sum(value.detach().clone())
         fvp = self._fvp(batch, old)
         x = conjugate_gradient(fvp, g, cfg.cg_iters)

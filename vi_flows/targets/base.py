@@ -7,6 +7,7 @@ exact sampler, moments, mode locations and a plotting box.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from vi_flows.objectives import HasLogProb
 from vi_flows.registry import Registry
 
 __all__ = [
@@ -164,6 +166,14 @@ def get(name: str, **options: Any) -> Target:
         UnknownNameError: for an unknown name (the message lists the known ones).
     """
     factory = TARGETS.get(name)
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            known = ", ".join(sorted(params)) or "none (its size is fixed)"
+            raise ValueError(
+                f"target {name!r}: unknown option {unknown[0]!r}; its options: {known}"
+            )
     dim = options.get("dim", 1)
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         # Checked here, before a target builds (dim,)-shaped tensors from it.
@@ -188,8 +198,8 @@ def as_target(obj: Any, dim: int | None = None) -> Target:
         target = obj
     elif isinstance(obj, str):
         target = get(obj) if dim is None else get(obj, dim=dim)
-    elif callable(getattr(obj, "log_prob", None)) or callable(obj):
-        fn = obj.log_prob if callable(getattr(obj, "log_prob", None)) else obj
+    elif isinstance(obj, HasLogProb) or callable(obj):
+        fn = obj.log_prob if isinstance(obj, HasLogProb) else obj
         d = dim if dim is not None else getattr(obj, "dim", None)
         if d is None and len(getattr(obj, "event_shape", ())) == 1:
             d = obj.event_shape[0]

@@ -36,10 +36,10 @@ class StudentT(Target):
     """
 
     def __init__(self, dim: int = 2, df: float = 3.0, scale: float = 1.0) -> None:
-        if not df > 0:
-            raise ValueError(f"df must be > 0, got {df!r}")
-        if not scale > 0:
-            raise ValueError(f"scale must be > 0, got {scale!r}")
+        if not 0 < df < math.inf:  # ν = ∞ is the Gaussian target; its log-density here is NaN
+            raise ValueError(f"df must be a finite number > 0, got {df!r}")
+        if not 0 < scale < math.inf:
+            raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
         known: dict = {"log_z": 0.0}
         if df > 1:
             known["mean"] = torch.zeros(dim, dtype=torch.float64)

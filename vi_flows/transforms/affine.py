@@ -22,14 +22,15 @@ from vi_flows.transforms.base import Transform
 __all__ = ["ElementwiseAffine", "LowerTriangularAffine", "LowRankAffine", "inv_softplus"]
 
 
-def inv_softplus(value: float) -> float:
-    """The ``x`` with ``softplus(x) == value`` (for initialising a softplus-constrained scale).
+def inv_softplus(value: float, name: str = "value") -> float:
+    """The ``x`` with ``softplus(x) == value`` (for initialising a softplus-constrained scale);
+    ``name`` is the argument a bad ``value`` (not finite and > 0) is reported under.
 
     >>> round(float(F.softplus(torch.tensor(inv_softplus(0.3)))), 6)
     0.3
     """
-    if value <= 0:
-        raise ValueError(f"softplus only reaches positive values, got {value}")
+    if not 0 < value < math.inf:  # softplus only reaches positive values (NaN fails too)
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
     # log(expm1(v)) overflows nothing for large v when written as v + log(1 - exp(-v)).
     return value + math.log(-math.expm1(-value))
 
@@ -53,7 +54,7 @@ class ElementwiseAffine(Transform):
     def __init__(self, dim: int, init_scale: float = 1.0) -> None:
         super().__init__(dim)
         self.loc = nn.Parameter(torch.zeros(dim))
-        self.raw_scale = nn.Parameter(torch.full((dim,), inv_softplus(init_scale)))
+        self.raw_scale = nn.Parameter(torch.full((dim,), inv_softplus(init_scale, "init_scale")))
 
     def scale(self) -> Tensor:
         """The constrained, strictly positive scale σ = softplus(ρ)."""
@@ -91,7 +92,7 @@ class LowerTriangularAffine(Transform):
     def __init__(self, dim: int, init_scale: float = 1.0) -> None:
         super().__init__(dim)
         self.loc = nn.Parameter(torch.zeros(dim))
-        self.raw_diag = nn.Parameter(torch.full((dim,), inv_softplus(init_scale)))
+        self.raw_diag = nn.Parameter(torch.full((dim,), inv_softplus(init_scale, "init_scale")))
         self.off_diag = nn.Parameter(torch.zeros(dim * (dim - 1) // 2))
         rows, cols = torch.tril_indices(dim, dim, offset=-1)
         self.register_buffer("_rows", rows, persistent=False)
@@ -180,7 +181,7 @@ class LowRankAffine(Transform):
             raise ValueError(f"factor_scale must be a positive finite number, got {factor_scale}")
         self.rank = int(rank)
         self.loc = nn.Parameter(torch.zeros(dim))
-        self.raw_diag = nn.Parameter(torch.full((dim,), inv_softplus(init_scale)))
+        self.raw_diag = nn.Parameter(torch.full((dim,), inv_softplus(init_scale, "init_scale")))
         # W's entries at init_factor / s: V = s W starts with entries of std init_factor
         self.factor = nn.Parameter((init_factor / factor_scale) * torch.randn(dim, rank))
         self.register_buffer("factor_scale", torch.tensor(float(factor_scale)))

@@ -41,6 +41,9 @@ class Transform(nn.Module):
 
     #: ``False`` for transforms whose inverse has no closed form (planar, radial).
     has_inverse: bool = True
+    #: ``True`` for transforms whose log-det holds only for x ~ N(0, I) (the mixture's, which
+    #: is log N(x) − log q(y)): a :class:`~vi_flows.flows.Flow` refuses another base for them.
+    needs_normal_base: bool = False
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         """Map ``x`` (..., dim) to ``(y, log|det ∂y/∂x|)`` with shapes ``(..., dim)``, ``(...)``."""
@@ -82,8 +85,15 @@ class Compose(Transform):
         if len(dims) != 1:
             raise ValueError(f"all transforms must share one dim, got {sorted(dims)}")
         super().__init__(parts[0].dim)
+        later = [type(t).__name__ for t in parts[1:] if t.needs_normal_base]
+        if later:
+            raise ValueError(
+                f"transforms: {later[0]} needs N(0, I) inputs, so it can only come first in a "
+                "Compose"
+            )
         self.parts = nn.ModuleList(parts)
         self.has_inverse = all(t.has_inverse for t in parts)
+        self.needs_normal_base = parts[0].needs_normal_base
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)

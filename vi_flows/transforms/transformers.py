@@ -9,6 +9,7 @@ take any :class:`Transformer`: the affine map here or the rational-quadratic spl
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import torch
@@ -54,8 +55,8 @@ class AffineTransformer:
     num_params = 2
 
     def __init__(self, scale_bound: float = 3.0) -> None:
-        if not scale_bound > 0:
-            raise ValueError(f"scale_bound must be > 0, got {scale_bound!r}")
+        if not 0 < scale_bound < math.inf:  # an infinite bound makes tanh-bounded scales NaN
+            raise ValueError(f"scale_bound must be a finite number > 0, got {scale_bound!r}")
         self.scale_bound = float(scale_bound)
 
     def identity_params(self) -> Tensor:

@@ -1,0 +1,106 @@
+"""Failures a run must say instead of carrying on: non-finite gradients, batches too small to
+normalise, evaluation episodes that never end, an interrupt before the first checkpoint."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import rl.testing  # noqa: F401  (registers the Count* envs)
+from rl import evaluate
+from rl.algorithms.base import adam, adam_step
+from rl.cli import main
+from vi_flows.runfiles import load
+
+
+def test_a_nonfinite_policy_gradient_is_refused_before_its_step():
+    weight = torch.nn.Parameter(torch.ones(3))
+    opt = adam([weight], lr=0.1)
+    assert adam_step((weight * 2.0).sum(), opt, 0.5) > 0  # a finite step moves it
+    before = weight.detach().clone()
+    with pytest.raises(FloatingPointError, match="policy gradient is not finite"):
+        adam_step((weight * float("nan")).sum(), opt, 0.5)
+    assert torch.equal(weight.detach(), before)
+    with pytest.raises(FloatingPointError):  # no clipping (max_grad_norm 0) is checked as well
+        adam_step((weight * float("inf")).sum(), opt, 0.0)
+    assert torch.equal(weight.detach(), before)
+
+
+def test_a_one_sample_batch_trains_to_finite_weights(tmp_path):
+    """One env, one step per rollout: the advantage of one sample has no spread to normalise
+    by (its std is NaN), which used to turn every weight into NaN with exit status 0."""
+    out = tmp_path / "one"
+    argv = ["train", "--env", "CartPole-v1", "--algo", "ppo", "--no-preset", "--steps", "3"]
+    argv += ["--set", "num_envs=1", "--set", "rollout_steps=1", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    state = load(out / "checkpoint.pt")
+    floats = [t for t in state["policy"].values() if t.is_floating_point()]
+    assert floats and all(bool(torch.isfinite(t).all()) for t in floats)
+
+
+class _Endless(gym.Env):
+    """Never terminates, no time limit: an evaluation must cut it."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 1.0, False, False, {}
+
+
+def test_evaluation_episodes_without_a_time_limit_are_cut_with_a_warning(monkeypatch):
+    if "EndlessGuard-v0" not in gym.registry:
+        gym.register("EndlessGuard-v0", entry_point=_Endless)
+    monkeypatch.setattr(evaluate, "MAX_EPISODE_STEPS", 7)
+    with pytest.warns(UserWarning, match="2 of 2 evaluation episodes were cut at 7 steps"):
+        returns = evaluate.run_episodes("EndlessGuard-v0", 2, 0, lambda obs: np.zeros(2, int))
+    assert returns.tolist() == [7.0, 7.0]
+    # an env that ends its episodes is not cut (CountTerm: 3 steps of reward 1)
+    assert evaluate.run_episodes("CountTerm-v0", 2, 0, lambda o: np.zeros(2, int)).tolist() == [
+        3.0,
+        3.0,
+    ]
+
+
+def test_an_interrupt_says_whether_there_is_a_checkpoint_to_resume(tmp_path, monkeypatch, capsys):
+    import rl.trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rl.trainer, "train", interrupted)
+    argv = ["train", "--steps", "64", "--quiet", "--out", str(tmp_path / "run")]
+    assert main(argv) == 130
+    assert "before the first checkpoint: nothing to resume" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")
+    assert main([*argv, "--overwrite"]) == 130
+    assert "--resume continues" in capsys.readouterr().err
+
+
+def test_plot_shares_a_line_between_seeds_only(tmp_path):
+    """Runs differing only in seed (or length) share a line; another lr is its own line, and the
+    label names it."""
+    import json
+
+    from rl.plot import group_runs
+
+    def run(name: str, **fields) -> str:
+        folder = tmp_path / name
+        folder.mkdir()
+        cfg = {"algo": "ppo", "policy": "bnn", "posterior": "point", "env_id": "E", "lr": 1e-3}
+        (folder / "config.json").write_text(json.dumps({**cfg, **fields}))
+        (folder / "progress.csv").write_text("env_steps,return_mean\n1,0\n2,1\n")
+        return str(folder)
+
+    runs = [run("a", seed=0), run("b", seed=1, total_steps=9), run("c", seed=0, lr=1e-2)]
+    groups = group_runs(runs)
+    assert sorted(len(m) for m in groups.values()) == [1, 2]
+    assert sorted(groups) == ["ppo bnn/point E (lr=0.001)", "ppo bnn/point E (lr=0.01)"]
+    assert list(group_runs(runs[:2])) == ["ppo bnn/point E"]
