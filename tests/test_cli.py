@@ -58,6 +58,10 @@ def test_turnkey_fit_of_a_function_in_a_file(tmp_path, model, capsys) -> None:
     assert len(rows) == 300 and set(rows[0]) == {"theta[1]", "log_weight"}
     mean = sum(float(r["theta[1]"]) for r in rows) / len(rows)
     assert abs(mean - 1.0) < 0.1
+    # without --draws: 4000 rows, or every evaluation draw when there are fewer
+    argv = ["fit", f"{model}:good", "--dim", "1", "--eval-samples", "500", "--time-budget", "5"]
+    assert main([*argv, "--out", str(tmp_path / "few"), "--quiet"]) == 0
+    assert len((tmp_path / "few" / "draws.csv").read_text().splitlines()) == 1 + 500
     meta = json.loads((out / "run.json").read_text())
     assert meta["flow"] == "preconditioned" and "verdict" in meta["infer"]
     q = flows.load(out / "flow.pt")

@@ -122,10 +122,11 @@ def _check_args(args: argparse.Namespace) -> None:
         ("--samples", args.samples, args.samples >= 1, ">= 1"),
         ("--eval-samples", args.eval_samples, args.eval_samples >= 2, ">= 2"),
         ("--threads", args.threads, args.threads >= 1, ">= 1"),
-        ("--draws", args.draws, args.draws >= 1, ">= 1"),
     ]
     if args.steps is not None:
         checks.append(("--steps", args.steps, args.steps >= 0, ">= 0"))
+    if args.draws is not None:
+        checks.append(("--draws", args.draws, args.draws >= 1, ">= 1"))
     if args.lr is not None:
         checks.append(("--lr", args.lr, math.isfinite(args.lr) and args.lr > 0, "finite and > 0"))
     if args.time_budget is not None:
@@ -157,7 +158,7 @@ def _fit(args: argparse.Namespace) -> int:
             "--objective, --precondition and --time-budget are infer's: drop --flow and --steps "
             "(the plain fit loop fits the reverse KL for --steps steps)"
         )
-    if turnkey and args.draws > args.eval_samples:
+    if turnkey and args.draws is not None and args.draws > args.eval_samples:
         raise CliError(
             f"--draws must be <= --eval-samples (the draws written come from those), got "
             f"{args.draws} > {args.eval_samples}"
@@ -261,7 +262,8 @@ def _fit_turnkey(args: argparse.Namespace, target: targets.Target, out: Path) ->
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow([f"theta[{i + 1}]" for i in range(target.dim)] + ["log_weight"])
-    rows = zip(draws[: args.draws].tolist(), log_w[: args.draws].tolist(), strict=True)
+    count = min(4000, args.eval_samples) if args.draws is None else args.draws
+    rows = zip(draws[:count].tolist(), log_w[:count].tolist(), strict=True)
     for row, lw in rows:
         writer.writerow([f"{v:.8g}" for v in row] + [f"{lw:.8g}"])
     runfiles.write_text(out / "draws.csv", text.getvalue())
@@ -395,7 +397,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=None, help="seconds for infer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-samples", type=int, default=100_000, help="samples for diagnostics")
-    p.add_argument("--draws", type=int, default=4000, help="rows of draws.csv (infer; 4000)")
+    p.add_argument(
+        "--draws", type=int, default=None, help="rows of draws.csv (infer; 4000, at most all)"
+    )
     p.add_argument(
         "--option",
         "-o",

@@ -28,7 +28,15 @@ from typing import IO, Any
 
 import torch
 
-__all__ = ["RunFileError", "atomic_write", "check_writable", "load", "save", "write_text"]
+__all__ = [
+    "RunFileError",
+    "atomic_write",
+    "check_writable",
+    "load",
+    "save",
+    "save_figure",
+    "write_text",
+]
 
 
 class RunFileError(ValueError):
