@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -48,6 +50,14 @@ def test_iw_is_registered_and_its_bound_sits_between_elbo_and_log_z() -> None:
     iw = float(IW(k=32)(q, std_normal, 20_000).elbo)
     log_z = float(torch.log(torch.tensor(2 * torch.pi)))
     assert elbo < iw < log_z + 0.01
+    # the bound from the draws themselves, with q's density written out: groups of k
+    # consecutive draws, log (1/k) Σ_j p̃/q
+    out = IW(k=32)(q, std_normal, 2048)
+    theta = out.theta.detach().double()
+    log_q = torch.distributions.Normal(0.0, 1.5).log_prob(theta).sum(-1)
+    log_w = (-0.5 * theta.square().sum(-1) - log_q).reshape(-1, 32)
+    want = (torch.logsumexp(log_w, -1) - math.log(32)).mean()
+    assert float(out.elbo) == pytest.approx(float(want), abs=1e-4)
 
 
 def _grads(loss: IW, reps: int) -> torch.Tensor:

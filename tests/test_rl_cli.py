@@ -160,6 +160,16 @@ def test_cli_train_eval_plot(tmp_path, capsys):
     assert main(["eval", str(out), "--episodes", "1"]) == 0
     result = json.loads((out / "eval.json").read_text())
     assert set(result) == {"mean", "sampled"}
+    # the policy it saved, evaluated directly (same seed): the same episode; Pendulum's reward
+    # per step lies in [−16.3, 0], 200 steps an episode
+    from rl.evaluate import evaluate_policy
+    from rl.run import load_run
+
+    run = load_run(out, restore_envs=False)
+    run.envs.close()
+    direct = evaluate_policy(run.policy, "Pendulum-v1", 1, 12345, run.normalizer)
+    assert result["mean"] == pytest.approx(direct["mean"])
+    assert all(-16.3 * 200 <= mode["return_mean"] <= 0.0 for mode in result.values())
     capsys.readouterr()
     # 192 Pendulum steps finish no 200-step episode: no return to draw, so no blank figure.
     assert main(["plot", str(out), "--output", str(tmp_path / "c.png")]) == 2

@@ -30,6 +30,27 @@ def test_rpo_perturbs_the_mean_only_inside_the_context():
     assert torch.equal(head(out).mean, out) and head.mean_noise == 0.0
 
 
+def test_rpo_perturbs_the_update_only():
+    """The same seed collects the same actions with ρ = 0 and 0.5 (RPO leaves rollouts alone),
+    and one update on them moves the weights differently (the noise is in the update)."""
+    from rl.run import Run
+
+    weights = {}
+    actions = {}
+    for rho in (0.0, 0.5):
+        cfg = default_config("ppo", env_id="Pendulum-v1", rpo_alpha=rho, epochs=2, **SMALL)
+        run = Run(cfg)
+        try:
+            batch, _ = run.collect()
+            actions[rho] = batch.actions.clone()
+            run.learn(batch)
+            weights[rho] = [p.detach().clone() for p in run.policy.parameters()]
+        finally:
+            run.envs.close()
+    assert torch.equal(actions[0.0], actions[0.5])
+    assert not all(torch.equal(a, b) for a, b in zip(weights[0.0], weights[0.5], strict=True))
+
+
 def test_rpo_trains_and_differs_from_ppo(tmp_path):
     rows = {}
     for rho in (0.0, 0.5):

@@ -62,8 +62,17 @@ def test_families_act_and_train_on_both_action_spaces(space, family):
         xi=xi,
     )
     q, qxi, log_p = policy_log_density(policy, batch, reinforce_objective(batch.advantages), 0.1)
-    posterior_loss(q, log_p, qxi, policy.has_kl_term).backward()
-    assert all(p.grad is not None for p in policy.parameters() if p.requires_grad)
+    loss = posterior_loss(q, log_p, qxi, policy.has_kl_term)
+    loss.backward()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    for p in params:  # every parameter gets a finite gradient that is not all zero
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    # and a small step against it lowers the loss (the same batch and noise)
+    with torch.no_grad():
+        for p in params:
+            p.sub_(1e-4 * p.grad)
+    q, qxi, log_p = policy_log_density(policy, batch, reinforce_objective(batch.advantages), 0.1)
+    assert float(posterior_loss(q, log_p, qxi, policy.has_kl_term)) < float(loss)
 
 
 def test_state_gaussian_log_q_is_eq_8_log_det():

@@ -12,6 +12,7 @@ from nflows.transforms import PiecewiseRationalQuadraticCouplingTransform
 from pyro.distributions import transforms as pyro_transforms
 from pyro.nn import DenseNN
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import vi_flows.transforms as T
 from vi_flows.transforms.coupling import alternating_mask, mlp
@@ -231,6 +232,19 @@ def test_radial_stays_invertible_for_adversarial_parameters() -> None:
     assert torch.isfinite(ladj).all()
 
 
+class _LargestTensor(TorchDispatchMode):
+    """Records the largest number of entries of any tensor an op returns inside the block."""
+
+    numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.numel = max(self.numel, t.numel())
+        return out
+
+
 def test_low_rank_is_cheap_in_high_dimension() -> None:
     # d = 5,000 with rank 8 must not form any d × d matrix in forward/inverse: the lemma's
     # log-det and the Woodbury inverse match the dense A = D(I + VVᵀ) built here for the check.
@@ -240,8 +254,10 @@ def test_low_rank_is_cheap_in_high_dimension() -> None:
         t.factor.normal_(0, 0.05)
         t.raw_diag.normal_(0, 0.2)
     x = torch.randn(3, d, dtype=torch.float64)
-    y, ladj = t(x)
-    x2, ladj_inv = t.inverse(y)
+    with _LargestTensor() as seen:  # every tensor forward and inverse make, whatever the op
+        y, ladj = t(x)
+        x2, ladj_inv = t.inverse(y)
+    assert seen.numel <= d * r, f"a tensor of {seen.numel} entries (d·r = {d * r}, d² = {d * d})"
     torch.testing.assert_close(x2, x, atol=1e-8, rtol=1e-8)
     dense = t.matrix()
     torch.testing.assert_close(ladj[0], torch.linalg.slogdet(dense).logabsdet, atol=1e-6, rtol=0)
@@ -273,6 +289,24 @@ def test_runs_on_cuda(name: str) -> None:
     assert y.device.type == "cuda" and ladj.device.type == "cuda"
     if t.has_inverse:
         torch.testing.assert_close(t.inverse(y)[0], x, atol=1e-4, rtol=1e-4)
+
+
+#: nflows' spline indexes with ``nonzero``, which the meta device cannot run.
+_NOT_ON_META = {"nflows-spline"}
+
+
+@pytest.mark.parametrize("name", [c for c in CASES if c not in _NOT_ON_META])
+def test_makes_every_tensor_on_its_inputs_device(name: str) -> None:
+    """On the meta device (shapes, no data) a tensor made without ``device=`` lands on the CPU
+    and the op mixing it with the transform's fails: the CUDA test's device check (skipped on
+    a CPU-only machine) runs here on every machine."""
+    t = make(name, torch.float32).to("meta")
+    y, ladj = t(torch.empty(16, DIM, device="meta"))
+    assert y.device.type == "meta" and ladj.device.type == "meta"
+    assert (y.shape, ladj.shape) == ((16, DIM), (16,))
+    if t.has_inverse:
+        x, ladj_inv = t.inverse(y)
+        assert x.device.type == "meta" and ladj_inv.device.type == "meta"
 
 
 def test_low_rank_factor_scale_is_kept_with_the_weights() -> None:

@@ -139,6 +139,17 @@ class Chi2(Forward):
     power = 2.0
 
 
+class _Scaled:
+    """x ↦ β log p̃(x): the tempered target as a log-density."""
+
+    def __init__(self, log_prob: LogProb, beta: float) -> None:
+        # not named log_prob: an object with a log_prob attribute is read as a target by it
+        self.fn, self.beta = log_prob, beta
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.beta * self.fn(x)
+
+
 class _Buffer:
     """The prioritized replay buffer of FAB (Midgley et al. 2023, Alg. 2), FIFO with capacity.
 
@@ -260,8 +271,11 @@ class FAB:
     def run_ais(self, q: Any, log_prob: LogProb, n: int, beta: float) -> AISResult:
         """One AIS pass from q to (p̃^β)²/q, with the step sizes carried over from the last."""
         first = self.step_sizes is None
+        # The path q → (p̃^β)²/q is the α = 2 path to the tempered density p̃^β (α = 2β would
+        # end at p̃^{2β} q^{1−2β}, which is p̃²/q at β = 1 only).
+        tempered = log_prob if beta == 1.0 else _Scaled(log_prob, beta)
         res = ais(
-            log_prob, q, n, alpha=2.0 * beta, step_size=self.step_sizes,
+            tempered, q, n, alpha=2.0, step_size=self.step_sizes,
             tune=1 if first else 0, tune_n=min(n, 256), target_accept=self.target_accept,
             **self.options,
         )  # fmt: skip
@@ -304,7 +318,12 @@ class FAB:
         else:  # buffer draws ∝ w already; correct from p²/q_old to p²/q_φ
             weights = torch.softmax((log_q_old - log_q.detach().double()), 0).to(log_q)
         loss = -(weights * log_q).sum()
-        elbo = self.last.is_log_weights.mean()  # from the last AIS pass's initial draws x₀ ~ q
+        if beta == 1.0:  # from the last AIS pass's initial draws x₀ ~ q
+            elbo = self.last.is_log_weights.mean()
+        else:  # those weigh p̃^β: the ELBO of the history is at β = 1, from fresh draws
+            with torch.no_grad():
+                x0, log_q0 = q.sample_and_log_prob(num_samples)
+                elbo = (log_prob(x0) - log_q0).mean()
         return LossOutput(loss, theta, log_p, log_q, elbo.to(log_q))
 
     def __repr__(self) -> str:
