@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -22,8 +23,17 @@ from vi_flows.runfiles import write_text
 __all__ = ["MAX_EPISODE_STEPS", "evaluate", "evaluate_policy", "run_episodes"]
 
 
-#: Step cap of an evaluation episode in an env registered without a time limit.
+#: Step cap of an evaluation episode, unless the env registers a longer time limit.
 MAX_EPISODE_STEPS = 10_000
+
+
+def _step_cap(env_id: str) -> int:
+    """:data:`MAX_EPISODE_STEPS`, or the env's registered time limit where that is longer."""
+    try:
+        limit = gym.spec(env_id.rpartition(":")[2]).max_episode_steps
+    except gym.error.Error:  # an id make_envs resolves otherwise (it checks ids itself)
+        limit = None
+    return max(MAX_EPISODE_STEPS, limit or 0)
 
 
 @torch.no_grad()
@@ -31,15 +41,17 @@ def run_episodes(env_id: str, episodes: int, seed: int, act) -> np.ndarray:
     """Returns of ``episodes`` episodes (episode i reset with ``seed + i``), all run at once.
 
     ``act(obs (N, obs_dim) float array) -> env actions (N, …)`` chooses the actions of every slot.
-    An env registered without a time limit has its episodes cut at :data:`MAX_EPISODE_STEPS`
-    steps (a policy that never ends one would otherwise never return), with a warning.
+    Episodes still running after :data:`MAX_EPISODE_STEPS` steps (or the env's registered
+    time limit, if longer) are cut there, with a warning: in an env without a time limit a
+    policy that never ends an episode would otherwise never return.
     """
     envs = make_envs(env_id, episodes, seed)
+    cap = _step_cap(env_id)
     try:
         obs, _ = envs.reset(seed=[seed + i for i in range(episodes)])
         totals = np.zeros(episodes)
         running = np.ones(episodes, dtype=bool)
-        for _ in range(MAX_EPISODE_STEPS):
+        for _ in range(cap):
             obs, reward, term, trunc, _ = envs.step(act(obs.reshape(episodes, -1)))
             totals += np.where(running, reward, 0.0)
             running &= ~np.logical_or(term, trunc)
@@ -47,8 +59,8 @@ def run_episodes(env_id: str, episodes: int, seed: int, act) -> np.ndarray:
                 break
         else:
             warnings.warn(
-                f"{env_id}: {int(running.sum())} of {episodes} evaluation episodes were cut at "
-                f"{MAX_EPISODE_STEPS} steps (the env has no time limit); their returns are partial",
+                f"{env_id}: {int(running.sum())} of {episodes} evaluation episodes were still "
+                f"running after {cap} steps and were cut there; their returns are partial",
                 stacklevel=2,
             )
     finally:

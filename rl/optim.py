@@ -9,13 +9,14 @@ grouping again around its two kernels (~35 µs of a 55 µs step), plus ~13 µs i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
 from torch.optim import optimizer as torch_optimizer
 
-__all__ = ["clip_grad_norm", "zero_grad", "optimizer_step"]
+__all__ = ["check_finite_gradient", "clip_grad_norm", "zero_grad", "optimizer_step"]
 
 
 def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> Tensor:
@@ -43,6 +44,18 @@ def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> Tensor:
     if not coef >= 1.0:
         torch._foreach_mul_(grads, coef)
     return total
+
+
+def check_finite_gradient(norm: float, what: str = "policy") -> None:
+    """Raise ``FloatingPointError`` before a step with a non-finite gradient (norm ``norm``) of
+    the ``what`` network: the step would write NaN into every weight, and the run would go on
+    acting, evaluating and checkpointing a broken network without a word."""
+    if not math.isfinite(norm):
+        raise FloatingPointError(
+            f"the {what} gradient is not finite (norm {norm}); its step was not taken, so the "
+            "run's last checkpoint, if it has one, predates it. Usual causes: lr or a reward "
+            "scale too large, or advantages of a batch too small to normalise"
+        )
 
 
 def zero_grad(optimizer: torch.optim.Optimizer) -> None:

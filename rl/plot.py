@@ -14,8 +14,10 @@ from vi_flows.runfiles import save_figure
 
 __all__ = ["group_runs", "plot"]
 
-#: Fields that do not change what a run learns: runs differing only in these share a line.
-_NOT_CONFIG = {"seed", "total_steps", "checkpoint_every", "tensorboard"}
+#: Fields that do not tell configs apart: the seed, the run's length and bookkeeping, and σ*,
+#: which a default run calibrates per seed (config.json holds the calibrated value; its input,
+#: policy_spread_target, stays in the key).
+_NOT_CONFIG = {"seed", "total_steps", "checkpoint_every", "tensorboard", "posterior_std_target"}
 
 
 def _label(key: str, configs: dict[str, dict]) -> str:

@@ -353,7 +353,6 @@ class AuxiliaryPolicy(ActionMeanPolicy):
         return self.head(self.aux(torch.cat([theta, obs], dim=-1)))
 
 
-#: The policy families by name (:class:`vi_flows.registry.Registry`).
 def _build_posterior(posterior: str, dim: int, options: dict[str, Any]) -> Flow:
     """``vi_flows.flows.build(posterior, dim, **options)``, with a bad option said in one line
     that names ``posterior_options`` (build names an unknown key and the family's options)."""
@@ -365,6 +364,7 @@ def _build_posterior(posterior: str, dim: int, options: dict[str, Any]) -> Flow:
         raise ValueError(f"posterior_options {options}: {err}") from None
 
 
+#: The policy families by name (:class:`vi_flows.registry.Registry`).
 POLICIES: Registry[type[nn.Module]] = Registry("policy family")
 POLICIES.register("bnn", BNNPolicy)
 POLICIES.register("particles", ParticlePolicy)

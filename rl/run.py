@@ -34,6 +34,7 @@ __all__ = [
     "FIXED_STD_TARGET",
     "Run",
     "build_policy",
+    "check_action_settings",
     "check_world_size",
     "load_run",
     "resolve_std_target",
@@ -49,14 +50,6 @@ def build_policy(cfg: Any, obs_dim: int, action_space) -> torch.nn.Module:
     """The policy family the config asks for (see :mod:`rl.policies`); an unset
     ``posterior_std_target`` is resolved first (:func:`resolve_std_target`)."""
     check_config(cfg)
-    if isinstance(action_space, gym.spaces.Discrete):  # the Box head's settings mean nothing here
-        box_only = {"init_log_std": 0.0, "learn_log_std": True, "rpo_alpha": 0.0}
-        for name, default in box_only.items():
-            if name in {f.name for f in dataclasses.fields(cfg)} and getattr(cfg, name) != default:
-                raise ValueError(
-                    f"{name} is for Box actions; {cfg.env_id} has discrete actions (leave it at "
-                    f"{default})"
-                )
     if cfg.alpha_schedule == "auto" and cfg.posterior_std_target is None:
         cfg, _ = resolve_std_target(cfg, obs_dim, action_space)
     common = {
@@ -94,6 +87,21 @@ def build_policy(cfg: Any, obs_dim: int, action_space) -> torch.nn.Module:
     if cfg.policy == "auxiliary":
         return make_policy("auxiliary", obs_dim, action_space, latent_dim=cfg.latent_dim, **common)
     return make_policy(cfg.policy, obs_dim, action_space, **common)
+
+
+def check_action_settings(cfg: Any, action_space: gym.Space) -> None:
+    """Refuse, for a new run, settings of the Box head on a discrete action space (they would be
+    ignored). Saved runs are not checked: older ones may hold such settings, unused."""
+    if not isinstance(action_space, gym.spaces.Discrete):
+        return
+    box_only = {"init_log_std": 0.0, "learn_log_std": True, "rpo_alpha": 0.0}
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    for name, default in box_only.items():
+        if name in fields and getattr(cfg, name) != default:
+            raise ValueError(
+                f"{name} is for Box actions; {cfg.env_id} has discrete actions (leave it at "
+                f"{default})"
+            )
 
 
 def resolve_std_target(cfg: Any, obs_dim: int, action_space) -> tuple[Any, bool]:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from rl import config as config_io
 from rl.logger import ProgressLog
-from rl.run import Run, load_run, saved_config
+from rl.run import Run, check_action_settings, load_run, saved_config
 from vi_flows import distributed, runfiles
 
 __all__ = ["train", "RESUMABLE", "RUN_FILES"]
@@ -123,6 +123,11 @@ def train(
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file, not a folder")
         run = Run(cfg)  # bad settings fail here, before anything is written
+        try:
+            check_action_settings(run.cfg, run.envs.single_action_space)
+        except ValueError:
+            run.envs.close()
+            raise
         distributed.barrier()  # every rank has checked ``out`` before rank 0 changes it
         if existing and distributed.is_main():
             _remove_run_files(out)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rl.buffer import Batch
-from rl.optim import clip_grad_norm, optimizer_step, zero_grad
+from rl.optim import check_finite_gradient, clip_grad_norm, optimizer_step, zero_grad
 from vi_flows import distributed
 
 __all__ = ["fit_value", "value_loss", "value_step", "reduce_value_loss"]
@@ -34,12 +36,13 @@ def fit_value(
     generator: torch.Generator,
     max_grad_norm: float | None = None,
 ) -> float:
-    """Regress V(s) on the GAE returns R̂ = Â + V_old(s) by minibatch MSE; returns the last loss.
+    """Regress V(s) on the GAE returns R̂ = Â + V_old(s) by minibatch MSE; returns the last loss
+    (NaN when no step ran: ``epochs`` = 0 leaves nothing to report, not a perfect fit).
 
     Under several ranks each rank's loss is its share Σ_local (V − R̂)² / m_global of the global
     minibatch's MSE and the gradients are summed over ranks (see :mod:`rl.algorithms.base`).
     """
-    loss: Tensor = torch.zeros(())
+    loss: Tensor = torch.full((), math.nan)
     params = list(critic.parameters())
     for _ in range(epochs):
         for rows in batch.minibatch_rows(minibatch_size, generator):
@@ -57,8 +60,8 @@ def value_step(
     """Apply the critic's gradients: sum them over ranks (each rank's loss is its share), clip
     their norm to ``max_grad_norm`` (0 or None: no clipping) and take the optimizer's step."""
     distributed.all_reduce_grads(params, weights=1.0)
-    if max_grad_norm:
-        clip_grad_norm(params, max_grad_norm)
+    if max_grad_norm:  # the norm is computed anyway: a non-finite one stops before the step
+        check_finite_gradient(float(clip_grad_norm(params, max_grad_norm)), "critic")
     optimizer_step(optimizer)
 
 

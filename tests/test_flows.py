@@ -90,6 +90,18 @@ def test_an_unknown_option_is_named_with_the_familys_options() -> None:
         flows.build("mixture", 2, family="gaussian", layers=3)
 
 
+def test_a_saved_flow_this_version_cannot_rebuild_says_so(tmp_path) -> None:
+    """A file written by save whose options this version refuses (an older mixture on a
+    Student-t base, a removed option) is one line naming the flow, not "not a flow"."""
+    from vi_flows import runfiles
+
+    q = flows.build("gaussian", 2)
+    blob = {"config": {"name": "gaussian", "dim": 2, "options": {"width": 3}}}
+    runfiles.save({**blob, "state_dict": q.state_dict()}, tmp_path / "old.pt")
+    with pytest.raises(runfiles.RunFileError, match="the saved flow .*cannot be rebuilt"):
+        flows.load(tmp_path / "old.pt")
+
+
 def test_register_adds_a_family() -> None:
     from vi_flows.transforms import ElementwiseAffine
 

@@ -3,6 +3,9 @@ normalise, evaluation episodes that never end, an interrupt before the first che
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -58,7 +61,7 @@ def test_evaluation_episodes_without_a_time_limit_are_cut_with_a_warning(monkeyp
     if "EndlessGuard-v0" not in gym.registry:
         gym.register("EndlessGuard-v0", entry_point=_Endless)
     monkeypatch.setattr(evaluate, "MAX_EPISODE_STEPS", 7)
-    with pytest.warns(UserWarning, match="2 of 2 evaluation episodes were cut at 7 steps"):
+    with pytest.warns(UserWarning, match="2 of 2 evaluation episodes were still running after 7"):
         returns = evaluate.run_episodes("EndlessGuard-v0", 2, 0, lambda obs: np.zeros(2, int))
     assert returns.tolist() == [7.0, 7.0]
     # an env that ends its episodes is not cut (CountTerm: 3 steps of reward 1)
@@ -99,8 +102,52 @@ def test_plot_shares_a_line_between_seeds_only(tmp_path):
         (folder / "progress.csv").write_text("env_steps,return_mean\n1,0\n2,1\n")
         return str(folder)
 
-    runs = [run("a", seed=0), run("b", seed=1, total_steps=9), run("c", seed=0, lr=1e-2)]
+    # σ* is calibrated per seed by default, so it differs between seeds of one config
+    runs = [
+        run("a", seed=0, posterior_std_target=0.0156),
+        run("b", seed=1, total_steps=9, posterior_std_target=0.0147),
+        run("c", seed=0, lr=1e-2),
+    ]
     groups = group_runs(runs)
     assert sorted(len(m) for m in groups.values()) == [1, 2]
     assert sorted(groups) == ["ppo bnn/point E (lr=0.001)", "ppo bnn/point E (lr=0.01)"]
     assert list(group_runs(runs[:2])) == ["ppo bnn/point E"]
+
+
+def test_an_update_without_critic_steps_logs_no_value_loss(tmp_path):
+    """value_epochs = 0 fits no critic: its loss is NaN (nothing measured), not 0 (a perfect
+    fit)."""
+    from rl.algorithms import default_config
+    from rl.trainer import train
+
+    cfg = default_config(
+        "ppo", env_id="CartPole-v1", num_envs=2, rollout_steps=16, hidden=(8,), total_steps=32
+    )
+    cfg = dataclasses.replace(cfg, value_epochs=0, tensorboard=False)
+    row = train(cfg, tmp_path, progress=False)
+    assert math.isnan(row["value_loss"])
+
+
+def test_a_nonfinite_critic_gradient_is_refused_before_its_step():
+    from rl.value import value_step
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    opt = adam([weight], lr=0.1)
+    (weight * float("nan")).sum().backward()
+    with pytest.raises(FloatingPointError, match="critic gradient is not finite"):
+        value_step(opt, [weight], 0.5)
+    assert torch.equal(weight.detach(), torch.ones(3))
+
+
+def test_box_settings_on_discrete_actions_are_refused_for_new_runs_only():
+    """A new run refuses them (they would be ignored); a saved run that holds them, from before
+    the check, still builds its policy (eval, resume)."""
+    from rl.algorithms import default_config
+    from rl.run import build_policy, check_action_settings
+
+    cfg = default_config("vppo", env_id="CartPole-v1", learn_log_std=False)
+    with pytest.raises(ValueError, match="learn_log_std is for Box actions; CartPole-v1"):
+        check_action_settings(cfg, gym.spaces.Discrete(2))
+    check_action_settings(cfg, gym.spaces.Box(-1.0, 1.0, (1,)))
+    policy = build_policy(dataclasses.replace(cfg, hidden=(8,)), 4, gym.spaces.Discrete(2))
+    assert policy.head.discrete

@@ -77,8 +77,11 @@ class Flow(nn.Module):
         self.config = dict(config or {})
         self.base = make_base() if base is None else base
         if transform.needs_normal_base and not isinstance(self.base, StandardNormal):
+            first = transform
+            while isinstance(first, Compose):  # the part that needs it comes first
+                first = first.parts[0]
             raise ValueError(
-                f"base: {type(transform).__name__} is exact only on the standard-normal base, "
+                f"base: {type(first).__name__} is exact only on the standard-normal base, "
                 f"got {type(self.base).__name__}; use base='normal'"
             )
 
@@ -426,7 +429,23 @@ def load(path: str | Path, map_location: str | torch.device | None = None) -> Fl
     blob = runfiles.load(path, map_location=map_location)
     try:
         config = blob["config"]
-        flow = build(config["name"], config["dim"], **config.get("base", {}), **config["options"])
+        name, dim, base, options = (
+            config["name"],
+            config["dim"],
+            config.get("base", {}),
+            config["options"],
+        )
+    except (KeyError, TypeError) as err:
+        raise runfiles.RunFileError(
+            f"{path}: not a flow written by vi_flows.flows.save ({type(err).__name__}: {err})"
+        ) from None
+    try:
+        flow = build(name, dim, **base, **options)
+    except (TypeError, ValueError) as err:  # saved by an older version this one refuses
+        raise runfiles.RunFileError(
+            f"{path}: the saved flow ({name!r}, {options}) cannot be rebuilt by this version: {err}"
+        ) from None
+    try:
         state = blob["state_dict"]
         floats = [t.dtype for t in state.values() if t.is_floating_point()]
         if floats:  # build() makes the default dtype; a float64 flow must come back float64

@@ -384,6 +384,13 @@ def infer(
         torch.manual_seed(seed)
     family, options = auto_flow(tgt.dim) if flow == "auto" else (flow, {})
     flows.FLOWS.get(family)  # fail before any work on an unknown family
+    heavy = cfg.base == "student-t" or objective == "fab" or isinstance(objective, FAB)
+    if family == "mixture" and heavy:
+        raise ValueError(
+            "infer: flow='mixture' needs the normal base (its component choice reuses ξ₁ ~ "
+            "N(0, 1)), and objective='fab' or base='student-t' gives the flow a Student-t one; "
+            "use another flow family there, or objective='mixture-kl' with the mixture"
+        )
     cond = choose(tgt, tgt.dim, precondition)
     if cfg.base == "student-t":
         options = {**options, "base": "student-t", "df": 5.0, "learn_df": True}

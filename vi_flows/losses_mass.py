@@ -139,51 +139,30 @@ class Chi2(Forward):
     power = 2.0
 
 
-class _Scaled:
-    """x ↦ β log p̃(x): the tempered target as a log-density."""
-
-    def __init__(self, log_prob: LogProb, beta: float) -> None:
-        # not named log_prob: an object with a log_prob attribute is read as a target by it
-        self.fn, self.beta = log_prob, beta
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return self.beta * self.fn(x)
-
-
 class _Buffer:
     """The prioritized replay buffer of FAB (Midgley et al. 2023, Alg. 2), FIFO with capacity.
 
-    Holds AIS samples x with their log-weights log w for the target p̃^{2β}/q (relative to the q
-    whose log-density is stored as ``log_q``) and log p̃(x), so weights can be re-targeted when q
-    or β change.
+    Holds AIS samples x with their log-weights log w for the target p̃²/q (relative to the q
+    whose log-density is stored as ``log_q``), so weights can be re-targeted when q changes.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.x: Tensor | None = None
-        self.log_w = self.log_q = self.log_p = torch.empty(0)
-        self.beta = 1.0
+        self.log_w = self.log_q = torch.empty(0)
         self.pending: Tensor | None = None  # indices drawn last call, whose log q is stale
 
     def __len__(self) -> int:
         return 0 if self.x is None else len(self.x)
 
-    def add(self, x: Tensor, log_w: Tensor, log_q: Tensor, log_p: Tensor, beta: float) -> None:
-        self.retarget(beta)
+    def add(self, x: Tensor, log_w: Tensor, log_q: Tensor) -> None:
         if self.x is None:
-            self.x, self.log_w, self.log_q, self.log_p = x, log_w, log_q, log_p
+            self.x, self.log_w, self.log_q = x, log_w, log_q
         else:
             self.x = torch.cat([self.x, x])[-self.capacity :]
             self.log_w = torch.cat([self.log_w, log_w])[-self.capacity :]
             self.log_q = torch.cat([self.log_q, log_q])[-self.capacity :]
-            self.log_p = torch.cat([self.log_p, log_p])[-self.capacity :]
         self.pending = None  # FIFO shifted the indices; the stale entries are a handful
-
-    def retarget(self, beta: float) -> None:
-        """p̃^{2β'} / p̃^{2β}: re-weight everything when the temperature moved."""
-        if beta != self.beta and self.x is not None:
-            self.log_w = self.log_w + 2.0 * (beta - self.beta) * self.log_p
-        self.beta = beta
 
     @torch.no_grad()
     def refresh(self, q: Any) -> None:
@@ -226,8 +205,13 @@ class FAB:
     q_new, and the loss uses the importance ratio q_old(x)/q_φ(x) so that the gradient still
     targets p²/q_φ. The object is stateful (buffer, step sizes carried between AIS calls and
     adapted by :func:`vi_flows.ais.adapt_step_sizes`): use one per fit (``get_loss("fab")`` makes
-    a fresh one). Tempering: the AIS target is (p̃^β)²/q; buffered weights are re-targeted when β
-    moves.
+    a fresh one).
+
+    **Tempering** (``beta`` < 1) moves the divergence's order, not a temperature on log p̃ as in
+    the other losses: the AIS path ends at p̃^{2β} q^{1−2β}, the proposal of the α = 2β divergence
+    D_{2β}(p‖q) — q itself at β = 0, p at β = ½ (the forward KL), p²/q at β = 1. Each of these is
+    a proper density for β ≤ ½ (Hölder), where the tempered (p̃^β)²/q would not be (at β = 0 it
+    is 1/q). The replay buffer's weights are for p²/q, so a buffered FAB refuses β ≠ 1.
 
     Args:
         num_temperatures: AIS temperatures T.
@@ -269,13 +253,11 @@ class FAB:
         self.last: AISResult | None = None
 
     def run_ais(self, q: Any, log_prob: LogProb, n: int, beta: float) -> AISResult:
-        """One AIS pass from q to (p̃^β)²/q, with the step sizes carried over from the last."""
+        """One AIS pass from q to p̃^{2β} q^{1−2β} (p̃²/q at β = 1), with the step sizes carried
+        over from the last."""
         first = self.step_sizes is None
-        # The path q → (p̃^β)²/q is the α = 2 path to the tempered density p̃^β (α = 2β would
-        # end at p̃^{2β} q^{1−2β}, which is p̃²/q at β = 1 only).
-        tempered = log_prob if beta == 1.0 else _Scaled(log_prob, beta)
-        res = ais(
-            tempered, q, n, alpha=2.0, step_size=self.step_sizes,
+        res = ais(  # the path q → p̃^{2β} q^{1−2β} (class docstring, "Tempering")
+            log_prob, q, n, alpha=2.0 * beta, step_size=self.step_sizes,
             tune=1 if first else 0, tune_n=min(n, 256), target_accept=self.target_accept,
             **self.options,
         )  # fmt: skip
@@ -291,17 +273,20 @@ class FAB:
         self, q: Any, log_prob: LogProb, num_samples: int, *, beta: float = 1.0
     ) -> LossOutput:
         buf = self.buffer
+        if buf is not None and beta != 1.0:
+            raise ValueError(
+                f"fab: tempering (beta = {beta}) needs buffer_size = 0: the replay buffer's "
+                "weights are for p²/q (beta = 1)"
+            )
         fresh = buf is None or len(buf) < self.min_buffer
         if buf is not None:
             buf.refresh(q)
-            buf.retarget(beta)
         if fresh or self.calls % self.updates_per_ais == 0:
             res = self.run_ais(q, log_prob, num_samples, beta)
             if buf is not None:
                 with torch.no_grad():
                     log_q = q.log_prob(res.samples).double()
-                    log_p = log_prob(res.samples).double()
-                buf.add(res.samples, res.log_weights, log_q, log_p, beta)
+                buf.add(res.samples, res.log_weights, log_q)
         self.calls += 1
         assert self.last is not None
         if fresh:
@@ -318,12 +303,7 @@ class FAB:
         else:  # buffer draws ∝ w already; correct from p²/q_old to p²/q_φ
             weights = torch.softmax((log_q_old - log_q.detach().double()), 0).to(log_q)
         loss = -(weights * log_q).sum()
-        if beta == 1.0:  # from the last AIS pass's initial draws x₀ ~ q
-            elbo = self.last.is_log_weights.mean()
-        else:  # those weigh p̃^β: the ELBO of the history is at β = 1, from fresh draws
-            with torch.no_grad():
-                x0, log_q0 = q.sample_and_log_prob(num_samples)
-                elbo = (log_prob(x0) - log_q0).mean()
+        elbo = self.last.is_log_weights.mean()  # from the last AIS pass's initial draws x₀ ~ q
         return LossOutput(loss, theta, log_p, log_q, elbo.to(log_q))
 
     def __repr__(self) -> str:

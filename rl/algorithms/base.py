@@ -18,7 +18,7 @@ from rl.adapter import Objective, policy_log_density, posterior_loss, reinforce_
 from rl.buffer import Batch
 from rl.calibration import session_kls
 from rl.config import TrainConfig
-from rl.optim import clip_grad_norm, optimizer_step, zero_grad
+from rl.optim import check_finite_gradient, clip_grad_norm, optimizer_step, zero_grad
 from rl.policy_api import PolicyFamily
 from rl.posteriors import probe_draws
 from rl.temperature import AutoTemperature, policy_entropy_per_param
@@ -29,7 +29,6 @@ __all__ = [
     "Algorithm",
     "adam",
     "adam_step",
-    "check_finite_gradient",
     "approx_kl",
     "explained_variance",
     "global_group_means",
@@ -66,18 +65,6 @@ def _clip_and_step(optimizer: torch.optim.Optimizer, max_grad_norm: float) -> fl
     check_finite_gradient(norm)
     optimizer_step(optimizer)
     return norm
-
-
-def check_finite_gradient(norm: float) -> None:
-    """Raise ``FloatingPointError`` before a step with a non-finite policy gradient (norm
-    ``norm``): the step would write NaN into every weight, and the run would go on acting,
-    evaluating and checkpointing a broken policy without a word."""
-    if not math.isfinite(norm):
-        raise FloatingPointError(
-            f"the policy gradient is not finite (norm {norm}); its step was not taken and the "
-            "last checkpoint is intact. Usual causes: lr or a reward scale too large, or "
-            "advantages of a batch too small to normalise"
-        )
 
 
 def share_of_mean(x: Tensor) -> Tensor:

@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from rl.adapter import clipped_objective, policy_log_density
-from rl.algorithms.base import Algorithm, adam, check_finite_gradient
+from rl.algorithms.base import Algorithm, adam
 from rl.buffer import Batch
 from rl.config import TrainConfig, check_ranges, nonnegative_finite, positive_finite
+from rl.optim import check_finite_gradient
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature
 from vi_flows import distributed
@@ -96,7 +97,8 @@ class SVPG(Algorithm):
             # α · (−Σ log p̃) gives the other parameters (log-std) the plain policy gradient.
             (-alpha * total / n).backward()
             distributed.all_reduce_grads(policy.parameters(), weights=1.0)
-            check_finite_gradient(float(particles.grad.norm()))
+            grads = [p.grad for p in policy.parameters() if p.grad is not None]
+            check_finite_gradient(float(torch.stack([g.norm() for g in grads]).norm()))
             score = particles.grad.detach() * (-n / alpha)
             bandwidth = cfg.bandwidth if cfg.bandwidth > 0 else None
             phi = svgd_direction_from_score(particles.detach(), score, "rbf", bandwidth)

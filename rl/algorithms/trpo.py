@@ -26,9 +26,10 @@ from torch.distributions import Distribution, kl_divergence
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from rl.adapter import ratio_objective
-from rl.algorithms.base import Algorithm, check_finite_gradient, global_mean, share_of_mean
+from rl.algorithms.base import Algorithm, global_mean, share_of_mean
 from rl.buffer import Batch
 from rl.config import TrainConfig, check_ranges, nonnegative_finite, positive_finite
+from rl.optim import check_finite_gradient
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature
 from vi_flows import distributed
