@@ -48,7 +48,7 @@ from benchmarks.common import (  # noqa: E402
     fit_family,
     markdown_table,
 )
-from benchmarks.files import save_figure, write_rows, write_text  # noqa: E402
+from benchmarks.files import out_folder, save_figure, write_rows, write_text  # noqa: E402
 from vi_flows import flows, targets  # noqa: E402
 from vi_flows.fit import fit  # noqa: E402
 from vi_flows.laplace import Whitened  # noqa: E402
@@ -435,8 +435,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(parser, args.out)
     budget = args.budget or (0.4 if args.quick else 10.0)
     start = time.perf_counter()
     report = [f"# Density benchmark (budget {budget:g} s per method and target, seed {SEED})", ""]

@@ -15,6 +15,7 @@ is moved onto ``NAME`` with ``os.replace``, so a reader sees the old file or the
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 from collections.abc import Iterable, Sequence
@@ -23,7 +24,7 @@ from typing import Any
 
 from vi_flows.runfiles import save_figure, write_text
 
-__all__ = ["save_figure", "write_rows", "write_text"]
+__all__ = ["check_names", "out_folder", "save_figure", "write_rows", "write_text"]
 
 
 def write_rows(
@@ -42,3 +43,22 @@ def write_rows(
     writer.writeheader()
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
+
+
+def out_folder(parser: argparse.ArgumentParser, path: str | Path, flag: str = "--out") -> Path:
+    """``path`` as a folder, made if missing; a file there is the caller's error (exit 2)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        parser.error(f"{flag} {path} is a file, not a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_names(
+    parser: argparse.ArgumentParser, flag: str, given: Iterable[str], known: Iterable[str]
+) -> None:
+    """Exit 2 with one line when a name in ``given`` is not in ``known`` (listing those)."""
+    known = list(known)
+    unknown = [g for g in given if g not in known]
+    if unknown:
+        parser.error(f"{flag}: unknown {unknown[0]!r}; known: {', '.join(known)}")

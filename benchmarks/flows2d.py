@@ -33,7 +33,7 @@ from benchmarks.common import (  # noqa: E402
     markdown_table,
     read_csv,
 )
-from benchmarks.files import save_figure, write_rows, write_text  # noqa: E402
+from benchmarks.files import check_names, out_folder, save_figure, write_rows, write_text  # noqa: E402
 from vi_flows import targets  # noqa: E402
 
 TARGETS_2D = ["u1", "u2", "u3", "u4", "banana", "ring", "moons", "funnel", "mixture"]
@@ -246,9 +246,9 @@ def main() -> None:
         "--resume", action="store_true", help="reuse the CSV of each part already written to --out"
     )
     args = parser.parse_args()
+    check_names(parser, "--families", args.families, FAMILIES)
     torch.set_num_threads(1)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(parser, args.out)
     steps = args.steps or (600 if args.quick else 3000)
     eval_n = args.eval or (20_000 if args.quick else 100_000)
     start = time.perf_counter()

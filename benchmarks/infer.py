@@ -37,13 +37,12 @@ import math
 import statistics
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks.common import markdown_table, read_csv
-from benchmarks.files import write_rows, write_text
+from benchmarks.files import check_names, out_folder, write_rows, write_text
 from vi_flows import flows, targets
 from vi_flows.diagnostics import diagnose
 from vi_flows.fit import fit
@@ -281,8 +280,11 @@ def main() -> None:
         cases = CASES + [p for p in posteriordb.available() if p not in POSTERIORS]
     elif cases == ["posteriordb"]:  # every available posteriordb posterior (issue 16's suite)
         cases = posteriordb.available()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    extra = ["funnel10", "gaussian100-cond1e4", "hier-logreg"]
+    check_names(
+        parser, "--cases", cases, [*dict.fromkeys([*CASES, *extra, *posteriordb.available()])]
+    )
+    out = out_folder(parser, args.out)
     path = out / "runs.csv"
     rows = read_csv(path) if path.exists() else []
     for name in cases:

@@ -113,6 +113,12 @@ def main() -> None:
     parser.add_argument("--flow", default=None, help="infer's flow (default: infer's own)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    known = posteriordb.available()
+    unknown = [name for name in args.only or [] if name not in known]
+    if unknown:  # this file runs as a script too, so it does without benchmarks.files
+        parser.error(f"--only: unknown {unknown[0]!r}; known: {', '.join(known)}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file, not a folder")
     torch.set_num_threads(1)
     options = {} if args.flow is None else {"flow": args.flow}
     rows = []

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.files import write_text
+from benchmarks.files import check_names, write_text
 
 OUT = Path(__file__).resolve().parent / "results" / "scaling"
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,6 +201,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--envs", nargs="*", default=None, help="default: Pendulum-v1 (+HalfCheetah)")
     args = p.parse_args()
+    check_names(p, "--envs", args.envs or [], ENVS)
     results = rl_scaling(args.envs)
     skipped = [e for e in ENVS if e not in {r["env"] for r in results}]
     OUT.mkdir(parents=True, exist_ok=True)

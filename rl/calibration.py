@@ -65,7 +65,14 @@ from torch.distributions import kl_divergence
 from rl.envs import make_envs
 from rl.policy_api import PolicyFamily
 
-__all__ = ["policy_spread", "session_kls", "calibrate_std", "initial_states", "CALIBRATION_STATES"]
+__all__ = [
+    "policy_spread",
+    "session_kls",
+    "calibrate_std",
+    "initial_states",
+    "CALIBRATION_DRAWS",
+    "CALIBRATION_STATES",
+]
 
 #: States and ξ draws the calibration averages over.
 CALIBRATION_STATES, CALIBRATION_DRAWS = 64, 32

@@ -90,6 +90,15 @@ def test_result_files_are_replaced_whole_or_not_at_all(tmp_path):
     write_rows(path, [{"a": 1}, {"b": 2, "a": 3}])
     assert list(csv.reader(path.open())) == [["a", "b"], ["1", ""], ["3", "2"]]
 
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("fails while the second row is written")
+
+    table = path.read_bytes()
+    with pytest.raises(RuntimeError, match="second row"):
+        write_rows(path, [{"a": 1}, {"a": Unprintable()}], fields=["a"])
+    assert path.read_bytes() == table  # the old table, whole
+
     fig, ax = plt.subplots()
     ax.plot([0, 1])
     save_figure(fig, tmp_path / "f.png", dpi=20)

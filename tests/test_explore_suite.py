@@ -4,13 +4,14 @@ rliable-style statistics of its report (IQM, stratified bootstrap) on hand-compu
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from benchmarks.rl.reports import write_aggregate
-from benchmarks.rl.runners import cell_dir, run_suite
+from benchmarks.rl.runners import cell_dir, run_cell, run_suite
 from benchmarks.rl.stats import iqm, normalise, stratified_bootstrap_ci
 from benchmarks.rl.suites import (
     EXPLORE_POSTERIORS,
@@ -110,9 +111,16 @@ def test_bootstrap_resamples_within_each_task():
     assert stratified_bootstrap_ci([[0.0, 0.0], [1.0, 1.0]], statistic=np.mean) == (0.5, 0.5, 0.5)
     wide = stratified_bootstrap_ci([[0.0, 0.0, 1.0, 1.0]], statistic=np.mean)
     assert wide[1] < 0.5 < wide[2]
-    # reproducible for a seed
+    # the 95% percentile interval itself: a resample's mean of {0, 0, 0, 1} is k/4 with
+    # k ~ Binomial(4, ¼), P(k ≤ 2) = 0.949 < 0.975, so the upper end is ¾ (at 80%: ½)
+    quarter = [[0.0, 0.0, 0.0, 1.0]]
+    assert stratified_bootstrap_ci(quarter, statistic=np.mean) == (0.25, 0.0, 0.75)
+    assert stratified_bootstrap_ci(quarter, statistic=np.mean, confidence=0.8)[2] == 0.5
+    # reproducible for a seed, and the seed is used
     data = [[0.1, 0.5, 0.9, 0.3], [2.0, 1.0]]
     assert stratified_bootstrap_ci(data, seed=3) == stratified_bootstrap_ci(data, seed=3)
+    spread = [list(np.linspace(0.0, 1.0, 20))]
+    assert stratified_bootstrap_ci(spread, seed=3) != stratified_bootstrap_ci(spread, seed=4)
     with pytest.raises(ValueError, match="at least one run"):
         stratified_bootstrap_ci([[1.0], []])
 
@@ -163,3 +171,12 @@ def test_report_only_reads_finished_cells_and_trains_nothing(tmp_path):
     assert (tmp_path / "explore-vi-flows-DeepSea10-v0.png").exists()
     # ... but finished ones below it are reported
     assert run_suite("explore", tasks, tmp_path, first_seed=99) == rows
+    # a cell finished for other settings (a --quick run's 4,096 steps under the full task's
+    # --out) is refused, not reported as the full task's
+    full = dataclasses.replace(task, steps=100_000)
+    with pytest.raises(ValueError, match=r"run with other settings \(steps: 4096 there, 100000"):
+        (cell / "result.json").write_text(json.dumps({**result, "steps": 4096}))
+        run_cell("explore", full, ppo, 0, tmp_path)
+    (cell / "result.json").write_text(json.dumps({**result, "work": {"steps": 100_000}}))
+    loaded = run_cell("explore", full, ppo, 0, tmp_path)["evals"]
+    assert [e[:2] for e in loaded] == [e[:2] for e in result["evals"]]

@@ -42,8 +42,9 @@ def test_psis_khat_matches_the_reference_implementation(seed):
     assert psis_khat(torch.as_tensor(log_w)) == pytest.approx(_reference_khat(log_w), abs=1e-9)
 
 
-def test_psis_khat_recovers_the_pareto_tail_index():
-    # w ~ Pareto(α = 2): the tail's GPD shape is k = 1/α = 0.5.
+@pytest.mark.parametrize("alpha", [1.0, 2.0, 4.0])
+def test_psis_khat_recovers_the_pareto_tail_index(alpha):
+    # w ~ Pareto(α): the tail's GPD shape is k = 1/α (1, 0.5, 0.25: not all at the prior's 0.5)
     rng = np.random.default_rng(0)
-    log_w = np.log(rng.pareto(2.0, size=100_000) + 1.0)
-    assert psis_khat(torch.as_tensor(log_w)) == pytest.approx(0.5, abs=0.1)
+    log_w = np.log(rng.pareto(alpha, size=100_000) + 1.0)
+    assert psis_khat(torch.as_tensor(log_w)) == pytest.approx(1.0 / alpha, abs=0.1)

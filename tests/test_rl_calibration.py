@@ -12,7 +12,7 @@ import torch
 from torch.distributions import Normal
 
 from rl.algorithms import default_config
-from rl.calibration import calibrate_std, initial_states, policy_spread
+from rl.calibration import CALIBRATION_DRAWS, calibrate_std, initial_states, policy_spread
 from rl.cli import main
 from rl.config import alpha_schedule, with_overrides
 from rl.policies import BNNPolicy
@@ -107,7 +107,13 @@ def test_a_calibration_that_does_not_converge_says_so():
     torch.manual_seed(0)
     with pytest.warns(UserWarning, match="did not converge"):
         sigma = calibrate_std(build, obs, target=0.03, steps=1, tol=1e-9)
-    assert sigma > 0
+    # it returns the last step's σ = σ₀ ρ*/ρ(σ₀), not σ₀: the spread at σ₀ on the same
+    # network (the seed's) and the same draws
+    torch.manual_seed(0)
+    policy = build(0.01)
+    rho = policy_spread(policy, obs, torch.randn(CALIBRATION_DRAWS, policy.noise_dim))
+    assert sigma == pytest.approx(0.01 * 0.03 / rho, rel=1e-6)
+    assert abs(sigma - 0.01) > 1e-4
 
 
 def test_calibration_refuses_a_posterior_that_moves_nothing():
@@ -180,12 +186,20 @@ def test_a_run_records_its_calibrated_target_starts_there_and_resumes(tmp_path):
     first = _row(out, 0)
     assert float(first["entropy_target"]) == pytest.approx(gaussian_entropy_per_param(sigma))
     # the resume passes the unset default again: it keeps the saved σ*, it does not recalibrate
-    train(
-        default_config("vppo", **SMALL, total_steps=96, checkpoint_every=1),
-        out,
-        resume=True,
-        progress=False,
-    )
+    # (calibration is deterministic, so only a calibration that never runs shows it)
+    import rl.run
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("a resumed run calibrated σ* again")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rl.run, "calibrate_std", no_calibration)
+        train(
+            default_config("vppo", **SMALL, total_steps=96, checkpoint_every=1),
+            out,
+            resume=True,
+            progress=False,
+        )
     assert json.loads((out / "config.json").read_text())["posterior_std_target"] == sigma
     assert len(_rows(out)) == 3
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.files import out_folder
 from benchmarks.rl import __doc__ as DOC
 from benchmarks.rl.autoalpha import write_autoalpha
-from benchmarks.rl.reports import write_tables
-from benchmarks.rl.runners import run_cell, run_suite
+from benchmarks.rl.reports import merge_rows, write_tables
+from benchmarks.rl.runners import finished_cell, run_suite
 from benchmarks.rl.step_floor import step_floor
 from benchmarks.rl.suites import has_mujoco, select, suites
 from benchmarks.rl.throughput import throughput
@@ -76,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.first_seed < 0:
         p.error(f"--first-seed must be >= 0, got {args.first_seed}")
     torch.set_num_threads(1)
-    root = Path(args.out)
-    root.mkdir(parents=True, exist_ok=True)
+    root = out_folder(p, args.out)
     if args.suite == "throughput":
         throughput(root, args.quick)
         return 0
@@ -87,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "step-floor":
         step_floor(root, args.quick)
         return 0
-    tasks = select(suites(args.quick), args.seeds, args.only)
+    try:
+        tasks = select(suites(args.quick), args.seeds, args.only)
+    except ValueError as err:
+        p.error(str(err))
     names = ["exploration", "pendulum", "cartpole", "ablation"] if args.suite == "all" else []
     names = names or [args.suite]
     if not args.quick and args.suite == "all":
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     old = []
     if summary.exists():
         with summary.open() as f:
-            old = [r for r in csv.DictReader(f) if r["suite"] not in names]
+            old = list(csv.DictReader(f))
     for name in names:
         if name == "mujoco" and not has_mujoco():
             print("mujoco suite skipped: the mujoco package is not installed", flush=True)
@@ -108,13 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_suite(
             name, tasks[name], root, cached_only=args.report_only, first_seed=args.first_seed
         )
-        write_tables(old + rows, root)
+        write_tables(merge_rows(old, rows), root)
         if name == "autoalpha":
             dest = Path(args.results) if args.results else root
-            for task in tasks[name].values():  # every cell is cached by now: run_cell loads it
+            for task in tasks[name].values():  # the finished cells (--report-only runs none)
                 seeds = range(task.seeds)
                 results = {
-                    m.label: [run_cell(name, task, m, s, root) for s in seeds] for m in task.methods
+                    m.label: [
+                        r for s in seeds if (r := finished_cell(name, task, m, s, root)) is not None
+                    ]
+                    for m in task.methods
                 }
                 print(write_autoalpha(name, task, results, root, dest), flush=True)
             return 0

@@ -122,7 +122,8 @@ def write_autoalpha(
         if label != BASELINE:
             last3_text += f" ({100 * (last3 - base_last3) / abs(base_last3):+.1f}%)"
         auto = rs[0]["alpha_schedule"] == "auto"
-        verdict = ("yes" if within(mean, base_mean) else "**no**") if auto else "—"
+        measured = auto and not math.isnan(base_mean)  # without PPO's row there is no verdict
+        verdict = ("yes" if within(mean, base_mean) else "**no**") if measured else "—"
         delta = mean - base_mean
         ratio = f"{delta:+.1f} ({100 * delta / abs(base_mean):+.1f}%)" if label != BASELINE else "—"
         alphas = (

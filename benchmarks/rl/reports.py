@@ -20,6 +20,7 @@ __all__ = [
     "plot_task",
     "summarise",
     "write_aggregate",
+    "merge_rows",
     "write_tables",
     "write_verdicts",
 ]
@@ -91,6 +92,28 @@ def _g(x: Any) -> str:
     return f"{0.0 if abs(x) < 1e-12 else x:.3g}"  # no 1e-16 std of equal runs
 
 
+#: The ``from`` column of a summary row this invocation did not measure.
+EARLIER = "an earlier run under this --out"
+
+
+def merge_rows(old: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The summary's rows: ``fresh`` (measured now) replace the ``old`` rows (read back from
+    ``summary.csv``) of the same suite, env and method; the other old rows stay, marked as not
+    measured by this run (``from`` = :data:`EARLIER`), in their order, and new rows follow.
+
+    >>> old = [{"suite": "s", "env": "e", "label": "a"}, {"suite": "s", "env": "e", "label": "b"}]
+    >>> [(r["label"], r.get("from", "")) for r in merge_rows(old, [{**old[1], "x": 1}])]
+    [('a', 'an earlier run under this --out'), ('b', '')]
+    """
+
+    def key(r: dict[str, Any]) -> tuple[str, str, str]:
+        return r["suite"], r["env"], r["label"]
+
+    new = {key(r): r for r in fresh}
+    merged = [new.pop(key(r)) if key(r) in new else {**r, "from": EARLIER} for r in old]
+    return merged + list(new.values())
+
+
 def write_tables(rows: list[dict[str, Any]], root: Path) -> None:
     if not rows:
         return
@@ -105,8 +128,9 @@ def write_tables(rows: list[dict[str, Any]], root: Path) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        label = f"{r['label']} †" if r.get("from") else r["label"]
         if r.get("note"):
-            lines.append(f"| {r['suite']} | {r['env']} | {r['label']} | {r['note']} ||||||||")
+            lines.append(f"| {r['suite']} | {r['env']} | {label} | {r['note']} ||||||||")
             continue
         sampled = r["eval_sampled_mean"]
         ci = (
@@ -115,11 +139,13 @@ def write_tables(rows: list[dict[str, Any]], root: Path) -> None:
             else "—"
         )
         lines.append(
-            f"| {r['suite']} | {r['env']} | {r['label']} | {r['seeds']} | {r['steps']} | "
+            f"| {r['suite']} | {r['env']} | {label} | {r['seeds']} | {r['steps']} | "
             f"{_g(r['eval_mean'])} ± {_g(r['eval_std'])} | {ci} | "
             f"{_g(sampled)} | {r['success_rate'] or '—'} | "
             f"{r['median_steps_to_success'] or '—'} | {r['train_steps_per_s']:.0f} |"
         )
+    if any(r.get("from") for r in rows):
+        lines += ["", f"† not measured by the run that wrote this table: from {EARLIER}."]
     lines += ["", "Hyperparameters (all fields of each method's config):", ""]
     for r in rows:
         if not r.get("note"):

@@ -21,7 +21,15 @@ from benchmarks.rl.reports import plot_task, summarise, write_aggregate, write_v
 from benchmarks.rl.suites import Method, Task
 from rl.presets import LINEAR_PREFIX
 
-__all__ = ["EVAL_SEED", "cell_dir", "linear_schedule", "run_cell", "run_suite", "sb3_translate"]
+__all__ = [
+    "EVAL_SEED",
+    "cell_dir",
+    "finished_cell",
+    "linear_schedule",
+    "run_cell",
+    "run_suite",
+    "sb3_translate",
+]
 
 EVAL_SEED = 12345
 
@@ -155,10 +163,16 @@ def run_sb3(task: Task, method: Method, seed: int, out: Path) -> dict[str, Any]:
         log.add(steps, mean, math.nan, train_s)
 
     class Periodic(BaseCallback):
+        """Evaluates at the start of a rollout, after the previous update (SB3 counts a step
+        and calls ``_on_step`` inside the rollout, before the update that uses it: evaluating
+        there would judge SB3 one update behind; ours are evaluated after their updates)."""
+
         def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_start(self) -> None:
             if log.due(self.num_timesteps):
                 evaluate(self.num_timesteps)
-            return True
 
     model.learn(total_timesteps=task.steps, callback=Periodic())
     if not log.rows or log.rows[-1][0] < model.num_timesteps:
@@ -175,12 +189,52 @@ def cell_dir(suite: str, task: Task, method: Method, seed: int, root: Path) -> P
     return root / "runs" / suite / task.env_id / method.label / f"seed{seed}"
 
 
+def _work(task: Task, method: Method) -> dict[str, Any]:
+    """What a cell's result depends on besides its seed, as JSON reads it back."""
+    work = {
+        "kind": method.kind,
+        "params": method.params,
+        "steps": task.steps,
+        "episodes": task.episodes,
+        "evals": task.evals,
+    }
+    return json.loads(json.dumps(work, default=str))
+
+
+def finished_cell(
+    suite: str, task: Task, method: Method, seed: int, root: Path
+) -> dict[str, Any] | None:
+    """The cell's result when it finished before, else None.
+
+    Raises:
+        ValueError: when the finished cell was run for other settings (its steps, evaluations or
+            the method's parameters differ, e.g. a ``--quick`` run under the same ``--out``):
+            a cache keyed by name alone would report it for this task.
+    """
+    done = cell_dir(suite, task, method, seed, root) / "result.json"
+    if not done.exists():
+        return None
+    result = json.loads(done.read_text())
+    want = _work(task, method)
+    # cells written before the fingerprint hold their steps only
+    have = result.get("work") or ({"steps": result["steps"]} if "steps" in result else {})
+    diff = sorted(k for k in have if have[k] != want.get(k))
+    if diff:
+        raise ValueError(
+            f"{done} was run with other settings ({', '.join(diff)}: {have[diff[0]]!r} there, "
+            f"{want[diff[0]]!r} now); use another --out, or delete that cell to rerun it"
+        )
+    return result
+
+
 def run_cell(suite: str, task: Task, method: Method, seed: int, root: Path) -> dict[str, Any]:
-    """Run (or load, when finished before) one (suite, env, label, seed) cell."""
+    """Run (or load, when finished before with the same settings) one (suite, env, label, seed)
+    cell (:func:`finished_cell`)."""
     out = cell_dir(suite, task, method, seed, root)
     done = out / "result.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    finished = finished_cell(suite, task, method, seed, root)
+    if finished is not None:
+        return finished
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -194,6 +248,7 @@ def run_cell(suite: str, task: Task, method: Method, seed: int, root: Path) -> d
         label=method.label,
         seed=seed,
         steps=task.steps,
+        work=_work(task, method),
         wall_seconds=time.perf_counter() - start,
     )
     write_text(out / "config.json", json.dumps(result["hyperparameters"], indent=1, default=str))

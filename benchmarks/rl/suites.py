@@ -312,7 +312,14 @@ def select(
     """Run seeds 0 … ``seeds`` − 1 of every task (fewer or more than its own count) and, with
     ``only`` ("a,b"), only the methods (labels) and environments named: naming only labels keeps
     them on every environment, naming only environments keeps all their methods, naming both keeps
-    the named methods on the named environments."""
+    the named methods on the named environments.
+
+    Raises:
+        ValueError: for ``seeds`` < 1, or a name in ``only`` that is no environment or label of
+            any suite (the message lists the known ones).
+    """
+    if seeds is not None and seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
     if seeds is not None:
         all_suites = {
             name: {k: dataclasses.replace(t, seeds=seeds) for k, t in tasks.items()}
@@ -320,7 +327,17 @@ def select(
         }
     if only:
         keep = set(only.split(","))
-        envs = {k for tasks in all_suites.values() for k in tasks} & keep
+        known_envs = {k for tasks in all_suites.values() for k in tasks}
+        known = known_envs | {
+            m.label for ts in all_suites.values() for t in ts.values() for m in t.methods
+        }
+        unknown = sorted(keep - known)
+        if unknown:
+            raise ValueError(
+                f"--only: {unknown[0]!r} is no environment or method label of any suite; known: "
+                f"{', '.join(sorted(known))}"
+            )
+        envs = known_envs & keep
         labels = keep - envs
 
         def kept(env_id: str, label: str) -> bool:
