@@ -95,12 +95,27 @@ def main(argv: list[str] | None = None) -> int:
     names = names or [args.suite]
     if not args.quick and args.suite == "all":
         names.append("mujoco")
-    rows = []
     summary = root / "summary.csv"
     old = []
     if summary.exists():
         with summary.open() as f:
             old = list(csv.DictReader(f))
+    try:
+        return _run(names, tasks, root, args, old)
+    except ValueError as err:  # e.g. a finished cell run for other settings (finished_cell)
+        print(f"benchmarks.rl: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(
+    names: list[str],
+    tasks: dict,
+    root: Path,
+    args: argparse.Namespace,
+    old: list[dict],
+) -> int:
+    """The training suites ``names`` (and autoalpha's table); writes the summary tables."""
+    rows: list[dict] = []
     for name in names:
         if name == "mujoco" and not has_mujoco():
             print("mujoco suite skipped: the mujoco package is not installed", flush=True)
