@@ -33,7 +33,11 @@ def test_paired_ratio_follows_each_repeats_sb3_run(monkeypatch, tmp_path):
     sb3 = {0: 1000.0, 1: 500.0, 2: 600.0}
     ppo = {0: 1500.0, 1: 1500.0, 2: 900.0}
 
+    order: dict[int, list[str]] = {}
+
     def run_one(env_id, method, steps, seed):
+        if env_id == "Pendulum-v1":
+            order.setdefault(seed, []).append(method)
         return {"steps_per_s": {"sb3-ppo": sb3, "ppo": ppo}.get(method, sb3)[seed]}
 
     monkeypatch.setattr(throughput, "_run_one", run_one)
@@ -48,6 +52,8 @@ def test_paired_ratio_follows_each_repeats_sb3_run(monkeypatch, tmp_path):
         "| Pendulum-v1 | ppo | 1500 | 2.50 | 1.50 (1.50–3.00) |"
         in (tmp_path / "throughput.md").read_text()
     )
+    # every repeat runs every method once, in an order rotated by one each repeat
+    assert order[1] == order[0][1:] + order[0][:1] and sorted(order[2]) == sorted(order[0])
 
 
 class _Ticks:

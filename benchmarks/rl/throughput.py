@@ -30,7 +30,8 @@ def _run_one(env_id: str, method: str, steps: int, seed: int) -> dict[str, Any]:
 
 def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
     """Training env-steps/s, each (method, repeat) in its own fresh process
-    (:mod:`benchmarks.rl.throughput_one`), alternating between methods, median of the repeats:
+    (:mod:`benchmarks.rl.throughput_one`), alternating between methods, each repeat in a rotated
+    order (no method always runs last or always next to SB3's run), median of the repeats:
     rl/ algorithms, SB3 PPO with the same network / n_envs / n_steps / minibatch / epochs (the
     critic's included), and the random-action stepping rate of the same vector env (the ceiling).
     Pendulum-v1 with every rl/ algorithm; DeepSea10 (10-step episodes) and HalfCheetah-v5 (when
@@ -52,7 +53,9 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
     timings: dict[tuple[str, str], list[float]] = defaultdict(list)
     for rep in range(repeats):
         for env_id, algos in envs_algos:
-            for method in ["random", *algos, "sb3-ppo"]:
+            methods = ["random", *algos, "sb3-ppo"]
+            turn = rep % len(methods)
+            for method in methods[turn:] + methods[:turn]:
                 result = _run_one(env_id, method, steps, rep)
                 name = method.replace("random", "random actions (ceiling)")
                 timings[env_id, name].append(result["steps_per_s"])
@@ -81,8 +84,9 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
     lines = [
         f"Training env steps/s, n_envs {N_ENVS}, n_steps {N_STEPS}, {steps} steps per run, "
         f"median of {repeats} repeats, each method and repeat a fresh process, methods "
-        "alternating (1 torch thread; the clock runs from building the envs and the learner to "
-        f"the end of training, imports off the clock). PPO-style methods: {SB3_EPOCHS} epochs, "
+        "alternating in an order rotated every repeat (1 torch thread; the clock runs from "
+        "building the envs and the learner to the end of training, imports off the clock). "
+        f"PPO-style methods: {SB3_EPOCHS} epochs, "
         f"minibatch {SB3_MINIBATCH}, 64-64 tanh networks; every rl/ row fits its critic for "
         f"{SB3_EPOCHS} epochs of minibatch {SB3_MINIBATCH} (`value_epochs`, "
         "`value_minibatch_size`), the steps SB3's joint loss gives its value network, and the "
