@@ -11,7 +11,6 @@ The base q₀ is N(0, I) unless ``build(..., base="student-t", df=ν)`` asks for
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,6 @@ __all__ = [
     "FLOWS",
     "Flow",
     "build",
-    "check_options",
     "load",
     "names",
     "register",
@@ -194,7 +192,7 @@ def build(
     """
     factory = FLOWS.get(name)
     _check_sizes(name, dim, options)
-    check_options(name, factory, options)
+    FLOWS.check_options(name, factory, options, fixed=("dim",), also=_BUILD_OPTIONS)
     base_module = make_base(base, df, learn_df)
     transform = factory(dim, **options)
     config: dict[str, Any] = {"name": name, "dim": dim, "options": options}
@@ -223,19 +221,8 @@ def _check_sizes(name: str, dim: Any, options: dict[str, Any]) -> None:
         )
 
 
-def check_options(name: str, factory: Callable[..., Any], options: dict[str, Any]) -> None:
-    """One line naming an option the family does not take, and the ones it does (a family whose
-    factory passes ``**options`` on is left to its parts)."""
-    params = inspect.signature(factory).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    known = sorted(set(params) - {"dim"})
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise ValueError(
-            f"flow {name!r}: unknown option {unknown[0]!r}; its options: "
-            f"{', '.join(known) or 'none'} (and base, df, learn_df)"
-        )
+#: What :func:`build` takes besides the family's own options (for messages).
+_BUILD_OPTIONS = " (and base, df, learn_df)"
 
 
 @register("gaussian")

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vi_flows.flows import FLOWS, Flow, check_options, register, standard_normal_log_prob
+from vi_flows.flows import FLOWS, Flow, register, standard_normal_log_prob
 from vi_flows.losses import LOSSES, LossOutput
 from vi_flows.objectives import LogProb, check_log_prob_output
 from vi_flows.transforms import Compose, ElementwiseAffine, Transform
@@ -138,7 +138,8 @@ def _mixture(
         raise ValueError(f"mixture: components must be >= 1, got {components}")
     if family == "mixture":
         raise ValueError("mixture: family must be a non-mixture flow family")
-    check_options(family, FLOWS.get(family), options)  # the components' options, named
+    # the components' options, named against their family (build checks only its own)
+    FLOWS.check_options(family, FLOWS.get(family), options, fixed=("dim",))
     parts: list[Transform] = []
     for _ in range(int(components)):
         shift = ElementwiseAffine(dim)

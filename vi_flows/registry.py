@@ -20,6 +20,7 @@ vi_flows.registry.UnknownNameError: unknown color 'blue'; known: dark-red
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
 
@@ -109,6 +110,40 @@ class Registry(Generic[T]):
             extra = "".join(f", {p}:<name>" for p in sorted(self._prefixes))
             raise UnknownNameError(f"unknown {self.kind} {name!r}; known: {known}{extra}")
         return self._items[key]
+
+    def check_options(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        options: dict[str, Any],
+        *,
+        fixed: tuple[str, ...] = (),
+        also: str = "",
+    ) -> None:
+        """Raise one ``ValueError`` naming an option ``factory`` (what ``name`` resolved to) does
+        not take, and listing the ones it does. A factory that passes ``**options`` on is left
+        to what it calls.
+
+        Args:
+            fixed: arguments the caller passes itself (not options, e.g. ``dim``).
+            also: options the caller takes besides the factory's, for the message.
+
+        >>> colors = Registry("color")
+        >>> colors.check_options("rgb", lambda red, green=0: None, {"blue": 1})
+        Traceback (most recent call last):
+            ...
+        ValueError: color 'rgb': unknown option 'blue'; its options: green, red
+        """
+        params = inspect.signature(factory).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return
+        known = sorted(set(params) - set(fixed))
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise ValueError(
+                f"{self.kind} {name!r}: unknown option {unknown[0]!r}; its options: "
+                f"{', '.join(known) or 'none'}{also}"
+            )
 
     def names(self, *, with_prefixed: bool = False) -> list[str]:
         """The registered names, sorted; with ``with_prefixed``, also ``prefix:name`` for each

@@ -7,7 +7,6 @@ exact sampler, moments, mode locations and a plotting box.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -166,14 +165,7 @@ def get(name: str, **options: Any) -> Target:
         UnknownNameError: for an unknown name (the message lists the known ones).
     """
     factory = TARGETS.get(name)
-    params = inspect.signature(factory).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(options) - set(params))
-        if unknown:
-            known = ", ".join(sorted(params)) or "none (its size is fixed)"
-            raise ValueError(
-                f"target {name!r}: unknown option {unknown[0]!r}; its options: {known}"
-            )
+    TARGETS.check_options(name, factory, options)
     dim = options.get("dim", 1)
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         # Checked here, before a target builds (dim,)-shaped tensors from it.
