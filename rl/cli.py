@@ -273,12 +273,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         said = ""
         if args.command == "train":  # a run interrupted before its first checkpoint has none
-            saved = (Path(args.out) / "checkpoint.pt").exists()
-            said = (
-                " (the last checkpoint is intact; --resume continues)"
-                if saved
-                else (" before the first checkpoint: nothing to resume")
-            )
+            if (Path(args.out) / "checkpoint.pt").exists():
+                said = " (the last checkpoint is intact; --resume continues)"
+            else:
+                said = " before the first checkpoint: nothing to resume"
         print(f"vi-rl: interrupted{said}", file=sys.stderr)
         return 130
     finally:

@@ -33,7 +33,7 @@ from typing import Any, NoReturn
 import torch
 
 from vi_flows import distributed, flows, runfiles, targets
-from vi_flows.diagnostics import Diagnostics, diagnose
+from vi_flows.diagnostics import K_HAT_MAX, Diagnostics, diagnose
 from vi_flows.fit import NonFiniteError, fit
 from vi_flows.infer import InferConfig, auto_flow, infer
 
@@ -351,12 +351,12 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _warn_if_unreliable(diag: Diagnostics) -> None:
-    """The plain loop's miss, said on stderr (infer's verdict has the same k̂ > 0.7 rule)."""
-    if diag.k_hat > 0.7:
+    """The plain loop's miss, said on stderr (infer's verdict has the same k̂ rule)."""
+    if diag.k_hat > K_HAT_MAX:
         print(
-            f"vi-flows: warning: UNRELIABLE: PSIS k-hat = {diag.k_hat:.2f} > 0.7, ESS/n = "
-            f"{diag.ess:.3f}: the flow misses mass of p; run 'vi-flows fit' without --flow and "
-            "--steps (conditioning, a decaying step and a verdict), or fit longer",
+            f"vi-flows: warning: UNRELIABLE: PSIS k-hat = {diag.k_hat:.2f} > {K_HAT_MAX:g}, "
+            f"ESS/n = {diag.ess:.3f}: the flow misses mass of p; run 'vi-flows fit' without "
+            "--flow and --steps (conditioning, a decaying step and a verdict), or fit longer",
             file=sys.stderr,
         )
 

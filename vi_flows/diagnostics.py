@@ -12,7 +12,18 @@ from vi_flows import distributed
 from vi_flows.flows import Flow
 from vi_flows.objectives import as_log_prob, check_log_prob_output
 
-__all__ = ["EQUAL_LOG_WEIGHTS", "Diagnostics", "diagnose", "from_log_weights", "psis_khat"]
+__all__ = [
+    "EQUAL_LOG_WEIGHTS",
+    "K_HAT_MAX",
+    "Diagnostics",
+    "diagnose",
+    "from_log_weights",
+    "psis_khat",
+]
+
+#: The largest PSIS k̂ whose importance-weighted estimates are trusted (Vehtari et al.: above it
+#: q misses mass of p); infer's verdict, the plain CLI fit's warning and the Laplace check use it.
+K_HAT_MAX = 0.7
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from vi_flows import flows
-from vi_flows.diagnostics import Diagnostics, from_log_weights
+from vi_flows.diagnostics import K_HAT_MAX, Diagnostics, from_log_weights
 from vi_flows.fit import History, fit
 from vi_flows.importance import (
     defensive_log_weights,
@@ -162,8 +162,8 @@ class Inference:
         """One line: whether the draws can be trusted, and what to try when not."""
         k, ess = self.diagnostics.k_hat, self.diagnostics.ess
         total = self.diagnostics.n + self.nonfinite
-        if k > 0.7 or self.nonfinite > 0.01 * total:
-            why = f"k̂ = {k:.2f} > 0.7" if k > 0.7 else f"k̂ = {k:.2f}"
+        if k > K_HAT_MAX or self.nonfinite > 0.01 * total:
+            why = f"k̂ = {k:.2f} > {K_HAT_MAX:g}" if k > K_HAT_MAX else f"k̂ = {k:.2f}"
             if self.nonfinite:
                 why += f", {self.nonfinite} of {total} draws have a non-finite log p̃"
             return (

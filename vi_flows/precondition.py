@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from vi_flows import flows
-from vi_flows.diagnostics import psis_khat
+from vi_flows.diagnostics import K_HAT_MAX, psis_khat
 from vi_flows.fit import NonFiniteError, fit
 from vi_flows.modes import Mode, find_mode, laplace
 from vi_flows.objectives import as_log_prob
@@ -264,7 +264,7 @@ def choose(
             laplace_tril = torch.linalg.cholesky(mode.cov)
             laplace_elbo, k_hat = _gaussian_check(target, mode.loc, laplace_tril, check_samples)
             notes.append(f"Laplace: ELBO {laplace_elbo:.2f}, k̂ {k_hat:.2f}")
-            if how == "laplace" or (k_hat <= 0.7 and math.isfinite(laplace_elbo)):
+            if how == "laplace" or (k_hat <= K_HAT_MAX and math.isfinite(laplace_elbo)):
                 detail = (
                     f"laplace (mode by L-BFGS + Newton, most Laplace mass of {mode.starts} "
                     f"starts, inverse Hessian; {notes[0]})"
