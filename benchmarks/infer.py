@@ -280,10 +280,7 @@ def main() -> None:
         cases = CASES + [p for p in posteriordb.available() if p not in POSTERIORS]
     elif cases == ["posteriordb"]:  # every available posteriordb posterior (issue 16's suite)
         cases = posteriordb.available()
-    extra = ["funnel10", "gaussian100-cond1e4", "hier-logreg"]
-    check_names(
-        parser, "--cases", cases, [*dict.fromkeys([*CASES, *extra, *posteriordb.available()])]
-    )
+    check_names(parser, "--cases", cases, [*dict.fromkeys([*CASES, *posteriordb.available()])])
     out = out_folder(parser, args.out)
     path = out / "runs.csv"
     rows = read_csv(path) if path.exists() else []
