@@ -16,8 +16,8 @@ from torch import Tensor, nn
 
 from vi_flows.ais import ais
 from vi_flows.diagnostics import diagnose
+from vi_flows.kernels import pairwise_sq_dists
 from vi_flows.objectives import as_log_prob
-from vi_flows.svgd import pairwise_sq_dists
 
 __all__ = [
     "count_modes",
