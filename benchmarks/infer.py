@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import markdown_table, read_csv
+from benchmarks.common import SVGD_STEP, markdown_table, read_csv
 from benchmarks.files import check_names, out_folder, write_rows, write_text
 from vi_flows import flows, targets
 from vi_flows.diagnostics import diagnose
@@ -58,7 +58,6 @@ METHODS = ["infer", "infer-const", "old", "svgd-500"]
 #: (``gaussian``) or full-rank (``full-gaussian``) family instead of ``flow="auto"``; and
 #: ``infer-t``: infer with a Student-t base (``InferConfig(base="student-t")``).
 EXTRA_METHODS = ["advi-mf", "advi-fr", "infer-t"]
-SVGD_STEP = 0.05  # as in benchmarks/densities.py (the reference demos use 1e-2 to 5e-2)
 
 
 class RotatedGaussian(Target):

@@ -33,7 +33,14 @@ if TYPE_CHECKING:  # only for annotations: the libraries are imported when an ad
     from nflows.transforms import Transform as _NflowsBase
     from pyro.distributions.transforms import TransformModule
 
-__all__ = ["NflowsTransform", "PyroTransform", "nflows_spline", "pyro_planar", "pyro_coupling"]
+__all__ = [
+    "ContextFreeNet",
+    "NflowsTransform",
+    "PyroTransform",
+    "nflows_spline",
+    "pyro_planar",
+    "pyro_coupling",
+]
 
 
 class NflowsTransform(Transform):
@@ -93,8 +100,9 @@ class PyroTransform(Transform):
         return x, -self.inner.log_abs_det_jacobian(x, y)
 
 
-class _ContextFree(nn.Module):
-    """An MLP that accepts (and ignores) the ``context`` argument nflows passes conditioners."""
+class ContextFreeNet(nn.Module):
+    """An MLP that accepts (and ignores) the ``context`` argument nflows passes conditioners
+    (``transform_net_create_fn`` of nflows' coupling transforms)."""
 
     def __init__(self, net: nn.Sequential, hidden_features: int) -> None:
         super().__init__()
@@ -147,7 +155,7 @@ def nflows_spline(
         mask = alternating_mask(dim, i).to(torch.int64)  # nflows: >0 transforms, <=0 conditions
 
         def net(in_features: int, out_features: int) -> nn.Module:
-            return _ContextFree(mlp(in_features, out_features, tuple(hidden)), hidden[-1])
+            return ContextFreeNet(mlp(in_features, out_features, tuple(hidden)), hidden[-1])
 
         coupling = PiecewiseRationalQuadraticCouplingTransform(
             mask=1 - mask,
