@@ -134,3 +134,38 @@ def test_log_prob_of_standard_flow_is_standard_normal() -> None:
     x = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
     expected = -0.5 * x.square().sum(-1) - math.log(2 * math.pi)
     torch.testing.assert_close(q.log_prob(x), expected)
+
+
+#: The adapters keep their libraries' own initializations (pyro's planar m(0) = −0.31 contracts);
+#: a mixture's components start apart on purpose (identical components would stay identical).
+_NOT_AT_IDENTITY = {"nflows-spline", "pyro-planar", "pyro-coupling", "mixture"}
+
+
+@pytest.mark.parametrize("name", [f for f in FAMILIES if f not in _NOT_AT_IDENTITY])
+@pytest.mark.parametrize("dim", [1, 2, 10])
+def test_every_native_family_starts_near_the_identity(name: str, dim: int) -> None:
+    # The README's promise: a fresh flow is (close to) its base N(0, I), in every dimension.
+    if dim == 1 and name in {"realnvp", "nsf", "preconditioned"}:  # realnvp inside
+        pytest.skip("a coupling needs dim >= 2")
+    torch.manual_seed(0)
+    x = flows.build(name, dim).sample(20_000)
+    assert x.mean(0).abs().max() < 0.1, x.mean(0)
+    assert ((x.var(0) - 1).abs() < 0.15).all(), x.var(0)
+
+
+def test_a_planar_state_dict_from_before_the_offset_loads_as_it_was_fitted() -> None:
+    from vi_flows.transforms import Planar
+
+    torch.manual_seed(0)
+    old = Planar(3).double()
+    with torch.no_grad():
+        old.offset.zero_()  # Rezende & Mohamed's m(a) = −1 + ε + softplus(a)
+    state = {k: v for k, v in old.state_dict().items() if k != "offset"}
+    new = Planar(3).double()
+    new.load_state_dict(state)
+    assert float(new.offset) == 0.0
+    x = torch.randn(5, 3, dtype=torch.float64)
+    torch.testing.assert_close(new(x), old(x))
+    u, w = state["u"], state["w"]
+    m = -1.0 + 1e-6 + torch.nn.functional.softplus(w @ u)
+    torch.testing.assert_close(w @ new.u_hat(), m)  # wᵀû = m(wᵀu) with c = 0

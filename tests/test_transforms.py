@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import vi_flows.transforms as T
 from vi_flows.transforms.coupling import alternating_mask, mlp
-from vi_flows.transforms.planar import MARGIN
+from vi_flows.transforms.planar import IDENTITY_OFFSET, MARGIN
 
 DIM = 4
 
@@ -213,7 +213,7 @@ def test_planar_projection_divides_by_squared_norm() -> None:
         t.w.copy_(torch.tensor([3.0, -1.0, 2.0]))
         t.u.copy_(torch.tensor([-4.0, 1.0, 0.5]))
     wu = float((t.w @ t.u).detach())
-    expected = -1.0 + MARGIN + math.log1p(math.exp(wu))
+    expected = -1.0 + MARGIN + math.log1p(math.exp(wu + IDENTITY_OFFSET))  # m(wᵀu), m(0) = 0
     assert float((t.w @ t.u_hat()).detach()) == pytest.approx(expected, abs=1e-12)
 
 

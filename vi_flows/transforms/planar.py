@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,15 +16,22 @@ __all__ = ["Planar", "Radial"]
 #: inputs, which would put wᵀû (planar) or β (radial) exactly on the boundary, where the
 #: Jacobian is singular at one point and the log-det is -inf.
 MARGIN = 1e-6
+#: c with −1 + ε + softplus(c) = 0: planar's m(0) = 0, so u = 0 is the identity.
+IDENTITY_OFFSET = math.log(math.expm1(1.0 - MARGIN))
 
 
 class Planar(Transform):
     """y = x + û tanh(wᵀx + b), log|det| = log|1 + tanh'(wᵀx + b) wᵀû|.
 
     The map is invertible iff wᵀû ≥ −1 (tanh' ∈ (0, 1]). :meth:`u_hat` enforces it by moving u along
-    w: û = u + (m(wᵀu) − wᵀu) w / ‖w‖², m(a) = −1 + ε + softplus(a) (ε = :data:`MARGIN`), so
+    w: û = u + (m(wᵀu) − wᵀu) w / ‖w‖², m(a) = −1 + ε + softplus(a + c) (ε = :data:`MARGIN`), so
     that wᵀû = m(wᵀu) > −1.
     (Dividing by ‖w‖ instead of ‖w‖², a bug several public libraries shipped, breaks it.)
+
+    The offset c = log(e^(1−ε) − 1) ≈ 0.541 makes m(0) = 0, so small u and w give a map near
+    the identity. Rezende & Mohamed's m (c = 0, as in pyro) has m(0) = −0.31: at small w each
+    layer then contracts along w by 0.69 and sixteen layers start a 1-d flow at sd 0.003. A state
+    dict saved before c existed loads with c = 0 (the map it was fitted as).
 
     Args:
         dim: event size d.
@@ -33,6 +42,9 @@ class Planar(Transform):
     ...     _ = t.u.copy_(torch.tensor([-10.0, 0.0])); _ = t.w.copy_(torch.tensor([3.0, 0.0]))
     >>> bool(t.w @ t.u_hat() > -1)
     True
+    >>> _ = torch.nn.init.zeros_(t.u)
+    >>> t(torch.tensor([[0.5, -2.0]]))[0]  # u = 0: the identity
+    tensor([[ 0.5000, -2.0000]], grad_fn=<AddBackward0>)
     """
 
     has_inverse = False
@@ -42,13 +54,20 @@ class Planar(Transform):
         self.u = nn.Parameter(init_std * torch.randn(dim))
         self.w = nn.Parameter(init_std * torch.randn(dim))
         self.b = nn.Parameter(torch.zeros(()))
+        self.register_buffer("offset", torch.tensor(IDENTITY_OFFSET))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # a state dict from before the offset existed was fitted with m(a) = −1 + ε + softplus(a)
+        state_dict.setdefault(prefix + "offset", torch.tensor(0.0))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def u_hat(self) -> Tensor:
-        """The constrained û with wᵀû = −1 + ε + softplus(wᵀu) > −1 (invertibility)."""
+        """The constrained û with wᵀû = −1 + ε + softplus(wᵀu + c) > −1 (invertibility)."""
         wu = self.w @ self.u
         # The clamp only guards w = 0, where the direction of the correction is undefined.
         norm_sq = (self.w @ self.w).clamp_min(torch.finfo(self.w.dtype).tiny)
-        return self.u + ((-1.0 + MARGIN + F.softplus(wu)) - wu) * self.w / norm_sq
+        m = -1.0 + MARGIN + F.softplus(wu + self.offset)
+        return self.u + (m - wu) * self.w / norm_sq
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
