@@ -24,15 +24,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from rl.algorithms import ALGORITHMS, default_config
 from rl.config import field_docs, with_overrides
-from rl.presets import env_preset
+from rl.presets import env_ids, env_preset
 from vi_flows import distributed
 
 __all__ = ["main"]
@@ -85,7 +88,10 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         if args.overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
         if not (out / "checkpoint.pt").exists():
-            raise ValueError(f"--resume: {out} has no checkpoint.pt (nothing to resume)")
+            raise ValueError(
+                f"--resume: {out} has no checkpoint.pt (nothing to resume); --overwrite starts "
+                "the run again there"
+            )
         saved = saved_config(out)
         if args.algo is not None and args.algo != saved.algo:
             raise ValueError(
@@ -103,7 +109,15 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         if preset:
             fields["preset"] = fields["env_id"]
         cfg = with_overrides(default_config(algo), {**preset, **fields, **overrides})
-        lines = [_preset_line(fields["env_id"], algo, preset)] if preset else []
+        if preset:
+            lines = [_preset_line(fields["env_id"], algo, preset)]
+        elif args.no_preset:
+            lines = []
+        else:  # a miss is reported: the class defaults are untuned for this env
+            lines = [
+                f"vi-rl: no preset for {fields['env_id']} and {algo} (presets: "
+                f"{', '.join(env_ids())}); the class defaults apply (vi-rl config {algo})"
+            ]
         announce = _once(lines) if distributed.is_main() else None
     row = train(
         cfg,
@@ -128,6 +142,12 @@ def _once(lines: list[str]):
     def callback(run, row) -> None:
         if not said:
             extra = [_calibration_line(run.cfg)] if run.calibrated else []
+            if run.policy.head.rescaled:
+                extra.append(
+                    f"vi-rl: Box actions are mapped from [-1, 1] onto the env's bounds "
+                    f"({run.policy.head.rescaled}; --set action_rescale=off keeps the env's "
+                    "units)"
+                )
             for line in [*lines, *extra]:
                 tqdm.write(line, file=sys.stderr)
             said.append(True)
@@ -252,9 +272,20 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(text).split()) or type(err).__name__
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a scheduler), handled as Ctrl-C is: a run stopped before
+    its first checkpoint removes its files, and the exit status is 128 + 15."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vi-rl`` console script."""
     torch.set_num_threads(1)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     p = parser()
     args, extra = p.parse_known_args(argv)
     if extra and args.command != "train":
@@ -268,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"vi-rl: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if args.debug:
             raise
         said = ""
@@ -277,8 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                 said = " (the last checkpoint is intact; --resume continues)"
             else:
                 said = " before the first checkpoint: nothing to resume"
-        print(f"vi-rl: interrupted{said}", file=sys.stderr)
-        return 130
+        how = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        print(f"vi-rl: {how}{said}", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
     finally:
         distributed.shutdown()  # a no-op in one process
 

@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import math
 import textwrap
 import types
 import typing
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rl.action_head import RESCALE
 from rl.envs import ENV_BACKENDS
 from rl.temperature import AutoTemperature
 from vi_flows.runfiles import write_text
@@ -85,6 +87,11 @@ class TrainConfig:
     """Initial log-std of the Gaussian action noise ζ (Box actions)."""
     learn_log_std: bool = True
     """Learn the action log-std by the policy gradient (else keep it fixed)."""
+    action_rescale: str = "auto"
+    """Box actions: on (the policy acts in [−1, 1], mapped affinely onto a bounded Box), off
+    (actions in the env's units, clipped to the Box) or auto: on when the policy's unit-scale
+    start fits the Box badly, i.e. 0 lies outside it or a half-width is outside [0.1, 10]
+    (rl.action_head.box_rescale). Every env with a preset stays off under auto."""
     latent_dim: int = 4
     """Size m of the latent θ(s, ξ) of the auxiliary policy (§3.2)."""
     lr: float = 3e-4
@@ -214,6 +221,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "activation": (lambda a: a in ("tanh", "relu"), "tanh or relu"),
     "latent_dim": (lambda x: x >= 1, "an integer >= 1"),
     "init_log_std": (lambda x: abs(x) < float("inf"), "finite"),
+    "action_rescale": (lambda s: s in RESCALE, ", ".join(RESCALE)),
     "lr": (positive_finite, "> 0 and finite"),
     "max_grad_norm": (nonnegative_finite, ">= 0 and finite (0 disables clipping)"),
     "value_lr": (positive_finite, "> 0 and finite"),
@@ -286,7 +294,12 @@ def _parse(kind: Any, text: str) -> Any:
         parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
         return tuple(inner(p.strip()) for p in parts)
     if kind is int:
-        return int(float(text)) if "e" in text.lower() else int(text)
+        if "e" not in text.lower():
+            return int(text)
+        value = float(text)  # 1e6 is an integer; 1e400 and 1.5e0 are not
+        if not (math.isfinite(value) and value == int(value)):
+            raise ValueError(f"expected an integer, got {text!r}")
+        return int(value)
     return kind(text)
 
 

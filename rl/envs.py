@@ -84,6 +84,10 @@ def make_envs(env_id: str, num_envs: int, seed: int, backend: str = "gymnasium")
             f"unsupported action space {type(space).__name__} for {env_id!r}; "
             "vi-rl supports Box (continuous) and Discrete actions"
         )
+    obs_space = envs.single_observation_space
+    if isinstance(obs_space, gym.spaces.Box) and int(np.prod(obs_space.shape)) == 0:
+        envs.close()
+        raise ValueError(f"{env_id!r} has an empty observation space {obs_space}")
     if not isinstance(envs.single_observation_space, gym.spaces.Box):
         envs.close()
         kind = type(envs.single_observation_space).__name__
@@ -109,12 +113,15 @@ def _gymnasium_envs(env_id: str, num_envs: int, seed: int) -> gym.vector.SyncVec
         gym.spec(name)
     except gym.error.Error as err:
         raise ValueError(f"unknown environment id {env_id!r} ({err})") from None
-    envs = gym.make_vec(
-        env_id,
-        num_envs=num_envs,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-    )
+    try:
+        envs = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+        )
+    except gym.error.Error as err:  # e.g. DependencyNotInstalled (Box2D, MuJoCo)
+        raise ValueError(f"cannot make {env_id!r}: {err}") from None
     return envs
 
 

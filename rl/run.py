@@ -57,6 +57,7 @@ def build_policy(cfg: Any, obs_dim: int, action_space) -> torch.nn.Module:
         "activation": cfg.activation,
         "init_log_std": cfg.init_log_std,
         "learn_log_std": cfg.learn_log_std,
+        "action_rescale": cfg.action_rescale,
     }
     if cfg.policy == "bnn":
         options = json.loads(cfg.posterior_options)
@@ -94,7 +95,12 @@ def check_action_settings(cfg: Any, action_space: gym.Space) -> None:
     ignored). Saved runs are not checked: older ones may hold such settings, unused."""
     if not isinstance(action_space, gym.spaces.Discrete):
         return
-    box_only = {"init_log_std": 0.0, "learn_log_std": True, "rpo_alpha": 0.0}
+    box_only = {
+        "init_log_std": 0.0,
+        "learn_log_std": True,
+        "rpo_alpha": 0.0,
+        "action_rescale": "auto",
+    }
     fields = {f.name for f in dataclasses.fields(cfg)}
     for name, default in box_only.items():
         if name in fields and getattr(cfg, name) != default:

@@ -76,6 +76,35 @@ class OpaqueStateEnv(CountEnv):
         return obs, reward, self.sim.t >= self.length, trunc, info
 
 
+class ShiftedBoxEnv(CountEnv):
+    """A one-step bandit on Box(10, 11) scoring −(a − 10.8)²: 0 lies outside the Box, so an
+    unmapped unit-noise start clips every action to 10 and every return is the same."""
+
+    def __init__(self):
+        super().__init__(length=1)
+        self.action_space = gym.spaces.Box(10.0, 11.0, (1,), np.float32)
+
+    def step(self, action):
+        obs, _, term, trunc, info = super().step(action)
+        return obs, -float((np.asarray(action)[0] - 10.8) ** 2), term, trunc, info
+
+
+class EmptyObsEnv(CountEnv):
+    """An observation Box with no coordinates."""
+
+    def __init__(self):
+        super().__init__()
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (0,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(0, np.float32), {}
+
+    def step(self, action):
+        _, reward, term, trunc, info = super().step(action)
+        return np.zeros(0, np.float32), reward, term, trunc, info
+
+
 def register() -> None:
     if "CountTerm-v0" in gym.registry:
         return
@@ -88,6 +117,8 @@ def register() -> None:
     gym.register("ShiftedDiscrete-v0", entry_point=ShiftedDiscreteEnv)
     gym.register("MatrixBox-v0", entry_point=MatrixBoxEnv)
     gym.register("OpaqueState-v0", entry_point=OpaqueStateEnv)
+    gym.register("ShiftedBox-v0", entry_point=ShiftedBoxEnv)
+    gym.register("EmptyObs-v0", entry_point=EmptyObsEnv)
 
 
 # Importing the module registers them, so ``rl.testing:CountTerm-v0`` works as an env id.

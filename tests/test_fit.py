@@ -305,3 +305,14 @@ def test_a_few_non_finite_samples_are_masked_not_fatal() -> None:
     assert sum(history.masked) > 0 and not any(history.skipped)
     mean = q.sample(20_000).mean(0)
     assert torch.allclose(mean, torch.ones(2), atol=0.1)
+
+
+def test_a_flat_log_density_is_named_as_such_not_blamed_on_autograd() -> None:
+    q = flows.build("gaussian", 2)
+    uniform = lambda x: torch.where((x.abs() < 1).all(-1), 0.0 * x.sum(-1), -math.inf)  # noqa: E731
+    for log_p in (lambda x: 0.0 * x.sum(-1), uniform):
+        with pytest.raises(ValueError, match="one value at all of them: a flat .*log, logit"):
+            fit(q, log_p, 5, progress=False, seed=0, mask_fraction=0.5)
+    with pytest.raises(ValueError, match=r"zero at all .*samples of step 0.*\.item\(\)") as err:
+        fit(q, lambda x: (x * 0).sum(-1) + x.detach().sum(-1), 5, progress=False, seed=0)
+    assert "flat" not in str(err.value)  # varying values, no gradient: the autograd hint only

@@ -205,9 +205,37 @@ def test_auto_flow_rule_and_argument_checks() -> None:
         infer(gaussian, dim=3, objective="nope")
     with pytest.raises(ValueError, match="needs dim"):
         infer(gaussian)
-    for budget in (float("inf"), 0.0, float("nan")):
+    for budget in (float("inf"), 0.0, float("nan"), "5"):
         with pytest.raises(ValueError, match="time_budget must be None or a finite number > 0"):
             infer(gaussian, dim=3, time_budget=budget)
+    for seed in ("a", 1.5, -1, True):
+        with pytest.raises(ValueError, match="seed must be None or an integer >= 0"):
+            infer(gaussian, dim=3, seed=seed)
+    for config in ({}, {"lr": 1e-3}, 0):
+        with pytest.raises(TypeError, match="config must be None or an InferConfig, got"):
+            infer(gaussian, dim=3, config=config)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("schedule", "bogus", "schedule must be 'plateau-cosine' or 'constant'"),
+        ("lr", -1.0, "lr must be None or a finite number > 0"),
+        ("window", 0, "window must be an integer >= 1"),
+        ("num_samples", 0, "num_samples must be an integer >= 1"),
+        ("max_steps", 0, "max_steps must be an integer >= 1"),
+        ("min_steps", 1.5, "min_steps must be an integer >= 0"),
+        ("eval_samples", 1, "eval_samples must be an integer >= 100"),
+        ("decay_fraction", -1.0, "decay_fraction must be a finite number > 0"),
+        ("tol_gain", float("nan"), "tol_gain must be a finite number > 0"),
+        ("explore_budget", 1.0, r"explore_budget must be in \(0, 1\)"),
+        ("mask_fraction", 2.0, r"mask_fraction must be in \[0, 1\)"),
+        ("base", "cauchy", "base must be 'normal' or 'student-t'"),
+    ],
+)
+def test_infer_config_names_the_bad_field(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        InferConfig(**{field: value})
 
 
 def test_fixed_affine_inverts_exactly() -> None:
@@ -351,3 +379,60 @@ def test_the_verdict_reads_the_interval_not_the_point_estimate() -> None:
     assert noisy.verdict.startswith(("good", "usable"))
     drifting = dataclasses.replace(result, shift=0.12, shift_bound=0.15)
     assert drifting.verdict.startswith("BIASED") and "up to 0.15" in drifting.verdict
+
+
+def _two_modes(x: torch.Tensor) -> torch.Tensor:
+    """0.9 N((6, 6), I) + 0.1 N((−6, −6), I): 17 sds apart, out of reach of q's draws, yet
+    found from the mode search's starts in [−2, 2]²."""
+    major = math.log(0.9) - 0.5 * (x - 6.0).square().sum(-1)
+    minor = math.log(0.1) - 0.5 * (x + 6.0).square().sum(-1)
+    return torch.logaddexp(major, minor)
+
+
+def test_find_mode_keeps_every_separate_mode_with_its_mass() -> None:
+    gen = torch.Generator().manual_seed(0)
+    mode = find_mode(_two_modes, 2, restarts=8, generator=gen)
+    assert mode.loc.tolist() == pytest.approx([6.0, 6.0], abs=1e-3)
+    assert len(mode.others) == 1  # the starts that reached (3, 3) again are not repeats
+    loc, log_mass = mode.others[0]
+    assert loc.tolist() == pytest.approx([-6.0, -6.0], abs=1e-3)
+    assert log_mass - mode.log_mass == pytest.approx(math.log(0.1 / 0.9), abs=1e-3)
+
+
+def test_a_mode_q_never_draws_is_reported_and_a_mixture_starts_on_every_mode() -> None:
+    # Reverse KL from the Laplace whitening stays on the major mode: k̂ and ESS look perfect
+    # (no draw ever lands near the minor one), so only the mode search can tell.
+    with pytest.warns(UserWarning, match="BIASED: .*misses 1 of the 2 separate modes"):
+        one = infer(_two_modes, 2, flow="gaussian", steps=300, seed=0, progress=False)
+    assert "2 separate modes (Laplace mass 90%, 10%)" in one.precondition.detail
+    ((share, gap),) = one.missed_modes
+    assert share == pytest.approx(0.1, abs=1e-3) and gap > 10
+    # what the weights say: k̂ and the corrected means see nothing
+    assert one.diagnostics.k_hat < 0.5 and one.shift < 0.1
+    both = infer(
+        _two_modes,
+        2,
+        flow="mixture",
+        objective="mixture-kl",
+        steps=300,
+        seed=0,
+        progress=False,
+        config=FAST,
+    )
+    assert both.missed_modes == ()
+    share_minor = float((both.sample(20_000)[:, 0] < 0).double().mean())
+    assert 0.03 < share_minor < 0.3, share_minor
+
+
+def test_conditioning_says_why_laplace_was_not_used() -> None:
+    pilot = choose(gaussian, 3, "pilot", pilot_steps=50)
+    assert "Laplace not tried (precondition='pilot')" in pilot.detail
+    big = choose(gaussian, 3, "auto", laplace_max_dim=2, pilot_steps=50)
+    assert "Laplace skipped: d = 3 > 2" in big.detail
+    # sds 1e-3 and 1e3 with correlation 0.99: positive definite, condition number 5e13
+    cov = torch.tensor([[1e-6, 0.99 * 1e-3 * 1e3], [0.99 * 1e-3 * 1e3, 1e6]], dtype=torch.float64)
+    prec = torch.linalg.inv(cov)
+    mode = find_mode(lambda x: -0.5 * ((x.double() @ prec) * x.double()).sum(-1), 2)
+    assert mode.cov is None and "too ill-conditioned to invert (condition number" in mode.reason
+    saddle = find_mode(lambda x: -0.5 * x[..., 0].square() + 0.0 * x[..., 1], 2)
+    assert saddle.cov is None and "not positive definite" in saddle.reason

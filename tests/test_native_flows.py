@@ -249,6 +249,13 @@ def test_iaf_samples_in_one_pass_and_maf_inverts_in_one_pass() -> None:
         calls["n"] = 0
         q.log_prob(theta)
         assert calls["n"] == 2 * inverse_calls, name
+        # the flags that say so (rl refuses a posterior that samples one weight at a time)
+        flags = (q.transform.sequential_forward, q.transform.sequential_inverse)
+        assert flags == (forward_calls > 1, inverse_calls > 1), name
+    # a mixture's sample needs log q, which runs every component's inverse
+    mix = flows.build("mixture", d, components=2, family="iaf", layers=1, hidden=(8,))
+    assert mix.transform.sequential_forward and mix.transform.sequential_inverse
+    assert not flows.build("realnvp", d).transform.sequential_forward
 
 
 def test_student_t_target_matches_scipy() -> None:

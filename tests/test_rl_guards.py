@@ -3,6 +3,7 @@ normalise, evaluation episodes that never end, an interrupt before the first che
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 
@@ -151,3 +152,104 @@ def test_box_settings_on_discrete_actions_are_refused_for_new_runs_only():
     check_action_settings(cfg, gym.spaces.Box(-1.0, 1.0, (1,)))
     policy = build_policy(dataclasses.replace(cfg, hidden=(8,)), 4, gym.spaces.Discrete(2))
     assert policy.head.discrete
+
+
+def test_box_actions_far_from_unit_scale_are_mapped_onto_the_box():
+    from rl.action_head import ActionHead
+
+    shifted = ActionHead(gym.spaces.Box(10.0, 11.0, (1,), np.float32))  # auto: 0 is outside
+    assert "0 lies outside the Box" in shifted.rescaled
+    a = torch.tensor([[0.0], [1.0], [-1.0], [3.0], [0.6]])
+    np.testing.assert_allclose(shifted.to_env(a)[:, 0], [10.5, 11.0, 10.0, 11.0, 10.8])
+    wide = ActionHead(gym.spaces.Box(-100.0, 100.0, (2,), np.float32))
+    assert "half-widths 100-100" in wide.rescaled
+    np.testing.assert_allclose(wide.to_env(torch.tensor([[0.5, -0.25]])), [[50.0, -25.0]])
+    pendulum = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)  # every preset env stays as it was
+    assert ActionHead(pendulum).rescaled == ""
+    np.testing.assert_allclose(
+        ActionHead(pendulum).to_env(torch.tensor([[0.5], [3.0]])), [[0.5], [2.0]]
+    )
+    np.testing.assert_allclose(
+        ActionHead(pendulum, rescale="on").to_env(torch.tensor([[0.5]])), [[1.0]]
+    )
+    assert ActionHead(gym.spaces.Box(10.0, 11.0, (1,)), rescale="off").rescaled == ""
+    unbounded = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    assert ActionHead(unbounded, rescale="on").rescaled == ""
+    with pytest.raises(ValueError, match="action_rescale must be one of auto, on, off"):
+        ActionHead(pendulum, rescale="yes")
+
+
+def test_a_shifted_box_run_explores_it_and_says_so(tmp_path, capsys):
+    run = ["train", "--env", "ShiftedBox-v0", "--algo", "ppo", "--steps", "256", "--quiet"]
+    small = ["--set", "num_envs=2", "--set", "rollout_steps=64"]
+    assert main([*run, *small, "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "Box actions are mapped from [-1, 1] onto the env's bounds" in err
+    rows = list(csv.DictReader(open(tmp_path / "r" / "progress.csv")))
+    spread = [float(r["return_max"]) - float(r["return_min"]) for r in rows]
+    assert min(spread) > 0.01, spread  # unmapped, every action clipped to 10: all returns −0.64
+    assert main([*run, *small, "--set", "action_rescale=off", "--out", str(tmp_path / "o")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "o" / "progress.csv")))
+    assert {float(r["return_max"]) for r in rows} == {float(r["return_min"]) for r in rows}
+    assert (
+        main(
+            [
+                "train",
+                "--env",
+                "CountTerm-v0",
+                "--set",
+                "action_rescale=on",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 2
+    )
+    assert "action_rescale is for Box actions" in capsys.readouterr().err
+
+
+def test_integer_settings_are_integers():
+    from rl.algorithms import default_config
+    from rl.config import with_overrides
+
+    cfg = default_config("ppo")
+    assert with_overrides(cfg, {"total_steps": "1e6"}).total_steps == 1_000_000
+    for text in ("1e400", "1.5e0", "2.5"):
+        with pytest.raises(ValueError, match="total_steps"):
+            with_overrides(cfg, {"total_steps": text})
+
+
+def test_env_failures_and_empty_observations_are_one_line(tmp_path, capsys, monkeypatch):
+    assert (
+        main(["train", "--env", "EmptyObs-v0", "--steps", "32", "--out", str(tmp_path / "e")]) == 2
+    )
+    assert "has an empty observation space" in capsys.readouterr().err
+
+    def missing(*args, **kwargs):
+        raise gym.error.DependencyNotInstalled("Box2D is not installed, run `pip install swig`")
+
+    monkeypatch.setattr(gym, "make_vec", missing)
+    assert main(["train", "--env", "CountTerm-v0", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vi-rl: error: cannot make 'CountTerm-v0': Box2D is not installed")
+    assert "Traceback" not in err and not (tmp_path / "b").exists()
+
+
+def test_sigterm_is_handled_as_an_interrupt(tmp_path, capsys, monkeypatch):
+    from rl import cli
+
+    def killed(args, extra):
+        cli._terminate(15, None)  # what the SIGTERM handler main() installs does
+
+    monkeypatch.setattr(cli, "_train", killed)
+    assert main(["train", "--out", str(tmp_path / "r")]) == 143
+    assert "vi-rl: terminated before the first checkpoint" in capsys.readouterr().err
+
+
+def test_a_posterior_that_samples_one_weight_at_a_time_is_refused_for_a_network(tmp_path, capsys):
+    base = ["train", "--env", "CountTerm-v0", "--posterior", "maf", "--steps", "32", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "big")]) == 2
+    err = capsys.readouterr().err
+    assert "posterior 'maf' draws θ one weight at a time" in err and "iaf" in err
+    small = ["--set", "hidden=(4,)", "--set", "num_envs=2", "--set", "rollout_steps=16"]
+    assert main([*base, *small, "--out", str(tmp_path / "small")]) == 0  # 18 weights: fine

@@ -346,8 +346,17 @@ def test_as_target_wraps_distributions_and_duck_typed_objects() -> None:
     assert t.dim == 3 and t.name == "MultivariateNormal" and not t.has_sample
     x = torch.randn(2, 6, 3, generator=_gen(0))
     torch.testing.assert_close(t.log_prob(x), mvn.log_prob(x))
+    scalar = as_target(D.Normal(3.0, 0.5))  # one coordinate: log_prob of (n, 1) is (n,)
+    assert scalar.dim == 1
+    x1 = torch.randn(7, 1, generator=_gen(1))
+    torch.testing.assert_close(scalar.log_prob(x1), D.Normal(3.0, 0.5).log_prob(x1[:, 0]))
+    with pytest.raises(ValueError, match=r"batch_shape \(3,\) .*Independent\(dist, 1\)"):
+        as_target(D.Normal(torch.zeros(3), torch.ones(3)), dim=3)
     with pytest.raises(ValueError, match="dim=..."):
-        as_target(D.Normal(0.0, 1.0))
+        as_target(lambda x: -x.square().sum(-1))
+    for bad in (0, -1, 2.5, "2", True):
+        with pytest.raises(ValueError, match="dim must be None or an integer >= 1"):
+            as_target(lambda x: -x.square().sum(-1), dim=bad)
 
     class Duck:
         dim = 2

@@ -104,9 +104,17 @@ def _check_differentiable(log_p: Tensor, theta: Tensor) -> None:
         return  # the non-finite check reports it
     (grad,) = torch.autograd.grad(log_p[finite].sum(), theta, retain_graph=True, allow_unused=True)
     if grad is None or not bool((grad[finite] != 0).any()):
+        flat = bool((log_p[finite] == log_p[finite][0]).all())
+        why = (
+            "log p̃ takes one value at all of them: a flat (improper) density, or a uniform "
+            "one, which a flow on all of R^d cannot fit; map a bounded parameter to an "
+            "unbounded one (log, logit) and add the log-Jacobian. Otherwise, "
+            if flat
+            else ""
+        )
         raise ValueError(
             f"log_prob's gradient with respect to θ is zero at all {int(finite.sum())} samples of "
-            f"step 0, so fit cannot learn from it; {hint}"
+            f"step 0, so fit cannot learn from it; {why}{hint}"
         )
 
 

@@ -5,6 +5,8 @@
 * :func:`psis_weights` — Pareto-smoothed normalized weights (Vehtari et al. 2024).
 * :func:`moment_check` — q's means and sds against importance-corrected ones, with bootstrap
   intervals.
+* :func:`missed_modes` — separate modes of p̃ (from the mode search) where q has almost no
+  density: mass that q never draws, so that no importance weight can reveal it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ __all__ = [
     "CHECK_LEVEL",
     "CHECK_RESAMPLES",
     "DEFENSIVE_SCALE",
+    "MODE_GAP",
+    "MODE_MIN_SHARE",
     "defensive_log_weights",
     "log_weights",
+    "missed_modes",
     "moment_check",
     "psis_weights",
 ]
@@ -198,3 +203,61 @@ def moment_check(
         "shift_bound": max(bound, out["shift"]),
         "sd_ratio_bounds": (min(lo, out["sd_ratio"][0]), max(hi, out["sd_ratio"][1])),
     }
+
+
+#: A mode is missed when q's density there is below 1/20 of p's, log p̃(m) − log q(m) − log Ẑ
+#: > log 20: a flow that covers a mode matches p̃/Z at its peak far more closely than that.
+MODE_GAP = math.log(20.0)
+#: Modes holding less than this share of the modes' total Laplace mass are not checked.
+MODE_MIN_SHARE = 0.01
+
+
+@torch.no_grad()
+def missed_modes(
+    q: flows.Flow,
+    target: Target,
+    modes: tuple[tuple[Tensor, float], ...],
+    log_z: float,
+    *,
+    min_share: float = MODE_MIN_SHARE,
+    max_gap: float = MODE_GAP,
+) -> tuple[tuple[float, float], ...]:
+    r"""The separate modes of p̃ that q misses, as (Laplace mass share, gap in nats) each.
+
+    Importance weights cannot see mass that q never draws: a flow sitting on one of two modes
+    has k̂ ≈ 0 and ESS/n ≈ 1. A mode search can: at a mode m that q covers, q(m) ≈ p̃(m)/Z, so
+
+    .. math::
+
+        \text{gap}(m) = \log \tilde p(m) − \log q(m) − \log \hat Z ≈ 0,
+
+    while at a mode q misses, q(m) is tiny and the gap is large. ``modes`` are (location,
+    Laplace log mass) pairs, most mass first (:attr:`vi_flows.modes.Mode.others` and the best
+    one); with fewer than two, or a flow without ``log_prob`` at arbitrary points, there is
+    nothing to check and the answer is empty. Modes with less than ``min_share`` of the modes'
+    Laplace mass are skipped; a gap above ``max_gap`` is a miss.
+
+    Example:
+        >>> import torch
+        >>> from vi_flows import flows
+        >>> from vi_flows.targets import as_target
+        >>> two = lambda x: torch.logaddexp(-0.5 * (x - 5).square().sum(-1),
+        ...                                 -0.5 * (x + 5).square().sum(-1))
+        >>> q = flows.build("gaussian", 1)  # N(0, 1): covers neither mode
+        >>> modes = ((torch.tensor([5.0]), 0.92), (torch.tensor([-5.0]), 0.92))
+        >>> misses = missed_modes(q, as_target(two, 1), modes, log_z=0.0)
+        >>> [(share, round(gap, 1)) for share, gap in misses]  # log N(5; 0, 1) = −13.4
+        [(0.5, 13.4), (0.5, 13.4)]
+    """
+    if len(modes) < 2 or not q.has_log_prob:
+        return ()
+    shares = torch.softmax(torch.tensor([m for _, m in modes], dtype=torch.float64), 0)
+    dtype = next(iter(q.parameters()), torch.empty(0)).dtype
+    locs = torch.stack([loc for loc, _ in modes]).to(dtype)
+    log_p = torch.nan_to_num(target.log_prob(locs).double(), nan=-math.inf)
+    gaps = log_p - q.log_prob(locs).double() - log_z
+    return tuple(
+        (float(share), float(gap))
+        for share, gap in zip(shares, gaps, strict=True)
+        if share >= min_share and gap > max_gap
+    )

@@ -25,6 +25,7 @@ The turnkey path reads top to bottom: precondition → fit → verdict.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,11 +35,13 @@ import torch
 from torch import Tensor
 
 from vi_flows import flows
+from vi_flows.bases import StandardNormal
 from vi_flows.diagnostics import K_HAT_MAX, Diagnostics, from_log_weights
 from vi_flows.fit import History, fit
 from vi_flows.importance import (
     defensive_log_weights,
     log_weights,
+    missed_modes,
     moment_check,
     psis_weights,
 )
@@ -95,6 +98,35 @@ class InferConfig:
     def __post_init__(self) -> None:
         if self.base not in ("normal", "student-t"):
             raise ValueError(f"base must be 'normal' or 'student-t', got {self.base!r}")
+        if self.schedule not in ("plateau-cosine", "constant"):
+            raise ValueError(
+                f"schedule must be 'plateau-cosine' or 'constant', got {self.schedule!r}"
+            )
+        if self.lr is not None and not _positive(self.lr):
+            raise ValueError(f"lr must be None or a finite number > 0, got {self.lr!r}")
+        for name, low in (
+            ("num_samples", 1),
+            ("window", 1),
+            ("min_steps", 0),
+            ("max_steps", 1),
+            ("max_bad_steps", 0),
+            ("eval_samples", 100),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("tol_gain", "decay_fraction"):
+            if not _positive(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
+        if not (_positive(self.explore_budget) and self.explore_budget < 1):
+            raise ValueError(f"explore_budget must be in (0, 1), got {self.explore_budget!r}")
+        if not (isinstance(self.mask_fraction, (int, float)) and 0 <= self.mask_fraction < 1):
+            raise ValueError(f"mask_fraction must be in [0, 1), got {self.mask_fraction!r}")
+
+
+def _positive(x: Any) -> bool:
+    """A finite real number > 0 (not a bool)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
 def auto_flow(dim: int) -> tuple[str, dict[str, Any]]:
@@ -139,6 +171,10 @@ class Inference:
             bootstrap intervals. The verdict reads these bounds, not the point estimates: a
             heavy tail makes the importance estimate of p's sd noisy and biased toward q's, and
             a deficit the draws cannot rule out is flagged.
+        missed_modes: the separate modes found by the mode search where q has almost no
+            density, as (Laplace mass share, log p̃ − log q − log Ẑ there) each
+            (:func:`~vi_flows.importance.missed_modes`): mass q never draws, which k̂ and the
+            moment check cannot see. Any miss makes the verdict ``BIASED``.
     """
 
     flow: flows.Flow
@@ -154,6 +190,7 @@ class Inference:
     sd_ratio: tuple[float, float] = (1.0, 1.0)
     shift_bound: float = 0.0
     sd_ratio_bounds: tuple[float, float] = (1.0, 1.0)
+    missed_modes: tuple[tuple[float, float], ...] = ()
     _draws: Tensor = field(default=None, repr=False)  # type: ignore[assignment]
     _log_w: Tensor = field(default=None, repr=False)  # type: ignore[assignment]
 
@@ -166,10 +203,18 @@ class Inference:
             why = f"k̂ = {k:.2f} > {K_HAT_MAX:g}" if k > K_HAT_MAX else f"k̂ = {k:.2f}"
             if self.nonfinite:
                 why += f", {self.nonfinite} of {total} draws have a non-finite log p̃"
+            modes = f"; and {self._modes_missed()}" if self.missed_modes else ""
             return (
-                f"UNRELIABLE: {why}: the flow misses mass of p (often a tail); try a "
-                "heavy-tailed base (config=InferConfig(base='student-t')), objective='iw', a "
-                "larger flow, or more steps / a longer time_budget"
+                f"UNRELIABLE: {why}: the flow misses mass of p (often a tail{modes}); try "
+                f"{self._heavier()}objective='iw', a larger flow, or more steps / a longer "
+                "time_budget"
+            )
+        if self.missed_modes:
+            return (
+                f"BIASED: k̂ = {k:.2f}, but q misses {self._modes_missed()}: importance "
+                "weights cannot see mass q never draws; try flow='mixture' with "
+                "objective='mixture-kl' (its components start on the modes found), "
+                "objective='fab', or fit each mode on its own"
             )
         lo, hi = self.sd_ratio
         lo_b, hi_b = self.sd_ratio_bounds
@@ -183,16 +228,35 @@ class Inference:
                 f"BIASED: k̂ = {k:.2f}, but q's draws may be off the importance-corrected moments "
                 f"(worst mean shift {self.shift:.2f} sd, up to {self.shift_bound:.2f}; sd ratios "
                 f"{lo:.2f}-{hi:.2f}, 90% interval {lo_b:.2f}-{hi_b:.2f}; tolerated: shift < 0.1, "
-                "ratios in [0.9, 1.1]); use .resample() for corrected draws, a heavy-tailed "
-                "base (config=InferConfig(base='student-t')), or more steps / a longer time_budget"
+                f"ratios in [0.9, 1.1]); use .resample() for corrected draws, {self._heavier()}"
+                "or more steps / a longer time_budget"
             )
-        tail = f"; {self.nonfinite} of {total} draws have log p̃ = -inf" if self.nonfinite else ""
+        tail = (
+            f"; {self.nonfinite} of {total} draws have a non-finite log p̃" if self.nonfinite else ""
+        )
         if k > 0.5:
             return (
                 f"usable: k̂ = {k:.2f} in (0.5, 0.7], ESS/n = {ess:.2f}; means and sds are fine, "
                 f"importance-weighted estimates (resample) are noisier{tail}"
             )
         return f"good: k̂ = {k:.2f} ≤ 0.5, ESS/n = {ess:.2f}{tail}"
+
+    def _heavier(self) -> str:
+        """The heavy-tailed-base advice, unless the flow already has a Student-t base."""
+        if not isinstance(self.flow.base, StandardNormal):  # already heavy-tailed (Student-t)
+            return ""
+        return "a heavy-tailed base (config=InferConfig(base='student-t')), "
+
+    def _modes_missed(self) -> str:
+        """ "1 of the 2 separate modes the mode search found (Laplace mass 10%; q's density
+        there is e^-38 of p's)"."""
+        found = len(self.precondition.modes)
+        shares = ", ".join(f"{100 * s:.3g}%" for s, _ in self.missed_modes)
+        gaps = ", ".join(f"e^-{g:.3g}" for _, g in self.missed_modes)
+        return (
+            f"{len(self.missed_modes)} of the {found} separate modes the mode search found "
+            f"(Laplace mass {shares}; q's density there is {gaps} of p's)"
+        )
 
     def sample(self, n: int) -> Tensor:
         """``n`` draws from the fitted flow, (n, d)."""
@@ -371,11 +435,17 @@ def infer(
         An :class:`Inference`. Warns (``UserWarning``) when the verdict is unreliable.
     """
     start = time.perf_counter()
-    cfg = config or InferConfig()
+    if config is not None and not isinstance(config, InferConfig):
+        raise TypeError(f"config must be None or an InferConfig, got {type(config).__name__}")
+    cfg = config if config is not None else InferConfig()
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps must be None or an integer >= 1, got {steps!r}")
-    if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
+    if time_budget is not None and not _positive(time_budget):
         raise ValueError(f"time_budget must be None or a finite number > 0, got {time_budget!r}")
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
+    ):
+        raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
     loss = get_loss(objective)  # an unknown name fails here, listing the known ones
     tgt = as_target(target, dim)
     if objective == "fab":  # the turnkey AIS settings and replay buffer (fab_for_dim)
@@ -397,6 +467,11 @@ def infer(
     if objective == "fab" or isinstance(objective, FAB):  # D₂ needs heavy tails: FAB_BASE
         options = {**options, **FAB_BASE}
     q = precondition_flow(family, tgt.dim, cond, options)
+    if family == "mixture" and len(cond.modes) > 1:  # one component per mode found
+        mix = q.transform.parts[0]
+        locs = torch.stack([m for m, _ in cond.modes[: len(mix.components)]]) - cond.loc
+        z = torch.linalg.solve_triangular(cond.scale_tril, locs.T, upper=False).T
+        mix.start_at(z.to(mix.logits.dtype))
     lr = cfg.lr if cfg.lr is not None else (1e-2 if "gaussian" in family else 3e-3)
     ctl = _Controller(cfg, steps, time_budget, start)
     history = fit(
@@ -416,17 +491,21 @@ def infer(
     finite = log_w[torch.isfinite(log_w)]
     if finite.numel() < 2:
         raise ValueError("infer: fewer than 2 evaluation draws have a finite log p̃")
+    diagnostics = from_log_weights(finite, tgt.log_z)
+    checks = moment_check(draws, *defensive_log_weights(q, tgt, cfg.eval_samples))
+    misses = missed_modes(q, tgt, cond.modes, diagnostics.log_z)
     result = Inference(
         flow=q,
         target=tgt,
         history=history,
-        diagnostics=from_log_weights(finite, tgt.log_z),
+        diagnostics=diagnostics,
         precondition=cond,
         objective=objective if isinstance(objective, str) else repr(objective),
         seconds=time.perf_counter() - start,
         stop_reason=ctl.reason,
         nonfinite=nonfinite,
-        **moment_check(draws, *defensive_log_weights(q, tgt, cfg.eval_samples)),
+        **checks,
+        missed_modes=misses,
         _draws=draws,
         _log_w=log_w,
     )

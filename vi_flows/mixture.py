@@ -70,7 +70,23 @@ class MixtureTransform(Transform):
         super().__init__(dims.pop())
         self.needs_normal_base = True  # its log-det is log N(ξ) − log q(θ) (module docstring)
         self.components = nn.ModuleList(components)
+        self.sequential_forward = any(c.sequential_forward for c in components)
+        # log q at a sample runs every component's inverse
+        self.sequential_inverse = any(c.sequential_inverse for c in components)
+        self.sequential_forward |= self.sequential_inverse
         self.logits = nn.Parameter(torch.zeros(len(components)))
+
+    @torch.no_grad()
+    def start_at(self, locs: Tensor) -> None:
+        """Centre component k's closing shift at ``locs[k]`` for k < len(locs) (e.g. the modes a
+        mode search found); the others keep their start. Needs the components of
+        ``build("mixture", ...)``, each ending in an :class:`ElementwiseAffine`."""
+        if locs.dim() != 2 or locs.shape[1] != self.dim:
+            raise ValueError(f"locs must have shape (k, {self.dim}), got {tuple(locs.shape)}")
+        for comp, loc in zip(self.components, locs, strict=False):
+            if not (isinstance(comp, Compose) and isinstance(comp.parts[-1], ElementwiseAffine)):
+                raise TypeError("start_at needs components ending in an ElementwiseAffine")
+            comp.parts[-1].loc.copy_(loc)
 
     def log_weights(self) -> Tensor:
         """log π_k (K,)."""
@@ -149,6 +165,20 @@ def _mixture(
     return MixtureTransform(parts)
 
 
+def _mixture_and_after(q: Flow) -> tuple[MixtureTransform, Transform | None]:
+    """The mixture that starts q's transform, and the transforms after it (or None)."""
+    t = q.transform
+    if isinstance(t, MixtureTransform):
+        return t, None
+    if isinstance(t, Compose) and isinstance(t.parts[0], MixtureTransform):
+        rest = list(t.parts[1:])
+        return t.parts[0], (Compose(rest) if len(rest) > 1 else rest[0]) if rest else None
+    raise TypeError(
+        "mixture-kl needs a mixture flow: build('mixture', dim, ...), or one followed by other "
+        "transforms (infer(flow='mixture') preconditions it so)"
+    )
+
+
 @LOSSES.register("mixture-kl")
 class MixtureKL:
     r"""Reverse KL for a mixture flow with the stratified, fully reparameterized ELBO:
@@ -164,14 +194,15 @@ class MixtureKL:
     def __call__(
         self, q: Flow, log_prob: LogProb, num_samples: int, *, beta: float = 1.0
     ) -> LossOutput:
-        mix = getattr(q, "transform", None)
-        if not isinstance(mix, MixtureTransform):
-            raise TypeError("mixture-kl needs a mixture flow: build('mixture', dim, ...)")
+        mix, after = _mixture_and_after(q)
         m = math.ceil(num_samples / len(mix.components))
-        thetas = [comp(q.base_sample(m))[0] for comp in mix.components]
-        theta = torch.stack(thetas)  # (K, m, d)
-        flat = theta.reshape(-1, mix.dim)  # log p̃ is taken at this view, so fit sees its graph
-        log_q = mix.log_prob(theta)
+        z = torch.stack([comp(q.base_sample(m))[0] for comp in mix.components])  # (K, m, d)
+        log_q = mix.log_prob(z)
+        if after is None:
+            flat = z.reshape(-1, mix.dim)  # log p̃ is taken at this view: fit sees its graph
+        else:  # θ = g(z) for a bijection g after the mixture (a preconditioner's affine)
+            theta, ladj = after(z.reshape(-1, mix.dim))
+            flat, log_q = theta, log_q - ladj.reshape(log_q.shape)
         log_p_flat = log_prob(flat)
         check_log_prob_output(log_p_flat, flat)
         log_p = log_p_flat.reshape(log_q.shape)

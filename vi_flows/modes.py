@@ -24,6 +24,7 @@ Real posteriors defeat a single L-BFGS run in two ways, both seen on posteriordb
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ from torch import Tensor
 
 from vi_flows.objectives import as_log_prob
 
-__all__ = ["Mode", "find_mode", "laplace", "newton_refine"]
+__all__ = ["SEPARATE", "Mode", "find_mode", "laplace", "newton_refine", "separate_modes"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,51 @@ class Mode:
     (−inf without ``cov``)."""
     starts: int = 1
     """How many starting points were tried."""
+    others: tuple[tuple[Tensor, float], ...] = ()
+    """The other separate local modes the starts found, as (location, Laplace log mass), most
+    mass first: those with a positive-definite Hessian more than :data:`SEPARATE` sds (in their
+    own Laplace metric) from every mode kept before them. Mass that q may never visit, so
+    :func:`~vi_flows.infer.infer` checks q's density there."""
+
+
+#: Two modes closer than this many sds (Mahalanobis, in the kept mode's Laplace metric) are one.
+SEPARATE = 1.0
+
+
+def separate_modes(modes: list[Mode]) -> list[Mode]:
+    """The modes with a covariance, most Laplace mass first, without repeats: a mode is dropped
+    when it lies within :data:`SEPARATE` sds of one kept before it (several starts reach it).
+
+    >>> eye = torch.eye(1, dtype=torch.float64)
+    >>> at = lambda x, mass: Mode(torch.tensor([x], dtype=torch.float64), eye, 0.0, "", mass)
+    >>> [float(m.loc) for m in separate_modes([at(0.0, -1.0), at(4.0, 0.0), at(4.2, -0.5)])]
+    [4.0, 0.0]
+    """
+    kept: list[Mode] = []
+    for mode in sorted((m for m in modes if m.cov is not None), key=lambda m: -m.log_mass):
+        far = True
+        for k in kept:
+            chol = torch.linalg.cholesky(k.cov)
+            z = torch.linalg.solve_triangular(chol, (mode.loc - k.loc)[:, None], upper=False)
+            far = far and float(z.norm()) > SEPARATE
+        if far:
+            kept.append(mode)
+    return kept
+
+
+def _hessian(f: Any) -> Any:
+    """``torch.func.hessian(f)``, without the FutureWarning about ``torch.jit.script`` that
+    torch's own forward-mode decompositions print when first loaded (not the user's code)."""
+    hess = torch.func.hessian(f)
+
+    def call(x: Tensor) -> Tensor:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", r".*torch\.jit\.script.* is deprecated", FutureWarning
+            )
+            return hess(x)
+
+    return call
 
 
 def newton_refine(
@@ -79,7 +125,7 @@ def newton_refine(
     def f(v: Tensor) -> Tensor:
         return -fn(v[None])[0]
 
-    grad_f, hess_f = torch.func.grad(f), torch.func.hessian(f)
+    grad_f, hess_f = torch.func.grad(f), _hessian(f)
     x = x.detach().clone()
     fx = f(x).detach()
     for it in range(max_iter):
@@ -134,7 +180,7 @@ def _mode_from(fn: Any, x0: Tensor, max_iter: int, newton_max_dim: int) -> Mode:
     if dim <= newton_max_dim:
         mode, hess, _ = newton_refine(fn, mode)
     else:
-        hess = torch.func.hessian(lambda v: -fn(v[None])[0])(mode)
+        hess = _hessian(lambda v: -fn(v[None])[0])(mode)
     log_p = float(fn(mode[None])[0].detach())
     if not (torch.isfinite(mode).all() and math.isfinite(log_p)):
         return Mode(mode.double(), None, log_p, "the mode search diverged")
@@ -143,8 +189,16 @@ def _mode_from(fn: Any, x0: Tensor, max_iter: int, newton_max_dim: int) -> Mode:
         return Mode(mode.double(), None, log_p, "the Hessian at the mode is not finite")
     evals, evecs = torch.linalg.eigh(hess)
     # 1000 ε of the largest eigenvalue: a condition number of 1e12 is resolved in float64
-    if float(evals.min()) <= 1e3 * torch.finfo(x0.dtype).eps * float(evals.abs().max()):
-        return Mode(mode.double(), None, log_p, "the Hessian at the mode is not positive")
+    lo, top = float(evals.min()), float(evals.abs().max())
+    if lo <= 0.0:
+        why = f"the Hessian at the mode is not positive definite (eigenvalue {lo:.3g})"
+        return Mode(mode.double(), None, log_p, why)
+    if lo <= 1e3 * torch.finfo(x0.dtype).eps * top:
+        why = (
+            f"the Hessian at the mode is too ill-conditioned to invert (condition number "
+            f"{top / lo:.3g} > {1 / (1e3 * torch.finfo(x0.dtype).eps):.3g})"
+        )
+        return Mode(mode.double(), None, log_p, why)
     cov = (evecs / evals) @ evecs.T
     log_mass = log_p - 0.5 * float(evals.log().sum()) + 0.5 * dim * math.log(2 * math.pi)
     return Mode(mode.double(), 0.5 * (cov + cov.T), log_p, "", log_mass)
@@ -165,8 +219,9 @@ def find_mode(
     ``generator``, else torch's global RNG). From each: L-BFGS, then (d ≤ ``newton_max_dim``)
     saddle-free Newton steps until the Newton decrement is below 1e-9 nats
     (:func:`newton_refine`). Among the modes with a finite, positive-definite Hessian the one
-    with the largest Laplace mass log p̃(m) + ½ log det H⁻¹ wins; without any, the highest
-    log p̃ is returned with ``cov=None`` and the reason. Works in float64, falling back to the
+    with the largest Laplace mass log p̃(m) + ½ log det H⁻¹ wins, and the other separate ones
+    are kept in ``others`` (:func:`separate_modes`); without any, the highest log p̃ is
+    returned with ``cov=None`` and the reason. Works in float64, falling back to the
     default dtype for targets that only take float32; a start whose path meets a non-finite
     log p̃ is skipped.
     """
@@ -185,11 +240,12 @@ def find_mode(
                 last_err = err
         if not found:
             continue
-        with_cov = [m for m in found if m.cov is not None]
-        pool = with_cov or found
-        key = (lambda m: m.log_mass) if with_cov else (lambda m: m.log_p)
-        best = max(pool, key=key)
-        return Mode(best.loc, best.cov, best.log_p, best.reason, best.log_mass, len(starts))
+        distinct = separate_modes(found)
+        if distinct:
+            best, others = distinct[0], tuple((m.loc, m.log_mass) for m in distinct[1:])
+        else:
+            best, others = max(found, key=lambda m: m.log_p), ()
+        return Mode(best.loc, best.cov, best.log_p, best.reason, best.log_mass, len(starts), others)
     return Mode(torch.zeros(dim, dtype=torch.float64), None, -math.inf, f"failed: {last_err}")
 
 

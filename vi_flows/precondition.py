@@ -209,6 +209,25 @@ class Preconditioner:
     """How the choice was made (shown by ``Inference.summary``)."""
     seconds: float
     """Wall time spent choosing."""
+    modes: tuple[tuple[Tensor, float], ...] = ()
+    """The separate modes the mode search found, (location, Laplace log mass), most mass first
+    (empty without a search or a positive-definite Hessian); whatever whitening was chosen."""
+
+
+def _modes_found(mode: Mode | None) -> tuple[tuple[Tensor, float], ...]:
+    if mode is None or mode.cov is None:
+        return ()
+    return ((mode.loc, mode.log_mass), *mode.others)
+
+
+def _modes_note(modes: tuple[tuple[Tensor, float], ...]) -> str:
+    """ "2 separate modes (Laplace mass 90%, 10%)", or "" for one mode or none."""
+    if len(modes) < 2:
+        return ""
+    shares = torch.softmax(torch.tensor([m for _, m in modes], dtype=torch.float64), 0)
+    shown = ", ".join(f"{100 * float(s):.3g}%" if s >= 1e-4 else "<0.01%" for s in shares[:5])
+    more = f", {len(modes) - 5} more" if len(modes) > 5 else ""
+    return f"{len(modes)} separate modes (Laplace mass {shown}{more})"
 
 
 def _gaussian_check(target: Any, loc: Tensor, tril: Tensor, n: int) -> tuple[float, float]:
@@ -258,25 +277,32 @@ def choose(
     notes = []
     laplace_elbo, laplace_tril = -math.inf, None
     mode = None
+    modes: tuple[tuple[Tensor, float], ...] = ()
     if how == "laplace" or (how == "auto" and dim <= laplace_max_dim):
         mode = find_mode(target, dim)
+        modes = _modes_found(mode)
         if mode.cov is not None:
             laplace_tril = torch.linalg.cholesky(mode.cov)
             laplace_elbo, k_hat = _gaussian_check(target, mode.loc, laplace_tril, check_samples)
             notes.append(f"Laplace: ELBO {laplace_elbo:.2f}, k̂ {k_hat:.2f}")
             if how == "laplace" or (k_hat <= K_HAT_MAX and math.isfinite(laplace_elbo)):
+                found = f"; {_modes_note(modes)}" if len(modes) > 1 else ""
                 detail = (
                     f"laplace (mode by L-BFGS + Newton, most Laplace mass of {mode.starts} "
-                    f"starts, inverse Hessian; {notes[0]})"
+                    f"starts, inverse Hessian; {notes[0]}{found})"
                 )
                 seconds = time.perf_counter() - start
-                return Preconditioner("laplace", mode.loc, laplace_tril, detail, seconds)
+                return Preconditioner("laplace", mode.loc, laplace_tril, detail, seconds, modes)
         else:
             notes.append(f"Laplace rejected: {mode.reason}")
             if how == "laplace":
                 raise ValueError(f"precondition='laplace': {mode.reason}")
+    elif how == "pilot":
+        notes.append("Laplace not tried (precondition='pilot')")
     else:
         notes.append(f"Laplace skipped: d = {dim} > {laplace_max_dim}")
+    if len(modes) > 1:
+        notes.append(_modes_note(modes))
     try:
         loc, sd, pilot_elbo = pilot_gaussian(target, dim, steps=pilot_steps)
     except NonFiniteError as err:
@@ -287,8 +313,8 @@ def choose(
     seconds = time.perf_counter() - start
     if laplace_tril is not None and mode is not None and laplace_elbo >= pilot_elbo:
         detail = f"laplace ({'; '.join(notes)}; Laplace has the higher ELBO)"
-        return Preconditioner("laplace", mode.loc, laplace_tril, detail, seconds)
+        return Preconditioner("laplace", mode.loc, laplace_tril, detail, seconds, modes)
     if not math.isfinite(pilot_elbo):
-        return Preconditioner("none", zero, eye, f"none ({'; '.join(notes)})", seconds)
+        return Preconditioner("none", zero, eye, f"none ({'; '.join(notes)})", seconds, modes)
     detail = f"pilot-gaussian (mean-field, {pilot_steps} steps; {'; '.join(notes)})"
-    return Preconditioner("pilot-gaussian", loc, torch.diag(sd), detail, seconds)
+    return Preconditioner("pilot-gaussian", loc, torch.diag(sd), detail, seconds, modes)

@@ -8,6 +8,7 @@ exact sampler, moments, mode locations and a plotting box.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -186,6 +187,17 @@ def as_target(obj: Any, dim: int | None = None) -> Target:
         ValueError: when ``dim`` is needed but missing, or disagrees with ``obj``.
         TypeError: when ``obj`` is none of the above.
     """
+    if dim is not None and (
+        isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1
+    ):
+        raise ValueError(f"dim must be None or an integer >= 1, got {dim!r}")
+    dist = torch.distributions.Distribution
+    if isinstance(obj, dist) and obj.batch_shape and not obj.event_shape:
+        raise ValueError(
+            f"a torch distribution with batch_shape {tuple(obj.batch_shape)} and event_shape () "
+            "gives one log-density per coordinate; wrap it as torch.distributions."
+            "Independent(dist, 1) to get one per point"
+        )
     if isinstance(obj, Target):
         target = obj
     elif isinstance(obj, str):
@@ -195,6 +207,8 @@ def as_target(obj: Any, dim: int | None = None) -> Target:
         d = dim if dim is not None else getattr(obj, "dim", None)
         if d is None and len(getattr(obj, "event_shape", ())) == 1:
             d = obj.event_shape[0]
+        if d is None and isinstance(obj, dist) and not obj.batch_shape and not obj.event_shape:
+            d = 1  # a scalar distribution: log_prob of (n, 1) is (n, 1), accepted as (n,)
         if d is None:
             raise ValueError(
                 "as_target needs dim=... for a bare callable log-density (the dimension cannot "

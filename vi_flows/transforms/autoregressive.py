@@ -63,6 +63,8 @@ class MaskedAutoregressive(Transform):
     (True, True)
     """
 
+    sequential_inverse = True  # x_i needs x_{<i}: one MADE pass per coordinate
+
     def __init__(
         self,
         dim: int,

@@ -44,6 +44,10 @@ class Transform(nn.Module):
     #: ``True`` for transforms whose log-det holds only for x ~ N(0, I) (the mixture's, which
     #: is log N(x) − log q(y)): a :class:`~vi_flows.flows.Flow` refuses another base for them.
     needs_normal_base: bool = False
+    #: ``True`` when :meth:`forward` (sampling) takes one network pass per coordinate, d in all
+    #: (a MAF layer); :attr:`sequential_inverse` likewise for :meth:`inverse` (an IAF layer).
+    sequential_forward: bool = False
+    sequential_inverse: bool = False
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
         """Map ``x`` (..., dim) to ``(y, log|det ∂y/∂x|)`` with shapes ``(..., dim)``, ``(...)``."""
@@ -94,6 +98,8 @@ class Compose(Transform):
         self.parts = nn.ModuleList(parts)
         self.has_inverse = all(t.has_inverse for t in parts)
         self.needs_normal_base = parts[0].needs_normal_base
+        self.sequential_forward = any(t.sequential_forward for t in parts)
+        self.sequential_inverse = any(t.sequential_inverse for t in parts)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
@@ -128,6 +134,8 @@ class Inverse(Transform):
             raise ValueError(f"{type(base).__name__} has no closed-form inverse to wrap")
         super().__init__(base.dim)
         self.base = base
+        self.sequential_forward = base.sequential_inverse
+        self.sequential_inverse = base.sequential_forward
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.base.inverse(x)
