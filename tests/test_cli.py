@@ -172,3 +172,22 @@ def test_corrupt_or_crafted_flow_files_are_one_line(tmp_path, capsys) -> None:
 def test_debug_shows_the_traceback(tmp_path) -> None:
     with pytest.raises(ValueError, match="--samples"):
         main(["fit", "--samples", "0", "--debug"])
+
+
+def test_a_refused_fit_leaves_no_folder_not_even_runs(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default --out is runs/TARGET-FLOW
+    assert main(["fit", "--objective", "bogus"]) == 2
+    assert "unknown loss 'bogus'; known: " in _one_line_error(capsys)
+    monkeypatch.setattr(cli, "infer", lambda *a, **k: (_ for _ in ()).throw(ValueError("boom")))
+    assert main(["fit", "--quiet"]) == 2  # fails after runs/u1-realnvp was made
+    assert "boom" in _one_line_error(capsys)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_closed_pipe_ends_quietly(capsys, monkeypatch) -> None:
+    def closed():
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli.targets, "names", closed)  # what `vi-flows list | head` meets
+    assert main(["list"]) == 141
+    assert capsys.readouterr().err == ""

@@ -436,3 +436,23 @@ def test_conditioning_says_why_laplace_was_not_used() -> None:
     assert mode.cov is None and "too ill-conditioned to invert (condition number" in mode.reason
     saddle = find_mode(lambda x: -0.5 * x[..., 0].square() + 0.0 * x[..., 1], 2)
     assert saddle.cov is None and "not positive definite" in saddle.reason
+
+
+def test_a_target_that_fails_on_a_batch_says_what_it_was_given() -> None:
+    def one_point(x: torch.Tensor) -> torch.Tensor:
+        assert x.dim() == 1, "expects one point"
+        return -0.5 * x.square().sum()
+
+    with pytest.raises(AssertionError, match="expects one point") as err:
+        infer(one_point, dim=2, progress=False)
+    assert "called on a batch of shape (1, 2): a log-density takes (n, 2)" in str(
+        err.value.__notes__
+    )
+
+
+def test_draw_counts_are_checked() -> None:
+    result = infer(gaussian, dim=3, steps=20, seed=0, progress=False, config=FAST)
+    for n in (0, -1, 2.5, True):
+        for method in (result.sample, result.resample):
+            with pytest.raises(ValueError, match="n must be an integer >= 1"):
+                method(n)

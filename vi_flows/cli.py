@@ -25,6 +25,7 @@ import importlib.util
 import io
 import json
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -36,6 +37,7 @@ from vi_flows import distributed, flows, runfiles, targets
 from vi_flows.diagnostics import K_HAT_MAX, Diagnostics, diagnose
 from vi_flows.fit import NonFiniteError, fit
 from vi_flows.infer import InferConfig, auto_flow, infer
+from vi_flows.losses import get_loss
 
 __all__ = ["main"]
 
@@ -164,10 +166,12 @@ def _fit(args: argparse.Namespace) -> int:
             f"{args.draws} > {args.eval_samples}"
         )
     flow_name = args.flow or ("realnvp" if not turnkey else auto_flow(target.dim)[0])
-    flows.FLOWS.get(flow_name)  # an unknown family fails before any folder is made
+    flows.FLOWS.get(flow_name)  # an unknown name fails before any folder is made
+    if args.objective is not None:
+        get_loss(args.objective)
     options = _parse_options(args.option)
     out = Path(args.out) if args.out else _default_out(args.target, flow_name)
-    created = not out.exists()
+    made = [p for p in (out, *out.parents) if not p.exists()]  # what a failure must remove
     if distributed.is_main():
         try:
             runfiles.check_writable(out, "--out", create=True)
@@ -181,8 +185,9 @@ def _fit(args: argparse.Namespace) -> int:
         distributed.barrier()  # every rank leaves together (rank 0 writes last)
         return code
     except BaseException:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # a failed run leaves no empty folder behind
+        for folder in made:  # a failed run leaves no empty folder behind (runs/ included)
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise
 
 
@@ -375,7 +380,7 @@ def _list(_: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vi-flows", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="vi-flows", description=__doc__.split("\n")[0].replace("``", ""))
     parser.add_argument("--debug", action="store_true", help="show tracebacks of failures")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -393,10 +398,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="Adam step size, plain loop (3e-3)")
     p.add_argument("--stl", action="store_true", help="path-derivative (STL) gradient")
     p.add_argument("--objective", default=None, help="infer's loss: kl (default), stl, iw, ...")
-    p.add_argument("--precondition", default=None, help="auto (default), laplace, pilot or none")
+    p.add_argument(
+        "--precondition",
+        default=None,
+        choices=["auto", "laplace", "pilot", "none"],
+        help="infer's whitening (default: auto)",
+    )
     p.add_argument("--time-budget", type=float, default=None, help="seconds for infer")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-samples", type=int, default=100_000, help="samples for diagnostics")
+    p.add_argument("--seed", type=int, default=0, help="torch seed (default: 0)")
+    p.add_argument(
+        "--eval-samples",
+        type=int,
+        default=100_000,
+        help="draws for the diagnostics and verdict (default: 100000; infer's own is 16000)",
+    )
     p.add_argument(
         "--draws", type=int, default=None, help="rows of draws.csv (infer; 4000, at most all)"
     )
@@ -416,9 +431,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="reload a fitted flow and print its diagnostics")
     p.add_argument("run", help="a folder written by 'vi-flows fit'")
-    p.add_argument("--eval-samples", type=int, default=100_000)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--eval-samples", type=int, default=100_000, help="draws for the diagnostics (100000)"
+    )
+    p.add_argument("--seed", type=int, default=1, help="torch seed of the draws (default: 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     p.add_argument("--debug", action="store_true", help="show tracebacks of failures")
     p.set_defaults(func=_show)
 
@@ -438,6 +455,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return args.func(args)
+    except BrokenPipeError:  # the reader went away (vi-flows list | head): no error, no noise
+        try:  # later flushes of stdout (at exit) go nowhere instead of failing again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout without a file descriptor (captured)
+            pass
+        return 141  # as if killed by SIGPIPE, the shell's convention
     except _EXPECTED as err:
         if debug:
             raise

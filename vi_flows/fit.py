@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -349,9 +350,15 @@ def fit(
             )
         elif not torch.isfinite(log_p).all():
             bad = ~torch.isfinite(log_p)
+            support = (
+                "; -inf or NaN off a bounded support? a flow covers all of R^d: give a bounded "
+                "parameter in unconstrained coordinates (log or logit, plus its log-Jacobian)"
+                if bool((log_p[bad] != math.inf).any())
+                else ""
+            )
             problem = (
                 f"step {step}: log_prob returned non-finite values at {int(bad.sum())} of "
-                f"{num_samples} samples ({_describe_bad(log_p)})"
+                f"{num_samples} samples ({_describe_bad(log_p)}{support})"
             )
         else:
             theta.retain_grad()
@@ -389,7 +396,11 @@ def fit(
                 info.update(loss=float(both[0]), elbo=float(both[1]))
         info.update(beta=b, lr=float(opt.param_groups[0]["lr"]))
         if scheduler is not None:
-            scheduler.step()
+            with warnings.catch_warnings():  # a skipped step still advances the schedule
+                warnings.filterwarnings(
+                    "ignore", "Detected call of `lr_scheduler.step", UserWarning
+                )
+                scheduler.step()
             if world > 1:  # a schedule driven by wall time may differ between ranks: use rank 0's
                 lrs = distributed.broadcast_(torch.tensor([g["lr"] for g in opt.param_groups]))
                 for group, value in zip(opt.param_groups, lrs.tolist(), strict=True):

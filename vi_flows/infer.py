@@ -260,6 +260,7 @@ class Inference:
 
     def sample(self, n: int) -> Tensor:
         """``n`` draws from the fitted flow, (n, d)."""
+        _check_count(n)
         return self.flow.sample(n)
 
     @torch.no_grad()
@@ -269,6 +270,7 @@ class Inference:
         Draws come (with replacement) from a pool of max(4n, eval_samples) draws of q weighted
         by Pareto-smoothed w = p̃/q; with k̂ > 0.7 the correction is itself unreliable.
         """
+        _check_count(n)
         if self._draws is None or self._draws.shape[0] < 4 * n:
             self._draws, self._log_w, _ = log_weights(self.flow, self.target, 4 * n)
         weights = psis_weights(self._log_w)
@@ -313,6 +315,11 @@ class Inference:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def _check_count(n: Any) -> None:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
 
 
 def _flow_name(q: flows.Flow) -> str:
@@ -381,7 +388,8 @@ class _Controller:
         plateau = False
         if len(self.elbos) % w == 0:
             chunk = torch.tensor([e for e in self.elbos[-w:] if math.isfinite(e)] or [math.nan])
-            self.means.append((float(chunk.mean()), float(chunk.var() / max(1, chunk.numel()))))
+            var = float(chunk.var()) if chunk.numel() > 1 else math.nan  # one value: unknown
+            self.means.append((float(chunk.mean()), var / chunk.numel()))
             if step + 1 >= cfg.min_steps:
                 plateau = self._gain_upper_bound() < cfg.tol_gain / 1000.0
         if plateau or over_time:

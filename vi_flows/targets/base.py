@@ -126,7 +126,14 @@ class CallableTarget(Target):
 
     def _log_prob(self, x: Tensor) -> Tensor:
         flat = x.reshape(-1, self.dim)
-        out = self._fn(flat)
+        try:
+            out = self._fn(flat)
+        except Exception as err:  # the user's own error, kept; the note says what it was given
+            err.add_note(
+                f"vi_flows: {self.name} was called on a batch of shape {tuple(flat.shape)}: a "
+                f"log-density takes (n, {self.dim}) points and returns (n,) values"
+            )
+            raise
         if not isinstance(out, Tensor) or out.shape not in ((flat.shape[0],), (flat.shape[0], 1)):
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(
