@@ -58,9 +58,10 @@ class ZukoTransform(Transform):
     layers that is ``passes`` MADE evaluations per layer (2 for coupling form, d for MAF).
     """
 
-    def __init__(self, flow: Any, dim: int) -> None:
+    def __init__(self, flow: Any, dim: int, *, sequential_forward: bool = False) -> None:
         super().__init__(dim)
         self.flow = flow
+        self.sequential_forward = sequential_forward  # zuko's MAF samples in d passes
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.flow.transform().inv.call_and_ladj(x)
@@ -84,7 +85,11 @@ def build_family(family: str, dim: int, **extra: Any) -> flows.Flow:
     """One of :data:`FAMILIES` (``extra`` options, e.g. a base, go to ``build``) or a zuko peer
     (wrapped with the same standard-normal base and our elementwise affine head)."""
     if family in ZUKO_FAMILIES:
-        inner = ZukoTransform(zuko_flow(family, dim, **ZUKO_FAMILIES[family]["options"]), dim)
+        inner = ZukoTransform(
+            zuko_flow(family, dim, **ZUKO_FAMILIES[family]["options"]),
+            dim,
+            sequential_forward=family == "zuko-maf",
+        )
         return flows.Flow(Compose([inner, ElementwiseAffine(dim)]))
     return flows.build(family, dim, **FAMILIES[family]["options"], **extra)
 

@@ -61,12 +61,13 @@ def box_rescale(space: gym.Space, how: str = "auto") -> str:
     The policy starts with action means near 0 and unit noise (log σ = 0). That start suits a
     Box around [−1, 1]; on Box(10, 11) every action is clipped to 10 and every return is the
     same, and on Box(−100, 100) the noise explores a hundredth of the range. ``how="auto"``
-    maps a bounded Box affinely onto [−1, 1] exactly then: when 0 lies outside it or a
-    half-width is outside [0.1, 10]. ``"on"`` maps any bounded Box, ``"off"`` none (actions
-    in the env's units, clipped to the bounds). Unbounded Boxes and Discrete spaces never map.
+    maps a bounded Box affinely onto [−1, 1] exactly then: when 0 is not strictly inside it
+    (a bound at 0 clips half the start) or a half-width is outside [0.1, 10]. ``"on"`` maps any
+    bounded Box, ``"off"`` none (actions in the env's units, clipped to the bounds). Unbounded
+    Boxes and Discrete spaces never map.
 
     >>> box_rescale(gym.spaces.Box(10.0, 11.0, (1,)))
-    'action_rescale=auto: 0 lies outside the Box'
+    'action_rescale=auto: 0 is not strictly inside the Box'
     >>> pendulum = gym.spaces.Box(-2.0, 2.0, (1,))
     >>> box_rescale(pendulum), box_rescale(pendulum, "on")
     ('', 'action_rescale=on')
@@ -82,7 +83,7 @@ def box_rescale(space: gym.Space, how: str = "auto") -> str:
         return "action_rescale=on"
     half = (high - low) / 2
     if not ((low < 0) & (0 < high)).all():
-        return "action_rescale=auto: 0 lies outside the Box"
+        return "action_rescale=auto: 0 is not strictly inside the Box"
     if not ((0.1 <= half) & (half <= 10)).all():
         return (
             f"action_rescale=auto: half-widths {half.min():.3g}-{half.max():.3g} (not in [0.1, 10])"

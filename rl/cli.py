@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import os
 import signal
 import sys
 import threading
@@ -37,6 +37,7 @@ from rl.algorithms import ALGORITHMS, default_config
 from rl.config import field_docs, with_overrides
 from rl.presets import env_ids, env_preset
 from vi_flows import distributed
+from vi_flows.runfiles import strict_json
 
 __all__ = ["main"]
 
@@ -128,7 +129,7 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         callback=announce,
     )
     if distributed.is_main():
-        print(json.dumps(row))
+        print(strict_json(row))
     distributed.barrier()  # every rank leaves together (rank 0 writes last)
     return 0
 
@@ -176,7 +177,7 @@ def _eval(args: argparse.Namespace) -> int:
     from rl.evaluate import evaluate
 
     result = evaluate(args.run, episodes=args.episodes, stochastic_actions=args.stochastic)
-    print(json.dumps(result, indent=2))
+    print(strict_json(result, indent=2))
     return 0
 
 
@@ -284,8 +285,9 @@ def _terminate(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vi-rl`` console script."""
     torch.set_num_threads(1)
+    previous = None  # the caller's SIGTERM handler, put back on the way out
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, _terminate)
     p = parser()
     args, extra = p.parse_known_args(argv)
     if extra and args.command != "train":
@@ -294,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return _train(args, extra)
         return {"eval": _eval, "plot": _plot, "config": _config}[args.command](args)
+    except BrokenPipeError:  # the reader went away (vi-rl config ppo | head): no noise
+        try:  # later flushes of stdout (at exit) go nowhere instead of failing again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout without a file descriptor (captured)
+            pass
+        return 141  # as if killed by SIGPIPE, the shell's convention
     except EXPECTED as err:
         if args.debug:
             raise
@@ -313,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if isinstance(stop, Terminated) else 130
     finally:
         distributed.shutdown()  # a no-op in one process
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -90,8 +90,9 @@ class TrainConfig:
     action_rescale: str = "auto"
     """Box actions: on (the policy acts in [−1, 1], mapped affinely onto a bounded Box), off
     (actions in the env's units, clipped to the Box) or auto: on when the policy's unit-scale
-    start fits the Box badly, i.e. 0 lies outside it or a half-width is outside [0.1, 10]
-    (rl.action_head.box_rescale). Every env with a preset stays off under auto."""
+    start fits the Box badly, i.e. 0 is not strictly inside it or a half-width is outside
+    [0.1, 10] (rl.action_head.box_rescale). Every env with a preset stays off under auto; a run
+    saved before this field existed reloads with off."""
     latent_dim: int = 4
     """Size m of the latent θ(s, ξ) of the auxiliary policy (§3.2)."""
     lr: float = 3e-4

@@ -7,7 +7,6 @@ time step rather than one per episode step.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 
 from rl.envs import RunningMeanStd, make_envs
 from rl.policy_api import PolicyFamily
-from vi_flows.runfiles import write_text
+from vi_flows.runfiles import strict_json, write_text
 
 __all__ = ["MAX_EPISODE_STEPS", "evaluate", "evaluate_policy", "run_episodes"]
 
@@ -136,5 +135,5 @@ def evaluate(
     results = evaluate_policy(
         run.policy, run.cfg.env_id, episodes, seed, run.normalizer, stochastic_actions
     )
-    write_text(out / "eval.json", json.dumps(results, indent=2) + "\n")
+    write_text(out / "eval.json", strict_json(results, indent=2) + "\n")
     return results

@@ -53,6 +53,8 @@ __all__ = [
     "ActionMeanPolicy",
     "AuxiliaryPolicy",
     "POLICIES",
+    "SEQUENTIAL_MAX_DIM",
+    "check_posterior_speed",
     "make_policy",
 ]
 
@@ -123,6 +125,7 @@ class BNNPolicy(nn.Module):
             self.q = PointMass(dim)
         else:
             self.q = _build_posterior(posterior, dim, options)
+            check_posterior_speed(self.q)  # before any θ is drawn (σ*'s calibration draws)
         if isinstance(self.q, Flow) and isinstance(self.q.base, StudentT) and self.q.base.learn_df:
             raise ValueError(
                 "posterior_options: learn_df=True is not supported for a policy posterior (each "
@@ -360,23 +363,32 @@ def _build_posterior(posterior: str, dim: int, options: dict[str, Any]) -> Flow:
     """``vi_flows.flows.build(posterior, dim, **options)``, with a bad option said in one line
     that names ``posterior_options`` (build names an unknown key and the family's options)."""
     try:
-        q = build(posterior, dim, **options)
+        return build(posterior, dim, **options)
     except UnknownNameError:
         raise
     except (TypeError, ValueError) as err:
         raise ValueError(f"posterior_options {options}: {err}") from None
-    if q.transform.sequential_forward and dim > SEQUENTIAL_MAX_DIM:
-        raise ValueError(
-            f"posterior {posterior!r} draws θ one weight at a time: {dim} network passes per "
-            f"draw for this policy (accepted up to {SEQUENTIAL_MAX_DIM} weights); use a family "
-            "that samples in one pass (gaussian, lowrank-gaussian, realnvp, iaf, nsf)"
-        )
-    return q
 
 
 #: Policy weights up to which a posterior that samples one weight at a time is accepted (MAF:
 #: 130 weights train at ~40 env steps/s on CartPole; 4,600 did not finish one update in 5 min).
 SEQUENTIAL_MAX_DIM = 256
+
+
+def check_posterior_speed(q: Flow | PointMass) -> None:
+    """Refuse a weight posterior whose sampling pass is sequential over the weights (a MAF layer,
+    or a mixture, whose log q runs an IAF's inverse) for more than :data:`SEQUENTIAL_MAX_DIM`
+    weights: every session's θ would take d network passes per layer. Saved runs with one are
+    refused too: drawing their θ is as slow."""
+    if not isinstance(q, Flow) or not q.transform.sequential_forward:
+        return
+    if q.dim > SEQUENTIAL_MAX_DIM:
+        name = q.config.get("name", type(q.transform).__name__)
+        raise ValueError(
+            f"posterior {name!r} samples θ sequentially: {q.dim} network passes per layer "
+            f"for this policy's {q.dim} weights (accepted up to {SEQUENTIAL_MAX_DIM}); use a "
+            "family that samples in one pass (gaussian, lowrank-gaussian, realnvp, iaf, nsf)"
+        )
 
 
 #: The policy families by name (:class:`vi_flows.registry.Registry`).

@@ -307,6 +307,8 @@ def saved_config(out: Path) -> Any:
     path = out / "config.json"
     data = config_io.load_dict(path)
     algo = data.get("algo")
+    # a run saved before action_rescale existed acted in the env's own units
+    data.setdefault("action_rescale", "off")
     if algo not in ALGORITHMS:
         raise ValueError(f"{path}: field 'algo' = {algo!r} is not one of {', '.join(ALGORITHMS)}")
     try:

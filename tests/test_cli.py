@@ -79,7 +79,7 @@ def test_turnkey_fit_of_a_function_in_a_file(tmp_path, model, capsys) -> None:
         (["fit", "{model}:bad_shape", "--dim", "2"], "returned () for inputs (2, 2)"),
         (["fit", "{model}:not_a_tensor", "--dim", "2"], "returned float"),
         (["fit", "--samples", "0"], "--samples must be >= 1, got 0"),
-        (["fit", "--eval-samples", "1"], "--eval-samples must be >= 2, got 1"),
+        (["fit", "--eval-samples", "50"], "--eval-samples must be >= 100, got 50"),
         (["fit", "--steps", "-1"], "--steps must be >= 0, got -1"),
         (["fit", "--dim", "0", "funnel"], "--dim must be >= 1, got 0"),
         (["fit", "--dim", "abc"], "argument --dim: invalid int value"),
@@ -88,7 +88,7 @@ def test_turnkey_fit_of_a_function_in_a_file(tmp_path, model, capsys) -> None:
         (["fit", "--time-budget", "inf"], "--time-budget must be finite and > 0 seconds, got inf"),
         (["fit", "--steps", "3", "--objective", "iw"], "--objective, --precondition and --time"),
         (["fit", "--flow", "gaussian", "--precondition", "none"], "are infer's: drop --flow"),
-        (["fit", "--draws", "10", "--eval-samples", "5"], "--draws must be <= --eval-samples"),
+        (["fit", "--draws", "200", "--eval-samples", "150"], "--draws must be <= --eval-samples"),
         (["show", "{tmp}/nothing"], "run.json not found"),
     ],
 )

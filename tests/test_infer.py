@@ -393,7 +393,7 @@ def test_find_mode_keeps_every_separate_mode_with_its_mass() -> None:
     gen = torch.Generator().manual_seed(0)
     mode = find_mode(_two_modes, 2, restarts=8, generator=gen)
     assert mode.loc.tolist() == pytest.approx([6.0, 6.0], abs=1e-3)
-    assert len(mode.others) == 1  # the starts that reached (3, 3) again are not repeats
+    assert len(mode.others) == 1  # the starts that reached (6, 6) again are not repeats
     loc, log_mass = mode.others[0]
     assert loc.tolist() == pytest.approx([-6.0, -6.0], abs=1e-3)
     assert log_mass - mode.log_mass == pytest.approx(math.log(0.1 / 0.9), abs=1e-3)
@@ -456,3 +456,26 @@ def test_draw_counts_are_checked() -> None:
         for method in (result.sample, result.resample):
             with pytest.raises(ValueError, match="n must be an integer >= 1"):
                 method(n)
+
+
+def test_a_q_a_little_too_wide_everywhere_is_not_a_missed_mode() -> None:
+    # Equal modes at ±5·1 in d = 40, q the same mixture with sd 1.08: the gap at each mode is
+    # 40 log 1.08 ≈ 3.08 > log 20, but the same at both, so neither counts as missed.
+    from vi_flows.importance import missed_modes
+    from vi_flows.targets import as_target
+
+    d = 40
+
+    def log_p(x: torch.Tensor) -> torch.Tensor:
+        return torch.logaddexp(-0.5 * (x - 5.0).square().sum(-1), -0.5 * (x + 5.0).square().sum(-1))
+
+    torch.manual_seed(0)
+    q = flows.build("mixture", d, components=2, family="gaussian", init_scale=1.08).double()
+    q.transform.start_at(torch.stack([torch.full((d,), 5.0), torch.full((d,), -5.0)]).double())
+    modes = ((torch.full((d,), 5.0), 0.0), (torch.full((d,), -5.0), 0.0))
+    log_z = math.log(2.0) + 0.5 * d * math.log(2 * math.pi)
+    target = as_target(log_p, d)
+    assert missed_modes(q, target, modes, log_z) == ()
+    q.transform.start_at(torch.full((1, d), -5.0).double())  # both components on −5 now
+    ((share, gap),) = missed_modes(q, target, modes, log_z)
+    assert share == 0.5 and gap > 40

@@ -158,7 +158,7 @@ def test_box_actions_far_from_unit_scale_are_mapped_onto_the_box():
     from rl.action_head import ActionHead
 
     shifted = ActionHead(gym.spaces.Box(10.0, 11.0, (1,), np.float32))  # auto: 0 is outside
-    assert "0 lies outside the Box" in shifted.rescaled
+    assert "0 is not strictly inside the Box" in shifted.rescaled
     a = torch.tensor([[0.0], [1.0], [-1.0], [3.0], [0.6]])
     np.testing.assert_allclose(shifted.to_env(a)[:, 0], [10.5, 11.0, 10.0, 11.0, 10.8])
     wide = ActionHead(gym.spaces.Box(-100.0, 100.0, (2,), np.float32))
@@ -236,20 +236,44 @@ def test_env_failures_and_empty_observations_are_one_line(tmp_path, capsys, monk
 
 
 def test_sigterm_is_handled_as_an_interrupt(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
     from rl import cli
 
     def killed(args, extra):
-        cli._terminate(15, None)  # what the SIGTERM handler main() installs does
+        os.kill(os.getpid(), signal.SIGTERM)  # `kill` or `timeout` during a run
+        pytest.fail("SIGTERM did not stop the run")
 
     monkeypatch.setattr(cli, "_train", killed)
+    before = signal.getsignal(signal.SIGTERM)
     assert main(["train", "--out", str(tmp_path / "r")]) == 143
     assert "vi-rl: terminated before the first checkpoint" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
 
 
 def test_a_posterior_that_samples_one_weight_at_a_time_is_refused_for_a_network(tmp_path, capsys):
     base = ["train", "--env", "CountTerm-v0", "--posterior", "maf", "--steps", "32", "--quiet"]
     assert main([*base, "--out", str(tmp_path / "big")]) == 2
     err = capsys.readouterr().err
-    assert "posterior 'maf' draws θ one weight at a time" in err and "iaf" in err
+    assert "posterior 'maf' samples θ sequentially: " in err and "iaf" in err
     small = ["--set", "hidden=(4,)", "--set", "num_envs=2", "--set", "rollout_steps=16"]
     assert main([*base, *small, "--out", str(tmp_path / "small")]) == 0  # 18 weights: fine
+
+
+def test_a_run_saved_before_action_rescale_reloads_in_the_env_units(tmp_path, capsys):
+    import json
+
+    from rl.run import saved_config
+
+    out = tmp_path / "r"
+    run = ["train", "--env", "ShiftedBox-v0", "--algo", "ppo", "--steps", "64", "--quiet"]
+    assert main([*run, "--set", "num_envs=2", "--set", "rollout_steps=32", "--out", str(out)]) == 0
+    assert saved_config(out).action_rescale == "auto"
+    data = json.loads((out / "config.json").read_text())
+    del data["action_rescale"]  # what an older vi-rl wrote
+    (out / "config.json").write_text(json.dumps(data))
+    assert saved_config(out).action_rescale == "off"  # as that run was trained
+    assert main(["eval", str(out), "--episodes", "2"]) == 0
+    refuse = lambda c: pytest.fail(f"non-strict JSON constant {c}")  # noqa: E731
+    assert json.loads((out / "eval.json").read_text(), parse_constant=refuse)

@@ -122,7 +122,7 @@ def _check_args(args: argparse.Namespace) -> None:
     """Every range check before any work (one line naming the argument and the valid range)."""
     checks = [
         ("--samples", args.samples, args.samples >= 1, ">= 1"),
-        ("--eval-samples", args.eval_samples, args.eval_samples >= 2, ">= 2"),
+        ("--eval-samples", args.eval_samples, args.eval_samples >= 100, ">= 100"),
         ("--threads", args.threads, args.threads >= 1, ">= 1"),
     ]
     if args.steps is not None:
@@ -233,7 +233,7 @@ def _fit_plain(
         "seed": args.seed,
         "diagnostics": {**diag.__dict__, "kl": diag.kl},
     }
-    runfiles.write_text(out / "run.json", json.dumps(meta, indent=2, default=str))
+    runfiles.write_text(out / "run.json", runfiles.strict_json(meta, indent=2, default=str))
     figure = _figure(target, q, history, out)
     print(f"wrote {out / 'flow.pt'}, {out / 'history.csv'}, {out / 'run.json'}, {figure}")
     return 0
@@ -295,7 +295,7 @@ def _fit_turnkey(args: argparse.Namespace, target: targets.Target, out: Path) ->
         },
         "diagnostics": {**diag.__dict__, "kl": diag.kl},
     }
-    runfiles.write_text(out / "run.json", json.dumps(meta, indent=2, default=str))
+    runfiles.write_text(out / "run.json", runfiles.strict_json(meta, indent=2, default=str))
     figure = _figure(target, result.flow, result.history, out)
     names = ", ".join(str(out / n) for n in ("flow.pt", "history.csv", "draws.csv", "run.json"))
     print(f"wrote {names}, {figure}")

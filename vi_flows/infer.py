@@ -45,88 +45,13 @@ from vi_flows.importance import (
     moment_check,
     psis_weights,
 )
+from vi_flows.infer_config import InferConfig, positive_number
 from vi_flows.losses import get_loss
 from vi_flows.losses_mass import FAB, FAB_BASE, fab_for_dim
 from vi_flows.precondition import Preconditioner, choose, precondition
 from vi_flows.targets import Target, as_target
 
 __all__ = ["InferConfig", "Inference", "auto_flow", "infer", "psis_weights"]
-
-
-@dataclass(frozen=True)
-class InferConfig:
-    """Settings of :func:`infer` beyond its arguments (the defaults are the documented rule)."""
-
-    lr: float | None = None
-    """Peak Adam step size; ``None``: 1e-2 for Gaussian families, 3e-3 for deep flows (each
-    family's default in ``benchmarks/common.py``)."""
-    schedule: str = "plateau-cosine"
-    """``"plateau-cosine"`` (constant until the ELBO plateaus, then cosine decay to 0) or
-    ``"constant"`` (the old default, for comparison)."""
-    num_samples: int = 256
-    """Samples per step."""
-    window: int = 100
-    """Steps per ELBO window of the stopping rule."""
-    tol_gain: float = 0.01
-    """The constant phase ends once the ELBO is confidently gaining less than this many nats
-    per 1,000 steps: the least-squares slope of the window means over the second half of the
-    steps so far, plus two standard errors, is below it. Absolute, not relative as Stan's
-    ``tol_rel_obj``: adding a constant to log p̃ must not change when a fit stops."""
-    min_steps: int = 500
-    """Steps at constant step size before the rule may end that phase."""
-    max_steps: int = 20_000
-    """Cap on all steps when ``steps`` is None."""
-    decay_fraction: float = 0.5
-    """Decay-phase length as a fraction of the constant phase (at least ``min_steps``)."""
-    explore_budget: float = 0.6
-    """With a time budget, the constant phase ends by this fraction of it."""
-    mask_fraction: float = 0.05
-    """Up to this fraction of a step's samples may have non-finite log p̃ and be masked."""
-    max_bad_steps: int = 100
-    """Steps with more non-finite values than that may be skipped; then NonFiniteError."""
-    eval_samples: int = 16_000
-    """Draws for the verdict (ESS, k̂, ELBO, log Z) and the summary. 16,000 rather than 4,000,
-    because 4,000 is too few for the verdict to be stable. For one flow fitted to the 10-d funnel
-    (a miss: q's sd 0.41 of the truth in one direction), two 4,000-draw evaluations gave k̂ 0.76
-    and 0.59, and worst sd ratios q/PSIS of 0.81 (flagged) and 0.93 (not flagged). At 16,000
-    and 64,000 draws the ratios were 0.67 and 0.78, both flagged."""
-    base: str = "normal"
-    """The flow's base: ``"normal"`` or ``"student-t"`` (independent Student-t coordinates,
-    ν learned from 5; polynomial tails reach posteriors whose tails a Gaussian base through an
-    affine-tailed flow cannot, and a heavier-tailed q keeps importance weights bounded)."""
-
-    def __post_init__(self) -> None:
-        if self.base not in ("normal", "student-t"):
-            raise ValueError(f"base must be 'normal' or 'student-t', got {self.base!r}")
-        if self.schedule not in ("plateau-cosine", "constant"):
-            raise ValueError(
-                f"schedule must be 'plateau-cosine' or 'constant', got {self.schedule!r}"
-            )
-        if self.lr is not None and not _positive(self.lr):
-            raise ValueError(f"lr must be None or a finite number > 0, got {self.lr!r}")
-        for name, low in (
-            ("num_samples", 1),
-            ("window", 1),
-            ("min_steps", 0),
-            ("max_steps", 1),
-            ("max_bad_steps", 0),
-            ("eval_samples", 100),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        for name in ("tol_gain", "decay_fraction"):
-            if not _positive(getattr(self, name)):
-                raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
-        if not (_positive(self.explore_budget) and self.explore_budget < 1):
-            raise ValueError(f"explore_budget must be in (0, 1), got {self.explore_budget!r}")
-        if not (isinstance(self.mask_fraction, (int, float)) and 0 <= self.mask_fraction < 1):
-            raise ValueError(f"mask_fraction must be in [0, 1), got {self.mask_fraction!r}")
-
-
-def _positive(x: Any) -> bool:
-    """A finite real number > 0 (not a bool)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
 def auto_flow(dim: int) -> tuple[str, dict[str, Any]]:
@@ -175,6 +100,8 @@ class Inference:
             density, as (Laplace mass share, log p̃ − log q − log Ẑ there) each
             (:func:`~vi_flows.importance.missed_modes`): mass q never draws, which k̂ and the
             moment check cannot see. Any miss makes the verdict ``BIASED``.
+        modes_unchecked: several separate modes were found, but the flow has no log q at given
+            points (planar, radial), so whether q covers them is not known; the verdict says so.
     """
 
     flow: flows.Flow
@@ -191,6 +118,7 @@ class Inference:
     shift_bound: float = 0.0
     sd_ratio_bounds: tuple[float, float] = (1.0, 1.0)
     missed_modes: tuple[tuple[float, float], ...] = ()
+    modes_unchecked: bool = False
     _draws: Tensor = field(default=None, repr=False)  # type: ignore[assignment]
     _log_w: Tensor = field(default=None, repr=False)  # type: ignore[assignment]
 
@@ -210,11 +138,16 @@ class Inference:
                 "time_budget"
             )
         if self.missed_modes:
+            more = (
+                "a mixture with a component per mode (components=K)"
+                if "mixture" in _flow_name(self.flow)
+                else "flow='mixture' with objective='mixture-kl' (its components start on the "
+                "modes found)"
+            )
             return (
                 f"BIASED: k̂ = {k:.2f}, but q misses {self._modes_missed()}: importance "
-                "weights cannot see mass q never draws; try flow='mixture' with "
-                "objective='mixture-kl' (its components start on the modes found), "
-                "objective='fab', or fit each mode on its own"
+                f"weights cannot see mass q never draws; try {more}, objective='fab', or fit "
+                "each mode on its own"
             )
         lo, hi = self.sd_ratio
         lo_b, hi_b = self.sd_ratio_bounds
@@ -234,6 +167,11 @@ class Inference:
         tail = (
             f"; {self.nonfinite} of {total} draws have a non-finite log p̃" if self.nonfinite else ""
         )
+        if self.modes_unchecked:
+            tail += (
+                f"; the mode search found {len(self.precondition.modes)} separate modes, and "
+                "this flow has no log q at given points to check that q covers them"
+            )
         if k > 0.5:
             return (
                 f"usable: k̂ = {k:.2f} in (0.5, 0.7], ESS/n = {ess:.2f}; means and sds are fine, "
@@ -252,7 +190,7 @@ class Inference:
         there is e^-38 of p's)"."""
         found = len(self.precondition.modes)
         shares = ", ".join(f"{100 * s:.3g}%" for s, _ in self.missed_modes)
-        gaps = ", ".join(f"e^-{g:.3g}" for _, g in self.missed_modes)
+        gaps = ", ".join(f"e^-{g:.3g}" if math.isfinite(g) else "0" for _, g in self.missed_modes)
         return (
             f"{len(self.missed_modes)} of the {found} separate modes the mode search found "
             f"(Laplace mass {shares}; q's density there is {gaps} of p's)"
@@ -446,9 +384,11 @@ def infer(
     if config is not None and not isinstance(config, InferConfig):
         raise TypeError(f"config must be None or an InferConfig, got {type(config).__name__}")
     cfg = config if config is not None else InferConfig()
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+    if steps is not None and (
+        isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1
+    ):
         raise ValueError(f"steps must be None or an integer >= 1, got {steps!r}")
-    if time_budget is not None and not _positive(time_budget):
+    if time_budget is not None and not positive_number(time_budget):
         raise ValueError(f"time_budget must be None or a finite number > 0, got {time_budget!r}")
     if seed is not None and (
         isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
@@ -514,6 +454,7 @@ def infer(
         nonfinite=nonfinite,
         **checks,
         missed_modes=misses,
+        modes_unchecked=len(cond.modes) > 1 and not q.has_log_prob,
         _draws=draws,
         _log_w=log_w,
     )

@@ -55,9 +55,9 @@ class Mode:
     """How many starting points were tried."""
     others: tuple[tuple[Tensor, float], ...] = ()
     """The other separate local modes the starts found, as (location, Laplace log mass), most
-    mass first: those with a positive-definite Hessian more than :data:`SEPARATE` sds (in their
-    own Laplace metric) from every mode kept before them. Mass that q may never visit, so
-    :func:`~vi_flows.infer.infer` checks q's density there."""
+    mass first: those with a positive-definite Hessian more than :data:`SEPARATE` sds (in the
+    Laplace metric of the kept mode) from every mode kept before them. Mass that q may never
+    visit, so :func:`~vi_flows.infer.infer` checks q's density there."""
 
 
 #: Two modes closer than this many sds (Mahalanobis, in the kept mode's Laplace metric) are one.

@@ -18,6 +18,8 @@ or bit-flipped file is refused rather than loaded; each failure is one clear
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 import pickle
 import tempfile
@@ -35,6 +37,7 @@ __all__ = [
     "load",
     "save",
     "save_figure",
+    "strict_json",
     "write_text",
 ]
 
@@ -60,6 +63,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Call ``write(f)`` on ``PATH.tmp``, fsync it, then ``os.replace`` it onto ``path``."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
+    if not path.parent.is_dir():  # say so for the path asked for, not for its temp file
+        raise FileNotFoundError(2, "no such folder (create it first)", str(path.parent))
     try:
         with open(tmp, "wb") as f:
             write(f)
@@ -150,3 +155,23 @@ def load(path: str | Path, map_location: str | torch.device | None = None) -> An
         text = str(err).strip()
         reason = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
         raise RunFileError(f"{path}: truncated or corrupt ({reason})") from None
+
+
+def strict_json(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` with NaN and ±inf written as ``null``: Python's own JSON writes ``NaN`` and
+    ``Infinity``, which strict parsers (``jq``, JavaScript) refuse.
+
+    >>> strict_json({"return_mean": float("nan"), "steps": 3, "x": [1.5, float("inf")]})
+    '{"return_mean": null, "steps": 3, "x": [1.5, null]}'
+    """
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(value), allow_nan=False, **kwargs)

@@ -32,6 +32,7 @@ from vi_flows.kernels import (
     SteinKernel,
     get_kernel,
     median_bandwidth,
+    pairwise_sq_dists,
     row_chunks,
 )
 from vi_flows.objectives import LogProb, as_log_prob
@@ -48,6 +49,7 @@ __all__ = [
     "get_kernel",
     "median_bandwidth",
     "mlp_generator",
+    "pairwise_sq_dists",
     "svgd",
     "svgd_direction",
     "svgd_direction_from_score",

@@ -51,12 +51,24 @@ class NflowsTransform(Transform):
         dim: event size d.
         has_inverse: whether ``transform.inverse`` works (nflows raises for some, and e.g.
             ``NaiveLinear.inverse`` calls the removed ``torch.solve``).
+        sequential_forward, sequential_inverse: whether that direction takes one network pass
+            per coordinate (nflows' ``MaskedAffineAutoregressiveTransform`` inverts so); a
+            wrapper cannot tell, so the caller says.
     """
 
-    def __init__(self, transform: _NflowsBase, dim: int, has_inverse: bool = True) -> None:
+    def __init__(
+        self,
+        transform: _NflowsBase,
+        dim: int,
+        has_inverse: bool = True,
+        *,
+        sequential_forward: bool = False,
+        sequential_inverse: bool = False,
+    ) -> None:
         super().__init__(dim)
         self.inner = transform
         self.has_inverse = has_inverse
+        self.sequential_forward, self.sequential_inverse = sequential_forward, sequential_inverse
 
     def _apply_flat(self, fn: Any, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
@@ -80,12 +92,23 @@ class PyroTransform(Transform):
         transform: the pyro transform (an ``nn.Module``, so its parameters are ours to train).
         dim: event size d.
         has_inverse: whether pyro can invert it at arbitrary points (its planar cannot).
+        sequential_forward, sequential_inverse: whether that direction takes one network pass
+            per coordinate (pyro's ``AffineAutoregressive`` inverts so); the caller says.
     """
 
-    def __init__(self, transform: TransformModule, dim: int, has_inverse: bool) -> None:
+    def __init__(
+        self,
+        transform: TransformModule,
+        dim: int,
+        has_inverse: bool,
+        *,
+        sequential_forward: bool = False,
+        sequential_inverse: bool = False,
+    ) -> None:
         super().__init__(dim)
         self.inner = transform
         self.has_inverse = has_inverse
+        self.sequential_forward, self.sequential_inverse = sequential_forward, sequential_inverse
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         self._check(x)
