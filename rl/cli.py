@@ -285,9 +285,16 @@ def _terminate(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``vi-rl`` console script."""
     torch.set_num_threads(1)
-    previous = None  # the caller's SIGTERM handler, put back on the way out
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate)
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:  # the caller's handler back, also after an argument error (argparse's SystemExit)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _main(argv: list[str] | None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
     if extra and args.command != "train":
@@ -321,8 +328,6 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if isinstance(stop, Terminated) else 130
     finally:
         distributed.shutdown()  # a no-op in one process
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -479,3 +479,37 @@ def test_a_q_a_little_too_wide_everywhere_is_not_a_missed_mode() -> None:
     q.transform.start_at(torch.full((1, d), -5.0).double())  # both components on −5 now
     ((share, gap),) = missed_modes(q, target, modes, log_z)
     assert share == 0.5 and gap > 40
+
+
+def test_missed_modes_reads_gaps_against_the_best_covered_mode() -> None:
+    from vi_flows.importance import missed_modes
+    from vi_flows.targets import as_target
+
+    def log_p(x: torch.Tensor) -> torch.Tensor:  # 99.5% at +5, 0.5% at −5
+        major = math.log(0.995) - 0.5 * (x - 5.0).square().sum(-1)
+        return torch.logaddexp(major, math.log(0.005) - 0.5 * (x + 5.0).square().sum(-1))
+
+    target = as_target(log_p, 1)
+    modes = ((torch.tensor([5.0]), math.log(0.995)), (torch.tensor([-5.0]), math.log(0.005)))
+    q = flows.build("gaussian", 1)
+    with torch.no_grad():
+        q.transform.loc.fill_(-5.0)  # on the 0.5% mode, which is below min_share itself
+    log_z_hat = math.log(0.005) + 0.5 * math.log(2 * math.pi)  # what q's draws would say
+    ((share, gap),) = missed_modes(q, target, modes, log_z_hat)
+    assert share == pytest.approx(0.995) and gap > 40
+    with torch.no_grad():
+        q.transform.loc.fill_(float("nan"))  # a log q of NaN everywhere: every mode missed
+    assert len(missed_modes(q, target, modes, log_z_hat, min_share=0.0)) == 2
+
+
+def test_a_flow_without_log_q_says_the_modes_are_unchecked() -> None:
+    result = infer(_two_modes, 2, flow="planar", steps=50, seed=0, progress=False)
+    assert result.modes_unchecked and result.missed_modes == ()
+    # the verdict's tail on a fit that passes every other check
+    passing = dataclasses.replace(
+        result,
+        sd_ratio_bounds=(1.0, 1.0),
+        shift=0.0,
+        diagnostics=dataclasses.replace(result.diagnostics, k_hat=0.1),
+    )
+    assert "2 separate modes, and this flow has no log q at given points" in passing.verdict

@@ -256,6 +256,14 @@ def test_iaf_samples_in_one_pass_and_maf_inverts_in_one_pass() -> None:
     mix = flows.build("mixture", d, components=2, family="iaf", layers=1, hidden=(8,))
     assert mix.transform.sequential_forward and mix.transform.sequential_inverse
     assert not flows.build("realnvp", d).transform.sequential_forward
+    # a wrapper cannot see inside a foreign library's layer: its caller says
+    from vi_flows.transforms import Compose, NflowsTransform
+
+    inner = flows.build("nflows-spline", d, layers=1).transform
+    assert not (inner.sequential_forward or inner.sequential_inverse)
+    layer = inner.parts[0].inner
+    wrapped = Compose([NflowsTransform(layer, d, sequential_inverse=True)])
+    assert (wrapped.sequential_forward, wrapped.sequential_inverse) == (False, True)
 
 
 def test_student_t_target_matches_scipy() -> None:

@@ -275,5 +275,25 @@ def test_a_run_saved_before_action_rescale_reloads_in_the_env_units(tmp_path, ca
     (out / "config.json").write_text(json.dumps(data))
     assert saved_config(out).action_rescale == "off"  # as that run was trained
     assert main(["eval", str(out), "--episodes", "2"]) == 0
-    refuse = lambda c: pytest.fail(f"non-strict JSON constant {c}")  # noqa: E731
-    assert json.loads((out / "eval.json").read_text(), parse_constant=refuse)
+
+
+def test_printed_json_is_strict_and_a_closed_pipe_is_quiet(tmp_path, capsys, monkeypatch):
+    import json
+
+    from rl import cli
+
+    # 32 Pendulum steps: no episode (200 steps) ends, so return_mean is NaN in progress.csv
+    run = ["train", "--env", "Pendulum-v1", "--algo", "ppo", "--steps", "32", "--quiet"]
+    small = ["--set", "num_envs=2", "--set", "rollout_steps=16", "--out", str(tmp_path / "r")]
+    assert main([*run, *small]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    refuse = lambda c: pytest.fail(f"non-strict JSON constant {c} in {line}")  # noqa: E731
+    row = json.loads(line, parse_constant=refuse)
+    assert row["return_mean"] is None and row["env_steps"] == 32
+
+    def closed(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_config", closed)  # what `vi-rl config ppo | head` meets
+    assert main(["config", "ppo"]) == 141
+    assert capsys.readouterr().err == ""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
-import importlib.util
 import io
 import json
 import math
@@ -38,6 +37,7 @@ from vi_flows.diagnostics import K_HAT_MAX, Diagnostics, diagnose
 from vi_flows.fit import NonFiniteError, fit
 from vi_flows.infer import InferConfig, auto_flow, infer
 from vi_flows.losses import get_loss
+from vi_flows.targets.files import from_file, is_file_spec
 
 __all__ = ["main"]
 
@@ -65,43 +65,14 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def _is_file_spec(spec: str) -> bool:
-    head, sep, _ = spec.rpartition(":")
-    return bool(sep) and head.endswith(".py")
-
-
-def _file_target(spec: str, dim: int | None) -> targets.Target:
-    """``path/to/file.py:function`` → the function as a target (the file is imported: it is
-    the user's own code, named on the command line)."""
-    path_text, _, name = spec.rpartition(":")
-    path = Path(path_text)
-    if dim is None:
-        raise CliError(f"--dim is required for a target given as FILE.py:FUNCTION ({spec})")
-    if not path.is_file():
-        raise CliError(f"target file {str(path)!r} not found")
-    module_spec = importlib.util.spec_from_file_location(f"_vi_flows_target_{path.stem}", path)
-    if module_spec is None or module_spec.loader is None:
-        raise CliError(f"cannot import {str(path)!r} as a Python file")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as err:  # noqa: BLE001 - any failure of the user's file is reported as one line
-        raise CliError(f"importing {path} failed: {type(err).__name__}: {err}") from err
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        found = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
-        raise CliError(
-            f"{path} has no function {name!r} (functions there: {', '.join(found) or 'none'})"
-        )
-    return targets.as_target(fn, dim=dim)
-
-
 def _target(spec: str, dim: int | None) -> targets.Target:
     if dim is not None and dim < 1:
         raise CliError(f"--dim must be >= 1, got {dim}")
+    if is_file_spec(spec) and dim is None:
+        raise CliError(f"--dim is required for a target given as FILE.py:FUNCTION ({spec})")
     target = (
-        _file_target(spec, dim)
-        if _is_file_spec(spec)
+        from_file(spec, dim)
+        if is_file_spec(spec)
         else (targets.get(spec) if dim is None else targets.get(spec, dim=dim))
     )
     # One evaluation now, so a wrong shape or type is one line before any fitting.
@@ -140,7 +111,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _default_out(spec: str, flow: str) -> Path:
-    stem = Path(spec.rpartition(":")[2]).name if _is_file_spec(spec) else spec.replace(":", "-")
+    stem = Path(spec.rpartition(":")[2]).name if is_file_spec(spec) else spec.replace(":", "-")
     return Path(f"runs/{stem}-{flow}")
 
 
@@ -263,7 +234,7 @@ def _fit_turnkey(args: argparse.Namespace, target: targets.Target, out: Path) ->
     flows.save(result.flow, out / "flow.pt")
     result.history.to_csv(out / "history.csv")  # atomic (runfiles)
     torch.manual_seed(args.seed + 1)
-    draws, log_w = result._draws, result._log_w
+    draws, log_w = result.weighted_draws
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow([f"theta[{i + 1}]" for i in range(target.dim)] + ["log_weight"])
@@ -280,7 +251,7 @@ def _fit_turnkey(args: argparse.Namespace, target: targets.Target, out: Path) ->
         "target": args.target,
         "dim": target.dim,
         "target_options": {}
-        if args.dim is None or _is_file_spec(args.target)
+        if args.dim is None or is_file_spec(args.target)
         else {"dim": args.dim},
         "flow": result.flow.config["name"],
         "flow_options": result.flow.config["options"],
@@ -316,8 +287,8 @@ def _load_flow(path: Path) -> flows.Flow:
 
 
 def _show(args: argparse.Namespace) -> int:
-    if args.eval_samples < 2:
-        raise CliError(f"--eval-samples must be >= 2, got {args.eval_samples}")
+    if args.eval_samples < 100:
+        raise CliError(f"--eval-samples must be >= 100, got {args.eval_samples}")
     torch.set_num_threads(args.threads)
     run = Path(args.run)
     meta_path = run / "run.json"
@@ -341,7 +312,7 @@ def _show(args: argparse.Namespace) -> int:
         )
     q = _load_flow(run / "flow.pt")
     print(f"reloaded {run / 'flow.pt'}: flow {meta.get('flow')} on {spec}")
-    if _is_file_spec(spec):
+    if is_file_spec(spec):
         # Re-evaluating the target would import the user's file: loading a run runs no code.
         print(f"target {spec} is not re-imported; diagnostics saved at fit time:")
         for key, value in meta.get("diagnostics", {}).items():

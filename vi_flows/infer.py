@@ -45,7 +45,7 @@ from vi_flows.importance import (
     moment_check,
     psis_weights,
 )
-from vi_flows.infer_config import InferConfig, positive_number
+from vi_flows.infer_config import InferConfig, PlateauSchedule, positive_number
 from vi_flows.losses import get_loss
 from vi_flows.losses_mass import FAB, FAB_BASE, fab_for_dim
 from vi_flows.precondition import Preconditioner, choose, precondition
@@ -196,6 +196,13 @@ class Inference:
             f"(Laplace mass {shares}; q's density there is {gaps} of p's)"
         )
 
+    @property
+    def weighted_draws(self) -> tuple[Tensor, Tensor]:
+        """The draws of q behind the verdict (``config.eval_samples``; a larger pool once
+        :meth:`resample` needed one) and their log w = log p̃ − log q (−inf where log p̃ is
+        not finite)."""
+        return self._draws, self._log_w
+
     def sample(self, n: int) -> Tensor:
         """``n`` draws from the fitted flow, (n, d)."""
         _check_count(n)
@@ -269,79 +276,6 @@ def _flow_name(q: flows.Flow) -> str:
     return str(cfg.get("name"))
 
 
-class _Controller:
-    """The step-size rule and stopping rule, as fit's ``lr_schedule`` factor and ``callback``."""
-
-    def __init__(
-        self, cfg: InferConfig, steps: int | None, time_budget: float | None, start: float
-    ) -> None:
-        self.cfg, self.budget, self.start = cfg, time_budget, start
-        self.elbos: list[float] = []
-        self.means: list[tuple[float, float]] = []
-        self.decay_start: int | None = None
-        self.decay_len = 1
-        self.end = cfg.max_steps if steps is None else steps
-        self.reason = "step cap"
-        if steps is not None:  # a fixed budget: constant for half, cosine over the rest
-            self._begin_decay(steps // 2, steps - steps // 2, "the given number of steps")
-
-    def _begin_decay(self, at: int, length: int, reason: str) -> None:
-        self.decay_start, self.decay_len = at, max(1, length)
-        self.end = at + self.decay_len
-        self.reason = reason
-
-    def _gain_upper_bound(self) -> float:
-        """Slope (nats per step) of the window means over the second half, plus 2 se."""
-        recent = self.means[len(self.means) // 2 :]
-        if len(recent) < 5:
-            return math.inf
-        m = torch.tensor([r[0] for r in recent], dtype=torch.float64)
-        if not bool(torch.isfinite(m).all()):
-            return math.inf
-        x = torch.arange(len(recent), dtype=torch.float64) * self.cfg.window
-        xc = x - x.mean()
-        slope = float((xc * (m - m.mean())).sum() / xc.square().sum())
-        var_m = sum(r[1] for r in recent) / len(recent)
-        return slope + 2.0 * math.sqrt(var_m / float(xc.square().sum()))
-
-    def factor(self, step: int) -> float:
-        if self.cfg.schedule == "constant" or self.decay_start is None or step < self.decay_start:
-            return 1.0
-        frac = min(1.0, (step - self.decay_start) / self.decay_len)
-        return 0.5 * (1.0 + math.cos(math.pi * frac))
-
-    def __call__(self, step: int, info: dict[str, float]) -> bool:
-        elapsed = time.perf_counter() - self.start
-        if self.budget is not None and elapsed > self.budget:
-            self.reason = f"time budget {self.budget:g} s reached"
-            return True
-        if step + 1 >= self.end:
-            return True
-        self.elbos.append(info["elbo"])
-        if self.decay_start is not None:
-            return False
-        cfg, w = self.cfg, self.cfg.window
-        over_time = self.budget is not None and elapsed > cfg.explore_budget * self.budget
-        over_time |= step + 1 >= int(cfg.max_steps / (1.0 + cfg.decay_fraction))
-        plateau = False
-        if len(self.elbos) % w == 0:
-            chunk = torch.tensor([e for e in self.elbos[-w:] if math.isfinite(e)] or [math.nan])
-            var = float(chunk.var()) if chunk.numel() > 1 else math.nan  # one value: unknown
-            self.means.append((float(chunk.mean()), var / chunk.numel()))
-            if step + 1 >= cfg.min_steps:
-                plateau = self._gain_upper_bound() < cfg.tol_gain / 1000.0
-        if plateau or over_time:
-            explored = step + 1
-            length = max(cfg.min_steps, int(cfg.decay_fraction * explored))
-            length = min(length, cfg.max_steps - explored - 1)
-            if self.budget is not None:  # fit the decay into the time left
-                per_step = elapsed / max(1, explored)
-                length = min(length, int(0.95 * (self.budget - elapsed) / per_step))
-            why = "ELBO plateaued" if plateau else "constant phase reached its share of the budget"
-            self._begin_decay(step + 2, max(1, length), f"{why} at step {explored}, then decayed")
-        return False
-
-
 def infer(
     target: Any,
     dim: int | None = None,
@@ -370,7 +304,8 @@ def infer(
         precondition: ``"auto"``, ``"laplace"``, ``"pilot"`` or ``"none"``
             (:func:`vi_flows.precondition.choose`).
         steps: a fixed number of steps (constant step size for half, cosine decay for the rest);
-            ``None``: stop by the ELBO-plateau rule (:class:`InferConfig`), ``time_budget`` or
+            ``None``: stop by the ELBO-plateau rule
+            (:class:`~vi_flows.infer_config.PlateauSchedule`), ``time_budget`` or
             ``config.max_steps``.
         time_budget: wall-clock seconds for the whole call (conditioning included).
         seed: seeds torch's global RNG (the flow's initial weights and every draw).
@@ -421,7 +356,7 @@ def infer(
         z = torch.linalg.solve_triangular(cond.scale_tril, locs.T, upper=False).T
         mix.start_at(z.to(mix.logits.dtype))
     lr = cfg.lr if cfg.lr is not None else (1e-2 if "gaussian" in family else 3e-3)
-    ctl = _Controller(cfg, steps, time_budget, start)
+    ctl = PlateauSchedule(cfg, steps, time_budget, start)
     history = fit(
         q,
         tgt,

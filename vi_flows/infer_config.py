@@ -1,14 +1,18 @@
-"""The settings of :func:`vi_flows.infer.infer` beyond its arguments: one frozen dataclass whose
-defaults are the documented rule, each field checked on construction (one line naming it)."""
+"""The settings of :func:`vi_flows.infer.infer` beyond its arguments (:class:`InferConfig`, a
+frozen dataclass whose defaults are the documented rule, each field checked on construction) and
+the step-size and stopping rule they drive (:class:`PlateauSchedule`)."""
 
 from __future__ import annotations
 
 import math
 import numbers
+import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["InferConfig", "positive_number"]
+import torch
+
+__all__ = ["InferConfig", "PlateauSchedule", "positive_number"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +95,85 @@ def positive_number(x: Any) -> bool:
     """A finite real number > 0 (not a bool)."""
     real = isinstance(x, numbers.Real) and not isinstance(x, bool)
     return real and math.isfinite(x) and x > 0
+
+
+class PlateauSchedule:
+    """infer's step-size and stopping rule, as fit's ``lr_schedule`` factor (:meth:`factor`) and
+    ``callback`` (calling it after each step returns True to stop).
+
+    Constant step size until the ELBO plateaus (the least-squares slope of ``window``-step means
+    over the second half of the run, plus two standard errors, below ``tol_gain`` nats per 1,000
+    steps, after ``min_steps``), or until the constant phase has used ``explore_budget`` of a
+    time budget; then a cosine decay to 0 over ``decay_fraction`` of the steps so far (at least
+    ``min_steps``, fitted into the time left). With a fixed ``steps``: half constant, half decay.
+    :attr:`reason` says why the fit stopped.
+    """
+
+    def __init__(
+        self, cfg: InferConfig, steps: int | None, time_budget: float | None, start: float
+    ) -> None:
+        self.cfg, self.budget, self.start = cfg, time_budget, start
+        self.elbos: list[float] = []
+        self.means: list[tuple[float, float]] = []
+        self.decay_start: int | None = None
+        self.decay_len = 1
+        self.end = cfg.max_steps if steps is None else steps
+        self.reason = "step cap"
+        if steps is not None:  # a fixed budget: constant for half, cosine over the rest
+            self._begin_decay(steps // 2, steps - steps // 2, "the given number of steps")
+
+    def _begin_decay(self, at: int, length: int, reason: str) -> None:
+        self.decay_start, self.decay_len = at, max(1, length)
+        self.end = at + self.decay_len
+        self.reason = reason
+
+    def _gain_upper_bound(self) -> float:
+        """Slope (nats per step) of the window means over the second half, plus 2 se."""
+        recent = self.means[len(self.means) // 2 :]
+        if len(recent) < 5:
+            return math.inf
+        m = torch.tensor([r[0] for r in recent], dtype=torch.float64)
+        if not bool(torch.isfinite(m).all()):
+            return math.inf
+        x = torch.arange(len(recent), dtype=torch.float64) * self.cfg.window
+        xc = x - x.mean()
+        slope = float((xc * (m - m.mean())).sum() / xc.square().sum())
+        var_m = sum(r[1] for r in recent) / len(recent)
+        return slope + 2.0 * math.sqrt(var_m / float(xc.square().sum()))
+
+    def factor(self, step: int) -> float:
+        if self.cfg.schedule == "constant" or self.decay_start is None or step < self.decay_start:
+            return 1.0
+        frac = min(1.0, (step - self.decay_start) / self.decay_len)
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+
+    def __call__(self, step: int, info: dict[str, float]) -> bool:
+        elapsed = time.perf_counter() - self.start
+        if self.budget is not None and elapsed > self.budget:
+            self.reason = f"time budget {self.budget:g} s reached"
+            return True
+        if step + 1 >= self.end:
+            return True
+        self.elbos.append(info["elbo"])
+        if self.decay_start is not None:
+            return False
+        cfg, w = self.cfg, self.cfg.window
+        over_time = self.budget is not None and elapsed > cfg.explore_budget * self.budget
+        over_time |= step + 1 >= int(cfg.max_steps / (1.0 + cfg.decay_fraction))
+        plateau = False
+        if len(self.elbos) % w == 0:
+            chunk = torch.tensor([e for e in self.elbos[-w:] if math.isfinite(e)] or [math.nan])
+            var = float(chunk.var()) if chunk.numel() > 1 else math.nan  # one value: unknown
+            self.means.append((float(chunk.mean()), var / chunk.numel()))
+            if step + 1 >= cfg.min_steps:
+                plateau = self._gain_upper_bound() < cfg.tol_gain / 1000.0
+        if plateau or over_time:
+            explored = step + 1
+            length = max(cfg.min_steps, int(cfg.decay_fraction * explored))
+            length = min(length, cfg.max_steps - explored - 1)
+            if self.budget is not None:  # fit the decay into the time left
+                per_step = elapsed / max(1, explored)
+                length = min(length, int(0.95 * (self.budget - elapsed) / per_step))
+            why = "ELBO plateaued" if plateau else "constant phase reached its share of the budget"
+            self._begin_decay(step + 2, max(1, length), f"{why} at step {explored}, then decayed")
+        return False

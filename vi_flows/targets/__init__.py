@@ -4,7 +4,8 @@
 - :mod:`vi_flows.targets.toys`: toy targets with known answers (U1–U4, banana, funnel, ...);
 - :mod:`vi_flows.targets.heavy_tails`: the multivariate Student-t (``student-t``);
 - :mod:`vi_flows.targets.posteriordb`: real posteriors, registered under the prefix
-  ``posteriordb:``.
+  ``posteriordb:``;
+- :mod:`vi_flows.targets.files`: a function in a Python file, ``path/to/file.py:function``.
 
 A new target is a :class:`Target` subclass (or any factory returning one) registered with
 ``@register("name")`` or ``register("name", factory)``.
