@@ -186,6 +186,20 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def alternating_rates(
+    contenders: dict[str, flows.Flow], target: Any, rounds: int, steps: int
+) -> dict[str, list[float]]:
+    """Fit steps per second (batch 256) of each flow, ``rounds`` times in turn: alternating, so
+    a drift in the host's speed hits every contender alike."""
+    rates: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(rounds):
+        for name, q in contenders.items():
+            start = time.perf_counter()
+            fit(q, target, steps, num_samples=256, progress=False)
+            rates[name].append(steps / (time.perf_counter() - start))
+    return rates
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], digits: int = 3) -> str:
     """A GitHub Markdown table of ``columns`` from ``rows``."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

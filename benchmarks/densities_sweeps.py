@@ -14,7 +14,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.common import FAMILIES, NEEDS_TWO_DIMS, SVGD_STEP, fit_family  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    FAMILIES,
+    NEEDS_TWO_DIMS,
+    SVGD_STEP,
+    alternating_rates,
+    fit_family,
+)
 from benchmarks.files import save_figure, write_rows  # noqa: E402
 from vi_flows import flows, targets  # noqa: E402
 from vi_flows.fit import fit  # noqa: E402
@@ -126,12 +132,7 @@ def library_speed(out: Path, rounds: int, steps_per_round: int, seed: int) -> li
         "nflows AffineCouplingTransform": _nflows_affine_coupling(2),
         "pyro AffineCoupling": flows.build("pyro-coupling", 2, layers=8),
     }
-    rates: dict[str, list[float]] = {k: [] for k in contenders}
-    for _ in range(rounds):
-        for name, q in contenders.items():
-            t = time.perf_counter()
-            fit(q, target, steps_per_round, num_samples=256, progress=False)
-            rates[name].append(steps_per_round / (time.perf_counter() - t))
+    rates = alternating_rates(contenders, target, rounds, steps_per_round)
     ours = statistics.median(rates["ours (realnvp)"])
     rows = [
         {

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     FAMILIES,
     ZUKO_FAMILIES,
+    alternating_rates,
     evaluate,
     fit_or_fail,
     markdown_table,
@@ -196,14 +197,9 @@ def run_speed(out: Path, rounds: int, steps_per_round: int) -> list[dict]:
     for label, target in [("u1", targets.get("u1")), ("funnel10", targets.get("funnel", dim=10))]:
         torch.manual_seed(0)
         contenders = {name: build_family(name, target.dim) for name in SPEED_FAMILIES}
-        rates: dict[str, list[float]] = {k: [] for k in contenders}
         for q in contenders.values():  # warm-up outside the timing
             fit(q, target, 5, num_samples=256, progress=False)
-        for _ in range(rounds):
-            for name, q in contenders.items():
-                t = time.perf_counter()
-                fit(q, target, steps_per_round, num_samples=256, progress=False)
-                rates[name].append(steps_per_round / (time.perf_counter() - t))
+        rates = alternating_rates(contenders, target, rounds, steps_per_round)
         ours = statistics.median(rates["nsf"])
         for name, r in rates.items():
             med = statistics.median(r)
