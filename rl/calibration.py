@@ -145,7 +145,8 @@ def calibrate_std(
             if not rho > 0:
                 raise ValueError(
                     f"cannot calibrate posterior_std_target: the posterior at σ = {sigma:g} does "
-                    "not move the policy; set posterior_std_target explicitly"
+                    "not move the policy (an action space with one action, or a posterior the "
+                    "policy does not read); set posterior_std_target explicitly"
                 )
             if abs(rho / target - 1.0) < tol:
                 return float(sigma)

@@ -115,20 +115,35 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         elif args.no_preset:
             lines = []
         else:  # a miss is reported: the class defaults are untuned for this env
+            known = [e for e in env_ids() if env_preset(e, algo)]
             lines = [
-                f"vi-rl: no preset for {fields['env_id']} and {algo} (presets: "
-                f"{', '.join(env_ids())}); the class defaults apply (vi-rl config {algo})"
+                f"vi-rl: no preset for {fields['env_id']} and {algo} ({algo} presets: "
+                f"{', '.join(known) or 'none'}); the class defaults apply (vi-rl config {algo})"
             ]
         announce = _once(lines) if distributed.is_main() else None
+    ended = []  # episodes that ended in each update of this invocation
+
+    def callback(run, row) -> None:
+        ended.append(row.get("episodes", 0))
+        if announce is not None:
+            announce(run, row)
+
     row = train(
         cfg,
         out,
         resume=args.resume,
         progress=not args.quiet,
         overwrite=args.overwrite,
-        callback=announce,
+        callback=callback,
     )
     if distributed.is_main():
+        if ended and not any(ended):  # returns are unknown, not zero: say why
+            tqdm.write(
+                f"vi-rl: warning: no episode ended during this run ({len(ended)} updates), so no "
+                "return was measured (null); an environment without a time limit needs one "
+                "(gymnasium.wrappers.TimeLimit, or max_episode_steps when registering it)",
+                file=sys.stderr,
+            )
         print(strict_json(row))
     distributed.barrier()  # every rank leaves together (rank 0 writes last)
     return 0

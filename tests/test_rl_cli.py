@@ -293,7 +293,8 @@ def test_env_without_preset_records_none(tmp_path, capsys):
     ]
     assert main([*run, "--set", "num_envs=2", "--set", "rollout_steps=16"]) == 0
     err = capsys.readouterr().err  # the miss is said: the class defaults are untuned here
-    assert "no preset for CountTerm-v0 and vppo (presets: " in err and "Pendulum-v1" in err
+    assert "no preset for CountTerm-v0 and vppo (vppo presets: " in err and "Pendulum-v1" in err
+    assert "Acrobot-v1" not in err  # its entry holds SB3's zoo settings only, none of ours
     assert _saved(tmp_path / "r")["preset"] == ""
     no = ["--no-preset", "--out", str(tmp_path / "n")]
     assert main([*run[:-2], *no, "--set", "num_envs=2", "--set", "rollout_steps=16"]) == 0

@@ -286,10 +286,12 @@ def test_printed_json_is_strict_and_a_closed_pipe_is_quiet(tmp_path, capsys, mon
     run = ["train", "--env", "Pendulum-v1", "--algo", "ppo", "--steps", "32", "--quiet"]
     small = ["--set", "num_envs=2", "--set", "rollout_steps=16", "--out", str(tmp_path / "r")]
     assert main([*run, *small]) == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = capsys.readouterr()
+    line = printed.out.strip().splitlines()[-1]
     refuse = lambda c: pytest.fail(f"non-strict JSON constant {c} in {line}")  # noqa: E731
     row = json.loads(line, parse_constant=refuse)
     assert row["return_mean"] is None and row["env_steps"] == 32
+    assert "no episode ended during this run (1 updates)" in printed.err
 
     def closed(args):
         raise BrokenPipeError(32, "Broken pipe")
