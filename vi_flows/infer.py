@@ -356,7 +356,7 @@ def infer(
         z = torch.linalg.solve_triangular(cond.scale_tril, locs.T, upper=False).T
         mix.start_at(z.to(mix.logits.dtype))
     lr = cfg.lr if cfg.lr is not None else (1e-2 if "gaussian" in family else 3e-3)
-    ctl = PlateauSchedule(cfg, steps, time_budget, start)
+    ctl = PlateauSchedule(cfg, steps, time_budget, start, clock=time.perf_counter)
     history = fit(
         q,
         tgt,

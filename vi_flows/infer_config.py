@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,13 +107,19 @@ class PlateauSchedule:
     steps, after ``min_steps``), or until the constant phase has used ``explore_budget`` of a
     time budget; then a cosine decay to 0 over ``decay_fraction`` of the steps so far (at least
     ``min_steps``, fitted into the time left). With a fixed ``steps``: half constant, half decay.
-    :attr:`reason` says why the fit stopped.
+    :attr:`reason` says why the fit stopped. ``clock`` gives the seconds that ``start`` was
+    read from (``time.perf_counter``; a test passes its own).
     """
 
     def __init__(
-        self, cfg: InferConfig, steps: int | None, time_budget: float | None, start: float
+        self,
+        cfg: InferConfig,
+        steps: int | None,
+        time_budget: float | None,
+        start: float,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.cfg, self.budget, self.start = cfg, time_budget, start
+        self.cfg, self.budget, self.start, self.clock = cfg, time_budget, start, clock
         self.elbos: list[float] = []
         self.means: list[tuple[float, float]] = []
         self.decay_start: int | None = None
@@ -148,7 +155,7 @@ class PlateauSchedule:
         return 0.5 * (1.0 + math.cos(math.pi * frac))
 
     def __call__(self, step: int, info: dict[str, float]) -> bool:
-        elapsed = time.perf_counter() - self.start
+        elapsed = self.clock() - self.start
         if self.budget is not None and elapsed > self.budget:
             self.reason = f"time budget {self.budget:g} s reached"
             return True
