@@ -513,3 +513,18 @@ def test_a_flow_without_log_q_says_the_modes_are_unchecked() -> None:
         diagnostics=dataclasses.replace(result.diagnostics, k_hat=0.1),
     )
     assert "2 separate modes, and this flow has no log q at given points" in passing.verdict
+
+
+def test_summary_says_when_q_has_no_variance() -> None:
+    from vi_flows.transforms.affine import inv_softplus
+
+    result = infer(
+        gaussian, dim=3, steps=60, seed=0, progress=False, config=InferConfig(base="student-t")
+    )
+    assert "no finite" not in result.summary()  # ν starts at 5 and stays far above 2 here
+    with torch.no_grad():
+        result.flow.base.raw_df.fill_(inv_softplus(1.5, "df"))
+    assert "Student-t base has ν = 1.50: q has no finite variance, so" in result.summary()
+    with torch.no_grad():
+        result.flow.base.raw_df.fill_(inv_softplus(0.8, "df"))
+    assert "no finite variance nor mean" in result.summary()

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from vi_flows import flows
-from vi_flows.bases import StandardNormal
+from vi_flows.bases import StandardNormal, StudentT
 from vi_flows.diagnostics import K_HAT_MAX, Diagnostics, from_log_weights
 from vi_flows.fit import History, fit
 from vi_flows.importance import (
@@ -244,6 +244,13 @@ class Inference:
             lines.append(f"{name:<{width}} " + " ".join(f"{float(v):>10.4g}" for v in row))
         if len(names) > max_rows:
             lines.append(f"... {len(names) - max_rows} more (summary(max_rows=...))")
+        if isinstance(self.flow.base, StudentT) and float(self.flow.base.df()) <= 2:
+            nu = float(self.flow.base.df())
+            lost = "variance nor mean" if nu <= 1 else "variance"
+            lines.append(
+                f"(q's Student-t base has ν = {nu:.2f}: q has no finite {lost}, so the mean and "
+                "sd columns describe these draws, not p; read the quantiles)"
+            )
         d = self.diagnostics
         lines += [
             "",
