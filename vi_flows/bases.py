@@ -97,7 +97,7 @@ class StudentT(nn.Module):
         return (const - 0.5 * (df + 1) * torch.log1p(xi.square() / df)).sum(-1)
 
     def extra_repr(self) -> str:
-        return f"df={float(self.df()):.3g}, learn_df={self.learn_df}"
+        return f"df={float(self.df().detach()):.3g}, learn_df={self.learn_df}"
 
 
 def make_base(base: str = "normal", df: float | None = None, learn_df: bool = False) -> nn.Module:

@@ -244,8 +244,8 @@ class Inference:
             lines.append(f"{name:<{width}} " + " ".join(f"{float(v):>10.4g}" for v in row))
         if len(names) > max_rows:
             lines.append(f"... {len(names) - max_rows} more (summary(max_rows=...))")
-        if isinstance(self.flow.base, StudentT) and float(self.flow.base.df()) <= 2:
-            nu = float(self.flow.base.df())
+        nu = float(self.flow.base.df().detach()) if isinstance(self.flow.base, StudentT) else 3.0
+        if nu <= 2:
             lost = "variance nor mean" if nu <= 1 else "variance"
             lines.append(
                 f"(q's Student-t base has ν = {nu:.2f}: q has no finite {lost}, so the mean and "
