@@ -422,6 +422,9 @@ def test_a_mode_q_never_draws_is_reported_and_a_mixture_starts_on_every_mode() -
     assert both.missed_modes == ()
     share_minor = float((both.sample(20_000)[:, 0] < 0).double().mean())
     assert 0.03 < share_minor < 0.3, share_minor
+    # a mixture that still misses one is told to add components, not to become a mixture
+    again = dataclasses.replace(both, missed_modes=((0.1, 50.0),)).verdict
+    assert "flows.build('mixture', d, components=K)" in again and "flow='mixture'" not in again
 
 
 def test_conditioning_says_why_laplace_was_not_used() -> None:

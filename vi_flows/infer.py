@@ -139,7 +139,8 @@ class Inference:
             )
         if self.missed_modes:
             more = (
-                "a mixture with a component per mode (components=K)"
+                "a mixture with a component per mode (flows.build('mixture', d, components=K),"
+                " fitted with vi_flows.fit; infer's mixture has 4)"
                 if "mixture" in _flow_name(self.flow)
                 else "flow='mixture' with objective='mixture-kl' (its components start on the "
                 "modes found)"
