@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import signal
 import sys
 import threading
@@ -37,6 +36,7 @@ from rl.algorithms import ALGORITHMS, default_config
 from rl.config import field_docs, with_overrides
 from rl.presets import env_ids, env_preset
 from vi_flows import distributed
+from vi_flows.cli import closed_pipe_exit
 from vi_flows.runfiles import strict_json
 
 __all__ = ["main"]
@@ -319,11 +319,7 @@ def _main(argv: list[str] | None) -> int:
             return _train(args, extra)
         return {"eval": _eval, "plot": _plot, "config": _config}[args.command](args)
     except BrokenPipeError:  # the reader went away (vi-rl config ppo | head): no noise
-        try:  # later flushes of stdout (at exit) go nowhere instead of failing again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):  # stdout without a file descriptor (captured)
-            pass
-        return 141  # as if killed by SIGPIPE, the shell's convention
+        return closed_pipe_exit()
     except EXPECTED as err:
         if args.debug:
             raise

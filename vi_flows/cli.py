@@ -39,7 +39,7 @@ from vi_flows.infer import InferConfig, auto_flow, infer
 from vi_flows.losses import get_loss
 from vi_flows.targets.files import from_file, is_file_spec
 
-__all__ = ["main"]
+__all__ = ["closed_pipe_exit", "main"]
 
 
 class CliError(ValueError):
@@ -415,6 +415,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def closed_pipe_exit() -> int:
+    """After a ``BrokenPipeError`` on stdout (``vi-flows list | head``): point stdout at
+    /dev/null, so the flushes at exit go nowhere instead of failing again, and return 141, the
+    status of a process killed by SIGPIPE (the shell's convention). No message: nothing went
+    wrong."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor (captured)
+        pass
+    return 141
+
+
 #: Failures that are the input's fault, not a bug: one line, exit status 2.
 _EXPECTED = (CliError, ValueError, TypeError, KeyError, OSError, NonFiniteError)
 
@@ -427,11 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         return args.func(args)
     except BrokenPipeError:  # the reader went away (vi-flows list | head): no error, no noise
-        try:  # later flushes of stdout (at exit) go nowhere instead of failing again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):  # stdout without a file descriptor (captured)
-            pass
-        return 141  # as if killed by SIGPIPE, the shell's convention
+        return closed_pipe_exit()
     except _EXPECTED as err:
         if debug:
             raise

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from vi_flows import distributed, flows
+from vi_flows.modes import laplace_shares
 from vi_flows.targets import Target
 
 __all__ = [
@@ -258,7 +259,7 @@ def missed_modes(
     """
     if len(modes) < 2 or not q.has_log_prob:
         return ()
-    shares = torch.softmax(torch.tensor([m for _, m in modes], dtype=torch.float64), 0)
+    shares = laplace_shares(modes)
     like = next(iter(q.parameters()), torch.empty(0))
     locs = torch.stack([loc for loc, _ in modes]).to(like.dtype).to(like.device)
     log_p = torch.nan_to_num(target.log_prob(locs).double(), nan=-math.inf).cpu()

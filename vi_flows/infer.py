@@ -25,7 +25,6 @@ The turnkey path reads top to bottom: precondition → fit → verdict.
 from __future__ import annotations
 
 import math
-import numbers
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from torch import Tensor
 
 from vi_flows import flows
 from vi_flows.bases import StandardNormal, StudentT
+from vi_flows.checks import check_integer, positive_number
 from vi_flows.diagnostics import K_HAT_MAX, Diagnostics, from_log_weights
 from vi_flows.fit import History, fit
 from vi_flows.importance import (
@@ -45,9 +45,10 @@ from vi_flows.importance import (
     moment_check,
     psis_weights,
 )
-from vi_flows.infer_config import InferConfig, PlateauSchedule, positive_number
+from vi_flows.infer_config import InferConfig, PlateauSchedule
 from vi_flows.losses import get_loss
 from vi_flows.losses_mass import FAB, FAB_BASE, fab_for_dim
+from vi_flows.mixture import split_mixture
 from vi_flows.precondition import Preconditioner, choose, precondition
 from vi_flows.targets import Target, as_target
 
@@ -141,7 +142,7 @@ class Inference:
             more = (
                 "a mixture with a component per mode (flows.build('mixture', d, components=K),"
                 " fitted with vi_flows.fit; infer's mixture has 4)"
-                if "mixture" in _flow_name(self.flow)
+                if split_mixture(self.flow) is not None
                 else "flow='mixture' with objective='mixture-kl' (its components start on the "
                 "modes found)"
             )
@@ -206,7 +207,7 @@ class Inference:
 
     def sample(self, n: int) -> Tensor:
         """``n`` draws from the fitted flow, (n, d)."""
-        _check_count(n)
+        check_integer("n", n, 1)
         return self.flow.sample(n)
 
     @torch.no_grad()
@@ -216,7 +217,7 @@ class Inference:
         Draws come (with replacement) from a pool of max(4n, eval_samples) draws of q weighted
         by Pareto-smoothed w = p̃/q; with k̂ > 0.7 the correction is itself unreliable.
         """
-        _check_count(n)
+        check_integer("n", n, 1)
         if self._draws is None or self._draws.shape[0] < 4 * n:
             self._draws, self._log_w, _ = log_weights(self.flow, self.target, 4 * n)
         weights = psis_weights(self._log_w)
@@ -268,11 +269,6 @@ class Inference:
 
     def __str__(self) -> str:
         return self.summary()
-
-
-def _check_count(n: Any) -> None:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
 
 
 def _flow_name(q: flows.Flow) -> str:
@@ -327,16 +323,10 @@ def infer(
     if config is not None and not isinstance(config, InferConfig):
         raise TypeError(f"config must be None or an InferConfig, got {type(config).__name__}")
     cfg = config if config is not None else InferConfig()
-    if steps is not None and (
-        isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1
-    ):
-        raise ValueError(f"steps must be None or an integer >= 1, got {steps!r}")
+    check_integer("steps", steps, 1, or_none=True)
     if time_budget is not None and not positive_number(time_budget):
         raise ValueError(f"time_budget must be None or a finite number > 0, got {time_budget!r}")
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
-    ):
-        raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
+    check_integer("seed", seed, 0, or_none=True)
     loss = get_loss(objective)  # an unknown name fails here, listing the known ones
     tgt = as_target(target, dim)
     if objective == "fab":  # the turnkey AIS settings and replay buffer (fab_for_dim)
@@ -358,8 +348,9 @@ def infer(
     if objective == "fab" or isinstance(objective, FAB):  # D₂ needs heavy tails: FAB_BASE
         options = {**options, **FAB_BASE}
     q = precondition_flow(family, tgt.dim, cond, options)
-    if family == "mixture" and len(cond.modes) > 1:  # one component per mode found
-        mix = q.transform.parts[0]
+    mixture = split_mixture(q)
+    if mixture is not None and len(cond.modes) > 1:  # one component per mode found
+        mix = mixture[0]
         locs = torch.stack([m for m, _ in cond.modes[: len(mix.components)]]) - cond.loc
         z = torch.linalg.solve_triangular(cond.scale_tril, locs.T, upper=False).T
         mix.start_at(z.to(mix.logits.dtype))

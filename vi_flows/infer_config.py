@@ -9,11 +9,12 @@ import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-__all__ = ["InferConfig", "PlateauSchedule", "positive_number"]
+from vi_flows.checks import check_integer, positive_number
+
+__all__ = ["InferConfig", "PlateauSchedule"]
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,7 @@ class InferConfig:
             ("max_bad_steps", 0),
             ("eval_samples", 100),
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_integer(name, getattr(self, name), low)
         for name in ("tol_gain", "decay_fraction"):
             if not positive_number(getattr(self, name)):
                 raise ValueError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
@@ -90,12 +89,6 @@ class InferConfig:
             or not 0 <= fraction < 1
         ):
             raise ValueError(f"mask_fraction must be in [0, 1), got {fraction!r}")
-
-
-def positive_number(x: Any) -> bool:
-    """A finite real number > 0 (not a bool)."""
-    real = isinstance(x, numbers.Real) and not isinstance(x, bool)
-    return real and math.isfinite(x) and x > 0
 
 
 class PlateauSchedule:

@@ -45,7 +45,7 @@ from vi_flows.losses import LOSSES, LossOutput
 from vi_flows.objectives import LogProb, check_log_prob_output
 from vi_flows.transforms import Compose, ElementwiseAffine, Transform
 
-__all__ = ["MixtureKL", "MixtureTransform"]
+__all__ = ["MixtureKL", "MixtureTransform", "split_mixture"]
 
 _EPS = 1e-12
 
@@ -165,18 +165,17 @@ def _mixture(
     return MixtureTransform(parts)
 
 
-def _mixture_and_after(q: Flow) -> tuple[MixtureTransform, Transform | None]:
-    """The mixture that starts q's transform, and the transforms after it (or None)."""
+def split_mixture(q: Flow) -> tuple[MixtureTransform, Transform | None] | None:
+    """The mixture that starts q's transform and the transforms after it (None without any:
+    a plain mixture), or None when q is not a mixture flow. ``infer(flow="mixture")`` builds
+    the mixture followed by its preconditioner's affine."""
     t = q.transform
     if isinstance(t, MixtureTransform):
         return t, None
     if isinstance(t, Compose) and isinstance(t.parts[0], MixtureTransform):
         rest = list(t.parts[1:])
         return t.parts[0], (Compose(rest) if len(rest) > 1 else rest[0]) if rest else None
-    raise TypeError(
-        "mixture-kl needs a mixture flow: build('mixture', dim, ...), or one followed by other "
-        "transforms (infer(flow='mixture') preconditions it so)"
-    )
+    return None
 
 
 @LOSSES.register("mixture-kl")
@@ -194,7 +193,13 @@ class MixtureKL:
     def __call__(
         self, q: Flow, log_prob: LogProb, num_samples: int, *, beta: float = 1.0
     ) -> LossOutput:
-        mix, after = _mixture_and_after(q)
+        found = split_mixture(q)
+        if found is None:
+            raise TypeError(
+                "mixture-kl needs a mixture flow: build('mixture', dim, ...), or one followed by "
+                "other transforms (infer(flow='mixture') preconditions it so)"
+            )
+        mix, after = found
         m = math.ceil(num_samples / len(mix.components))
         z = torch.stack([comp(q.base_sample(m))[0] for comp in mix.components])  # (K, m, d)
         log_q = mix.log_prob(z)

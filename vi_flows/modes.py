@@ -33,7 +33,15 @@ from torch import Tensor
 
 from vi_flows.objectives import as_log_prob
 
-__all__ = ["SEPARATE", "Mode", "find_mode", "laplace", "newton_refine", "separate_modes"]
+__all__ = [
+    "SEPARATE",
+    "Mode",
+    "find_mode",
+    "laplace",
+    "laplace_shares",
+    "newton_refine",
+    "separate_modes",
+]
 
 
 @dataclass(frozen=True)
@@ -73,16 +81,25 @@ def separate_modes(modes: list[Mode]) -> list[Mode]:
     >>> [float(m.loc) for m in separate_modes([at(0.0, -1.0), at(4.0, 0.0), at(4.2, -0.5)])]
     [4.0, 0.0]
     """
-    kept: list[Mode] = []
+    kept: list[tuple[Mode, Tensor]] = []  # each kept mode with the Cholesky factor L of its cov
     for mode in sorted((m for m in modes if m.cov is not None), key=lambda m: -m.log_mass):
-        far = True
-        for k in kept:
-            chol = torch.linalg.cholesky(k.cov)
-            z = torch.linalg.solve_triangular(chol, (mode.loc - k.loc)[:, None], upper=False)
-            far = far and float(z.norm()) > SEPARATE
-        if far:
-            kept.append(mode)
-    return kept
+        # L⁻¹(m − m_k): the offset in sds of kept mode k's Laplace metric
+        offsets = (
+            torch.linalg.solve_triangular(chol, (mode.loc - k.loc)[:, None], upper=False)
+            for k, chol in kept
+        )
+        if all(float(z.norm()) > SEPARATE for z in offsets):
+            kept.append((mode, torch.linalg.cholesky(mode.cov)))
+    return [k for k, _ in kept]
+
+
+def laplace_shares(modes: tuple[tuple[Tensor, float], ...]) -> Tensor:
+    """Each mode's share of the modes' total Laplace mass, from (location, log mass) pairs.
+
+    >>> laplace_shares(((torch.zeros(1), 0.0), (torch.ones(1), math.log(3.0)))).tolist()
+    [0.25, 0.75]
+    """
+    return torch.softmax(torch.tensor([m for _, m in modes], dtype=torch.float64), 0)
 
 
 def _hessian(f: Any) -> Any:

@@ -30,7 +30,7 @@ from torch import Tensor
 from vi_flows import flows
 from vi_flows.diagnostics import K_HAT_MAX, psis_khat
 from vi_flows.fit import NonFiniteError, fit
-from vi_flows.modes import Mode, find_mode, laplace
+from vi_flows.modes import Mode, find_mode, laplace, laplace_shares
 from vi_flows.objectives import as_log_prob
 from vi_flows.transforms import Compose, Transform
 
@@ -224,7 +224,7 @@ def _modes_note(modes: tuple[tuple[Tensor, float], ...]) -> str:
     """ "2 separate modes (Laplace mass 90%, 10%)", or "" for one mode or none."""
     if len(modes) < 2:
         return ""
-    shares = torch.softmax(torch.tensor([m for _, m in modes], dtype=torch.float64), 0)
+    shares = laplace_shares(modes)
     shown = ", ".join(f"{100 * float(s):.3g}%" if s >= 1e-4 else "<0.01%" for s in shares[:5])
     more = f", {len(modes) - 5} more" if len(modes) > 5 else ""
     return f"{len(modes)} separate modes (Laplace mass {shown}{more})"

@@ -8,13 +8,13 @@ exact sampler, moments, mode locations and a plotting box.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from vi_flows.checks import check_integer
 from vi_flows.objectives import HasLogProb
 from vi_flows.registry import Registry
 
@@ -194,10 +194,7 @@ def as_target(obj: Any, dim: int | None = None) -> Target:
         ValueError: when ``dim`` is needed but missing, or disagrees with ``obj``.
         TypeError: when ``obj`` is none of the above.
     """
-    if dim is not None and (
-        isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1
-    ):
-        raise ValueError(f"dim must be None or an integer >= 1, got {dim!r}")
+    check_integer("dim", dim, 1, or_none=True)
     dist = torch.distributions.Distribution
     if isinstance(obj, dist) and obj.batch_shape and not obj.event_shape:
         raise ValueError(
