@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         "--seeds",
         type=int,
         default=None,
-        help="run seeds 0..N-1 of every task (default: the suite's own count)",
+        help="run seeds 0..N-1 of every task (default: the suite's own count); throughput: "
+        "N repeats (default 5)",
     )
     p.add_argument(
         "--only",
@@ -79,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     root = out_folder(p, args.out)
     if args.suite == "throughput":
-        throughput(root, args.quick)
+        if args.seeds is not None and args.seeds < 1:
+            p.error(f"--seeds must be >= 1, got {args.seeds}")
+        throughput(root, args.quick, repeats=args.seeds)
         return 0
     if args.suite == "update-cost":
         update_cost(root, args.quick)

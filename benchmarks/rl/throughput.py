@@ -28,7 +28,7 @@ def _run_one(env_id: str, method: str, steps: int, seed: int) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
+def throughput(root: Path, quick: bool, repeats: int | None = None) -> list[dict[str, Any]]:
     """Training env-steps/s, each (method, repeat) in its own fresh process
     (:mod:`benchmarks.rl.throughput_one`), alternating between methods, each repeat in a rotated
     order (no method always runs last or always next to SB3's run), median of the repeats:
@@ -36,7 +36,8 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
     critic's included), and the random-action stepping rate of the same vector env (the ceiling).
     Pendulum-v1 with every rl/ algorithm; DeepSea10 (10-step episodes) and HalfCheetah-v5 (when
     mujoco is installed) with PPO and V-PPO."""
-    steps, repeats = (10_240, 3) if quick else (20_480, 5)
+    steps, default_repeats = (10_240, 3) if quick else (20_480, 5)
+    repeats = repeats or default_repeats
     # "+envpool": the same run on rl/'s EnvPool backend (rl.envpool_env), when it is installed.
     pool = ["random+envpool", "ppo+envpool", "vppo+envpool"] if has_envpool() else []
     if not pool:
@@ -93,7 +94,9 @@ def throughput(root: Path, quick: bool) -> list[dict[str, Any]]:
         "PPO-style rows take them on the policy's minibatches with one backward for both "
         "losses, as SB3 does (rl/ defaults otherwise: its default `value_epochs` is "
         f"{TrainConfig.value_epochs}). "
-        "`+envpool`: rl/'s "
+        "ppo and vppo take each minibatch's gradients by the written-out chain rule "
+        "(rl.written_out, their default for this configuration), the other rl/ rows through "
+        "autograd. `+envpool`: rl/'s "
         "EnvPool backend (one thread; SB3 and every other row step gymnasium's SyncVectorEnv)."
         " Paired ratio: each repeat's steps/s over the same repeat's SB3 PPO run; the median over "
         "repeats and its range.",

@@ -9,9 +9,12 @@ cycle is timed by phase:
 
 * ``collect``: the rollout and its GAE batch;
 * ``subset``: cutting the minibatches out of the batch (``Batch.subset``);
-* ``loss``: the policy loss's forward (``Algorithm.loss``: flow, θ table, log π, surrogate);
-* ``step``: backward of the policy and critic losses, gradient clipping and both Adam steps
-  (``Algorithm.joint_step``);
+* ``gradients``: the minibatch's policy and critic gradients by the written-out chain rule
+  (:func:`rl.written_out.clip_step`, the default for these runs), or on the autograd path
+  (``hand_gradients=False``) the policy loss's forward (``Algorithm.loss``: flow, θ table, log π,
+  surrogate);
+* ``step``: gradient clipping and both Adam steps (``Algorithm.apply_gradients``), or on the
+  autograd path the backward of the policy and critic losses with them (``Algorithm.joint_step``);
 * ``dual``: auto α's dual step after every optimizer step (V-PPO only);
 * ``diagnostics``: the end-of-update statistics (``Algorithm.diagnostics``);
 * ``trainer row``: the trainer's per-update ``posterior_std``;
@@ -39,6 +42,7 @@ import torch
 
 from benchmarks.files import write_rows, write_text
 from benchmarks.rl.throughput_one import N_ENVS, N_STEPS, SB3_EPOCHS, SB3_MINIBATCH, rl_config
+from rl.algorithms import ppo as ppo_module
 from rl.buffer import Batch
 from rl.run import Run
 
@@ -48,7 +52,7 @@ __all__ = ["PHASES", "update_cost"]
 PHASES = (
     "collect",
     "subset",
-    "loss",
+    "gradients",
     "step",
     "dual",
     "diagnostics",
@@ -57,8 +61,9 @@ PHASES = (
 )
 #: The timed methods of an Algorithm and their phase.
 _ALGO_PHASES = {
-    "loss": "loss",
+    "loss": "gradients",
     "joint_step": "step",
+    "apply_gradients": "step",
     "dual_step": "dual",
     "diagnostics": "diagnostics",
 }
@@ -104,6 +109,26 @@ def _timed_subset(clocks: dict[int, _Clock]) -> Iterator[None]:
         Batch.subset = original  # type: ignore[method-assign]
 
 
+@contextmanager
+def _timed_clip_step(clocks: dict[int, _Clock]) -> Iterator[None]:
+    """The update's ``clip_step`` timed as "gradients" into the clock of the run whose policy it
+    differentiates (keyed by the policy's identity)."""
+    original = ppo_module.clip_step
+
+    def clip_step(policy: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(policy, *args, **kwargs)
+        finally:
+            clocks[id(policy)].spent["gradients"] += time.perf_counter() - start
+
+    ppo_module.clip_step = clip_step
+    try:
+        yield
+    finally:
+        ppo_module.clip_step = original
+
+
 def _cycle(run: Run, clock: _Clock, clocks: dict[int, _Clock]) -> dict[str, float]:
     """One collect + update + trainer row of ``run``; milliseconds per phase."""
     clock.spent.clear()
@@ -133,7 +158,7 @@ def _kernel_counts(run: Run, clock: _Clock) -> dict[str, float]:
     clock.calls.clear()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         run.learn(batch)
-    steps = clock.calls["step"]  # the timed joint_step wrapper counts the update's steps
+    steps = clock.calls["step"]  # the timed step wrappers count the update's steps
     ops = nodes = 0
     for event in prof.events():
         parent = event.cpu_parent
@@ -171,13 +196,15 @@ def update_cost(
     try:
         for a in algos:
             cfg = rl_config(env_id, a, steps, seed=0)
-            # every optimizer step is a joint_step (timed as "step") only while the critic
-            # rides along the policy's epochs and minibatches, as rl_config sets it
+            # every optimizer step is one "step" (joint_step, or apply_gradients with the
+            # critic's gradients) only while the critic rides along the policy's epochs and
+            # minibatches, as rl_config sets it
             assert (cfg.value_epochs, cfg.value_minibatch_size) == (cfg.epochs, cfg.minibatch_size)
             runs[a] = Run(cfg)
             for name, phase in _ALGO_PHASES.items():
                 setattr(runs[a].algo, name, clock_of[a].timed(getattr(runs[a].algo, name), phase))
-        with _timed_subset(clocks):
+        by_policy = {id(run.policy): clock_of[a] for a, run in runs.items()}
+        with _timed_subset(clocks), _timed_clip_step(by_policy):
             for i in range(warmup + cycles):
                 order = algos if i % 2 == 0 else algos[::-1]
                 for a in order:

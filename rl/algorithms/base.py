@@ -23,6 +23,7 @@ from rl.policy_api import PolicyFamily
 from rl.posteriors import probe_draws
 from rl.temperature import AutoTemperature, policy_entropy_per_param
 from rl.value import fit_value, value_loss, value_step
+from rl.written_out import policy_parameters
 from vi_flows import distributed
 
 __all__ = [
@@ -273,9 +274,30 @@ class Algorithm:
         zero_grad(self.opt)
         zero_grad(self.value_opt)
         (loss + value).backward()
+        return self._step_both(list(self.critic.parameters())), value.detach()
+
+    def apply_gradients(
+        self, policy_grads: list[Tensor], critic_grads: list[Tensor] | None = None
+    ) -> float:
+        """The optimizer step(s) of :meth:`joint_step` (or of :func:`adam_step` without
+        ``critic_grads``) on gradients computed elsewhere (:mod:`rl.written_out`), given in
+        ``rl.written_out.policy_parameters`` and ``critic.parameters()`` order; returns the
+        policy's pre-clipping gradient norm."""
+        zero_grad(self.opt)
+        for p, g in zip(policy_parameters(self.policy), policy_grads, strict=True):
+            p.grad = g
+        if critic_grads is None:
+            return _clip_and_step(self.opt, self.cfg.max_grad_norm)
+        critic_params = list(self.critic.parameters())
+        for p, g in zip(critic_params, critic_grads, strict=True):
+            p.grad = g
+        return self._step_both(critic_params)
+
+    def _step_both(self, critic_params: list[Tensor]) -> float:
+        """Clip and apply the policy's gradients, then the critic's (``critic_params``)."""
         norm = _clip_and_step(self.opt, self.cfg.max_grad_norm)
-        value_step(self.value_opt, list(self.critic.parameters()), self.cfg.max_grad_norm)
-        return norm, value.detach()
+        value_step(self.value_opt, critic_params, self.cfg.max_grad_norm)
+        return norm
 
     def loss(self, batch: Batch, objective: Objective, alpha: float) -> Tensor:
         """α · kl_loss(q, log p̃) (Eq. 4), or −mean s for the point mass (α·KL has KL's minimiser

@@ -6,6 +6,7 @@ V-PPO minimises α·KL(q_φ‖p) with log p̃ built from J_ppo by the adapter:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,7 @@ from rl.config import TrainConfig, check_ranges, nonnegative_finite, positive_fi
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature
 from rl.value import reduce_value_loss
+from rl.written_out import clip_step, unsupported
 from vi_flows import distributed
 
 __all__ = ["PPOConfig", "PPO"]
@@ -52,6 +54,12 @@ class PPOConfig(TrainConfig):
     noisy, and under the constant-lr (1e-3) Pendulum preset SB3's rule at 0.03 ended most
     updates after 2–30 % of their steps (benchmarks/results/rl-autoalpha/kl-stats.md). With
     ``rpo_alpha`` > 0 the estimate is taken under the perturbed head, as in CleanRL's RPO."""
+    hand_gradients: bool = True
+    """Where :mod:`rl.written_out` covers the configuration (a BNN policy with a learned-σ Box
+    head, the point mass or the gaussian posterior, clip without RPO, one process), take each
+    minibatch's gradients from its written-out chain rule instead of autograd: the same loss's
+    gradients to float rounding, at about two thirds of the step's time. False: autograd
+    everywhere (the reference)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -85,6 +93,10 @@ class PPO(Algorithm):
         self.opt = adam(policy.parameters(), lr=cfg.lr, eps=1e-5)
         self.beta = cfg.kl_coef
         self.updates = 0
+        #: Whether the minibatch gradients come from rl.written_out (one process only).
+        self.written_out = cfg.hand_gradients and not unsupported(
+            policy, critic, cfg.objective, cfg.rpo_alpha
+        )
 
     def update(
         self, batch: Batch, alpha: float, temperature: AutoTemperature | None = None
@@ -94,37 +106,34 @@ class PPO(Algorithm):
         if cfg.anneal_lr:  # CleanRL: lr · (1 − (update − 1) / num_updates) for updates 1, 2, …
             for group in self.opt.param_groups:
                 group["lr"] = cfg.lr * (1.0 - self.updates / cfg.num_updates)
-        loss, norm = torch.zeros(()), 0.0
+        # the last minibatch's policy loss, evaluated when logged (the written-out step's value
+        # costs work the step itself does not need)
+        loss_value: Callable[[], Tensor] = torch.zeros(()).detach
+        norm = 0.0
         clipped: list[float] = []
         steps = per_epoch = 0
         # The critic's epochs ride along the policy's while their minibatches have one size: one
         # backward for both losses (Algorithm.joint_step); the rest run after, on their own.
         joint = cfg.value_epochs if cfg.value_minibatch_size == cfg.minibatch_size else 0
         joint_done, value = 0, None
+        written_out = self.written_out and not distributed.is_distributed()
         for epoch in range(cfg.epochs):
             moved: list[Tensor] = []  # each minibatch's log π_θ − log π_old before its step
             for mb in batch.minibatches(cfg.minibatch_size, self.generator):
-                if cfg.objective == "clip":
-                    surrogate = clipped_objective(mb.logp, mb.advantages, cfg.clip_coef)
+                with_value = epoch < joint
+                if written_out:  # the same loss's gradients by hand (rl.written_out)
+                    step = clip_step(self.policy, self.critic, mb, alpha, cfg.clip_coef, with_value)
+                    norm = self.apply_gradients(step.policy_grads, step.critic_grads)
+                    loss_value, logp, mb_value = step.policy_loss, step.logp, step.value_loss
                 else:
-                    surrogate = kl_penalty_objective(mb.logp, mb.advantages, self.beta)
-                seen: dict[str, Tensor] = {}
-
-                def objective(logp: Tensor, surrogate=surrogate, seen=seen) -> Tensor:
-                    seen["logp"] = logp.detach()  # for the clip fraction and the KL guard
-                    return surrogate(logp)
-
-                with self.policy.head.perturbed(cfg.rpo_alpha):
-                    loss = self.loss(mb, objective, alpha)
-                if epoch < joint:
-                    norm, value = self.joint_step(loss, mb)
-                else:
-                    norm = adam_step(loss, self.opt, cfg.max_grad_norm)
+                    loss, logp, norm, mb_value = self._autograd_step(mb, alpha, with_value)
+                    loss_value = loss.detach
+                value = mb_value if with_value else value
                 steps += 1
                 if temperature is not None:  # auto α reacts within the update (rl.temperature)
                     dual = self.dual_step(temperature, mb.obs)
                     alpha = temperature.alpha
-                moved.append(seen["logp"] - mb.logp)
+                moved.append(logp - mb.logp)
             # The epoch's clip fractions and KL̂s, per minibatch, in one pass after it (nothing
             # below needs them sooner); global means under several ranks, so every rank takes
             # the same decision.
@@ -153,13 +162,37 @@ class PPO(Algorithm):
         return {
             **stats,
             **dual,
-            "policy_loss": float(distributed.all_reduce_sum(loss.detach().clone())),
+            "policy_loss": float(distributed.all_reduce_sum(loss_value().clone())),
             "value_loss": value_loss,
             "kl_coef": self.beta,
             "grad_norm": norm,
             "clipfrac": sum(clipped) / len(clipped),
             "step_frac": steps / (cfg.epochs * per_epoch),
         }
+
+    def _autograd_step(
+        self, mb: Batch, alpha: float, with_value: bool
+    ) -> tuple[Tensor, Tensor, float, Tensor | None]:
+        """One minibatch step through the adapter and autograd; returns the policy loss, the
+        samples' log π before the step, the pre-clipping gradient norm and (``with_value``: the
+        critic steps on the same backward, :meth:`joint_step`) the value loss."""
+        cfg = self.cfg
+        if cfg.objective == "clip":
+            surrogate = clipped_objective(mb.logp, mb.advantages, cfg.clip_coef)
+        else:
+            surrogate = kl_penalty_objective(mb.logp, mb.advantages, self.beta)
+        seen: dict[str, Tensor] = {}
+
+        def objective(logp: Tensor) -> Tensor:
+            seen["logp"] = logp.detach()  # for the clip fraction and the KL guard
+            return surrogate(logp)
+
+        with self.policy.head.perturbed(cfg.rpo_alpha):
+            loss = self.loss(mb, objective, alpha)
+        if with_value:
+            norm, value = self.joint_step(loss, mb)
+            return loss, seen["logp"], norm, value
+        return loss, seen["logp"], adam_step(loss, self.opt, cfg.max_grad_norm), None
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "beta": self.beta, "updates": self.updates}

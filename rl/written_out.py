@@ -1,0 +1,194 @@
+r"""PPO-clip's minibatch gradients by the written-out chain rule, for the usual configuration.
+
+Every PPO / V-PPO minibatch step differentiates the same loss: the adapter's target through
+``vi_flows.objectives.kl_loss`` (:meth:`rl.algorithms.base.Algorithm.loss`) plus the critic's MSE
+(:func:`rl.value.value_loss`). Autograd records ~30 nodes for it, and on the update's small
+tensors each node costs ~10 µs of bookkeeping whatever its size: measured on one Pendulum
+minibatch (`python -m benchmarks.rl --suite step-floor`), the autograd step took 1.5× (V-PPO) to
+1.8× (PPO) the time of the same arithmetic written out. For
+
+* a :class:`~rl.policies.BNNPolicy` (not SVPG's particles) with a Box head whose log σ is learned,
+* whose posterior is the point mass (PPO) or q = N(μ, diag softplus(ρ)²), vi_flows' ``gaussian``
+  flow on a standard-normal base (V-PPO's default),
+* the clip objective without RPO's noise, on one process,
+
+:func:`clip_step` computes the gradients of exactly that loss by hand (tests hold it to autograd's
+to float rounding; every other configuration goes through autograd, and
+``PPOConfig.hand_gradients = False`` sends these through it too). With θ_k = μ + σ ⊙ ξ_k the
+weights of session k (θ = μ for the point mass, which has no KL term and α = 1), M samples and K
+sessions in the minibatch:
+
+.. math::
+
+    L = α\,\frac1K \sum_k \log q(θ_k) − \frac1M \sum_i s_i
+        + \frac1M \sum_i (V(s_i) − \hat R_i)^2, \qquad
+    \log q(θ_k) = \log q_0(ξ_k) − \sum_j \log σ_j,
+
+s_i = min(r_i Â_i, clip(r_i, 1 ± ε) Â_i), r_i = π/π_old, log π(a_i|s_i) = −Σ(½ z² + log σ_a +
+½ log 2π), z = (a − m(s_i; θ₀ + θ_{k(i)}))/σ_a. Then
+
+.. math:: \frac{∂s_i}{∂\log π} = r_i Â_i\,[\text{unclipped}], \quad
+    \frac{∂\log π}{∂m} = z/σ_a, \quad \frac{∂\log π}{∂\log σ_a} = z^2 − 1,
+
+.. math:: \bar θ_k = −\tfrac1M \textstyle\sum_{i: k(i) = k} ∂s_i/∂θ_k, \quad
+    \bar μ = \sum_k \bar θ_k, \quad
+    \bar ρ = \mathrm{softplus}'(ρ) ⊙ \big(\sum_k \bar θ_k ⊙ ξ_k − α/σ\big),
+
+with ∂s_i/∂θ_k through the MLP per session on the padded groups the library evaluates
+(:meth:`rl.networks.FlatMLP.backprop`, the networks' own written-out backward), and the critic's
+∂/∂V = 2(V − R̂)/M through its layers (:func:`rl.networks.linear_stack_backprop`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rl.buffer import Batch
+from rl.networks import MLP, linear_stack, linear_stack_backprop
+from rl.policies import BNNPolicy, ParticlePolicy, group_layout
+from rl.posteriors import PointMass
+from vi_flows import distributed
+from vi_flows.bases import StandardNormal
+from vi_flows.flows import Flow
+from vi_flows.transforms import ElementwiseAffine
+
+__all__ = ["ClipStep", "unsupported", "policy_parameters", "clip_step", "critic_step"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class ClipStep(NamedTuple):
+    """One minibatch's gradients and what the update logs of it."""
+
+    policy_grads: list[Tensor]
+    """Gradients of :func:`policy_parameters`, in its order."""
+    critic_grads: list[Tensor] | None
+    """Gradients of the critic's ``parameters()`` (None when the critic was not asked for)."""
+    logp: Tensor
+    """log π_θ(a_i|s_i) of every sample (M,), no gradient (the clip fraction and KL guard)."""
+    value_loss: Tensor | None
+    """The critic's MSE, 0-dim (None without the critic)."""
+    surrogate: Tensor
+    """(1/M) Σ s_i, 0-dim."""
+    kl_term: tuple[float, Tensor, Tensor] | None
+    """(α, ξ, σ) of the α·mean log q term (None for the point mass)."""
+
+    def policy_loss(self) -> Tensor:
+        """The policy loss's value (module docstring), computed when asked: the update logs only
+        its last minibatch's."""
+        if self.kl_term is None:
+            return -self.surrogate
+        alpha, xi, scale = self.kl_term
+        k, d = xi.shape
+        flat = xi.reshape(-1)
+        log_q = -0.5 * (torch.dot(flat, flat) / k + d * math.log(2 * math.pi)) - scale.log().sum()
+        return alpha * log_q - self.surrogate
+
+
+def unsupported(policy: nn.Module, critic: nn.Module, objective: str, rpo_alpha: float) -> str:
+    """Why :func:`clip_step` does not write out this configuration's gradients ("" when it does;
+    the module docstring lists what it covers)."""
+    if type(policy) is not BNNPolicy or isinstance(policy, ParticlePolicy):
+        return f"the policy is a {type(policy).__name__}, not a BNNPolicy"
+    if policy.head.discrete or not isinstance(policy.head.log_std, nn.Parameter):
+        return "the action head is not a Box head with a learned log σ"
+    q = policy.q
+    gaussian = (
+        isinstance(q, Flow)
+        and type(q.transform) is ElementwiseAffine
+        and type(q.base) is StandardNormal
+    )
+    if type(q) is not PointMass and not gaussian:
+        return "the posterior is neither the point mass nor the gaussian flow"
+    if objective != "clip" or rpo_alpha > 0:
+        return "the objective is not PPO-clip without RPO"
+    if type(critic) is not MLP:
+        return f"the critic is a {type(critic).__name__}, not an rl.networks MLP"
+    return ""
+
+
+def policy_parameters(policy: BNNPolicy) -> list[Tensor]:
+    """The trainable parameters :func:`clip_step` differentiates, in its gradients' order: μ (and
+    ρ) of q, then the head's log σ."""
+    q = policy.q
+    if isinstance(q, PointMass):
+        return [q.loc, policy.head.log_std]
+    return [q.transform.loc, q.transform.raw_scale, policy.head.log_std]
+
+
+@torch.no_grad()
+def clip_step(
+    policy: BNNPolicy,
+    critic: MLP,
+    mb: Batch,
+    alpha: float,
+    clip: float,
+    with_critic: bool = True,
+) -> ClipStep:
+    """The gradients of the PPO-clip policy loss (and, ``with_critic``, of the critic's MSE) on the
+    minibatch ``mb`` at temperature ``alpha`` (ignored by the point mass) and clip ε ``clip``, at
+    the current parameters (module docstring). Call only where :func:`unsupported` says "" and on
+    one process (under several ranks the loss is a rank's share: rl.algorithms.base)."""
+    if distributed.is_distributed():
+        raise RuntimeError("clip_step: one process only (several ranks go through autograd)")
+    net, head = policy.net, policy.head
+    m = mb.obs.shape[0]
+    log_std = head.log_std.detach()
+    point = isinstance(policy.q, PointMass)
+    if point:  # one θ for every sample: no grouping (as BNNPolicy.grouped_distribution)
+        theta, padded, rows, pos = policy.q.loc.detach()[None], mb.obs[None], None, None
+    else:
+        affine = policy.q.transform
+        scale = F.softplus(affine.raw_scale.detach())
+        theta = torch.addcmul(affine.loc.detach(), scale, mb.xi)
+        rows = policy.rows(mb)
+        pos, largest = group_layout(rows, theta.shape[0])
+        padded = mb.obs.new_zeros(theta.shape[0], largest, mb.obs.shape[-1])
+        padded[rows, pos] = mb.obs
+    layers, hidden = net.layers(policy.theta0 + theta), []
+    out = net.apply(layers, padded, keep=hidden)
+    mean = out[0] if point else out[rows, pos]
+    inv_std = torch.exp(-log_std)
+    z = (mb.actions - mean) * inv_std
+    z_sq = z.square()
+    logp = -(0.5 * z_sq + log_std + _HALF_LOG_2PI).sum(-1)
+    ratio = torch.exp(logp - mb.logp)
+    unclipped = ratio * mb.advantages
+    clipped = ratio.clamp(1.0 - clip, 1.0 + clip) * mb.advantages
+    keep = unclipped <= clipped
+    surrogate = torch.where(keep, unclipped, clipped).sum() / m
+    # ∂L/∂log π_i = −(1/M) ∂s_i/∂log π_i: r_i Â_i where the unclipped term is the minimum
+    grad_logp = torch.where(keep, unclipped, 0.0).mul_(-1.0 / m).unsqueeze(-1)
+    grad_mean = grad_logp * z * inv_std
+    grad_log_std = (grad_logp * (z_sq - 1.0)).sum(0)
+    if point:
+        delta = grad_mean[None]
+    else:
+        delta = padded.new_zeros(theta.shape[0], largest, mean.shape[-1])
+        delta[rows, pos] = grad_mean
+    grad_theta, _ = net.backprop(layers, [padded, *hidden], delta)
+    if point:
+        grads, kl_term = [grad_theta[0], grad_log_std], None
+    else:
+        grad_scale = (grad_theta * mb.xi).sum(0).sub_(alpha / scale)
+        grad_raw = torch.ops.aten.softplus_backward(grad_scale, affine.raw_scale, 1.0, 20.0)
+        grads, kl_term = [grad_theta.sum(0), grad_raw, grad_log_std], (alpha, mb.xi, scale)
+    value, critic_grads = critic_step(critic, mb.obs, mb.returns) if with_critic else (None, None)
+    return ClipStep(grads, critic_grads, logp, value, surrogate, kl_term)
+
+
+@torch.no_grad()
+def critic_step(critic: MLP, obs: Tensor, returns: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """mean (V(s) − R̂)² over a minibatch and its gradients for the critic's ``parameters()``."""
+    params = [p.detach() for p in critic.parameters()]
+    hidden: list[Tensor] = []
+    value = linear_stack(obs, params, critic.activation, keep=hidden).squeeze(-1)
+    error = value - returns
+    delta = (2.0 / obs.shape[0]) * error.unsqueeze(-1)
+    grads = linear_stack_backprop(params, [obs, *hidden], delta, critic.activation)[1]
+    return error.square().mean(), grads
