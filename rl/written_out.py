@@ -4,8 +4,8 @@ Every PPO / V-PPO minibatch step differentiates the same loss: the adapter's tar
 ``vi_flows.objectives.kl_loss`` (:meth:`rl.algorithms.base.Algorithm.loss`) plus the critic's MSE
 (:func:`rl.value.value_loss`). Autograd records ~30 nodes for it, and on the update's small
 tensors each node costs ~10 µs of bookkeeping whatever its size: measured on one Pendulum
-minibatch (`python -m benchmarks.rl --suite step-floor`), the autograd step took 1.5× (V-PPO) to
-1.8× (PPO) the time of the same arithmetic written out. For
+minibatch (`python -m benchmarks.rl --suite step-floor`, two measurements), the autograd step
+took 1.38–1.53× (V-PPO) and 1.49–1.76× (PPO) the time of the same arithmetic written out. For
 
 * a :class:`~rl.policies.BNNPolicy` (not SVPG's particles) with a Box head whose log σ is learned,
 * whose posterior is the point mass (PPO) or q = N(μ, diag softplus(ρ)²), vi_flows' ``gaussian``
@@ -48,9 +48,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rl.action_head import ActionHead
 from rl.buffer import Batch
 from rl.networks import MLP, linear_stack, linear_stack_backprop
-from rl.policies import BNNPolicy, ParticlePolicy, group_layout
+from rl.policies import BNNPolicy, group_layout
 from rl.posteriors import PointMass
 from vi_flows import distributed
 from vi_flows.bases import StandardNormal
@@ -91,15 +92,26 @@ class ClipStep(NamedTuple):
 
 
 def unsupported(policy: nn.Module, critic: nn.Module, objective: str, rpo_alpha: float) -> str:
-    """Why :func:`clip_step` does not write out this configuration's gradients ("" when it does;
-    the module docstring lists what it covers)."""
-    if type(policy) is not BNNPolicy or isinstance(policy, ParticlePolicy):
+    """Why :func:`clip_step` does not write out this configuration's gradients.
+
+    Args:
+        policy: the policy family.
+        critic: V(s).
+        objective: PPOConfig.objective.
+        rpo_alpha: PPOConfig.rpo_alpha.
+
+    Returns:
+        "" when :func:`clip_step` covers the configuration (the module docstring lists what it
+        covers), else the first reason it does not, in words.
+    """
+    if type(policy) is not BNNPolicy:
         return f"the policy is a {type(policy).__name__}, not a BNNPolicy"
-    if policy.head.discrete or not isinstance(policy.head.log_std, nn.Parameter):
+    head = policy.head
+    if type(head) is not ActionHead or head.discrete or not isinstance(head.log_std, nn.Parameter):
         return "the action head is not a Box head with a learned log σ"
     q = policy.q
     gaussian = (
-        isinstance(q, Flow)
+        type(q) is Flow
         and type(q.transform) is ElementwiseAffine
         and type(q.base) is StandardNormal
     )
@@ -109,12 +121,15 @@ def unsupported(policy: nn.Module, critic: nn.Module, objective: str, rpo_alpha:
         return "the objective is not PPO-clip without RPO"
     if type(critic) is not MLP:
         return f"the critic is a {type(critic).__name__}, not an rl.networks MLP"
+    # a frozen parameter keeps autograd's zero step, which assigning a gradient would not
+    if not all(p.requires_grad for p in [*policy_parameters(policy), *critic.parameters()]):
+        return "a parameter of the policy or the critic is frozen (requires_grad=False)"
     return ""
 
 
 def policy_parameters(policy: BNNPolicy) -> list[Tensor]:
-    """The trainable parameters :func:`clip_step` differentiates, in its gradients' order: μ (and
-    ρ) of q, then the head's log σ."""
+    """The parameters :func:`clip_step` differentiates, in its gradients' order: μ (and ρ) of q,
+    then the head's log σ."""
     q = policy.q
     if isinstance(q, PointMass):
         return [q.loc, policy.head.log_std]
@@ -130,12 +145,28 @@ def clip_step(
     clip: float,
     with_critic: bool = True,
 ) -> ClipStep:
-    """The gradients of the PPO-clip policy loss (and, ``with_critic``, of the critic's MSE) on the
-    minibatch ``mb`` at temperature ``alpha`` (ignored by the point mass) and clip ε ``clip``, at
-    the current parameters (module docstring). Call only where :func:`unsupported` says "" and on
-    one process (under several ranks the loss is a rank's share: rl.algorithms.base)."""
+    """The gradients of the PPO-clip policy loss and the critic's MSE on one minibatch, at the
+    current parameters (module docstring).
+
+    Call only where :func:`unsupported` says "" and on one process (under several ranks each
+    rank's loss is its share of the global one: rl.algorithms.base, autograd).
+
+    Args:
+        policy: the policy (its q, head and network).
+        critic: V(s).
+        mb: the minibatch (``Batch.minibatches``; its ``session`` indexes its ``xi``).
+        alpha: the temperature α > 0 (the point mass has no KL term and ignores it).
+        clip: PPO's clip ε.
+        with_critic: also the critic's MSE and gradients (its epochs ride along the policy's).
+
+    Returns:
+        The gradients (policy: :func:`policy_parameters`' order; critic: its ``parameters()``
+        order), log π of the samples, the value loss and what the policy loss's value needs.
+    """
     if distributed.is_distributed():
         raise RuntimeError("clip_step: one process only (several ranks go through autograd)")
+    if not isinstance(policy.q, PointMass) and not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
     net, head = policy.net, policy.head
     m = mb.obs.shape[0]
     log_std = head.log_std.detach()
@@ -176,6 +207,7 @@ def clip_step(
         grads, kl_term = [grad_theta[0], grad_log_std], None
     else:
         grad_scale = (grad_theta * mb.xi).sum(0).sub_(alpha / scale)
+        # F.softplus's defaults (β = 1, threshold 20), as ElementwiseAffine.scale takes it
         grad_raw = torch.ops.aten.softplus_backward(grad_scale, affine.raw_scale, 1.0, 20.0)
         grads, kl_term = [grad_theta.sum(0), grad_raw, grad_log_std], (alpha, mb.xi, scale)
     value, critic_grads = critic_step(critic, mb.obs, mb.returns) if with_critic else (None, None)
@@ -184,7 +216,16 @@ def clip_step(
 
 @torch.no_grad()
 def critic_step(critic: MLP, obs: Tensor, returns: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """mean (V(s) − R̂)² over a minibatch and its gradients for the critic's ``parameters()``."""
+    """mean (V(s) − R̂)² over a minibatch and its gradients, written out.
+
+    Args:
+        critic: V(s), an rl.networks MLP.
+        obs: the minibatch's states (M, obs_dim).
+        returns: their value targets R̂ (M,).
+
+    Returns:
+        The MSE (0-dim) and its gradients for the critic's ``parameters()``, in their order.
+    """
     params = [p.detach() for p in critic.parameters()]
     hidden: list[Tensor] = []
     value = linear_stack(obs, params, critic.activation, keep=hidden).squeeze(-1)

@@ -97,7 +97,10 @@ def _measure(algo_name: str, reps: int) -> dict[str, Any]:
 
     def written_out() -> None:
         step = clip_step(run.policy, run.critic, mb, alpha, cfg.clip_coef)
-        algo.apply_gradients(step.policy_grads, step.critic_grads)
+        algo.apply_gradients(
+            list(zip(policy_parameters(run.policy), step.policy_grads, strict=True)),
+            list(zip(run.critic.parameters(), step.critic_grads, strict=True)),
+        )
 
     def autograd() -> None:
         objective = clipped_objective(mb.logp, mb.advantages, cfg.clip_coef)

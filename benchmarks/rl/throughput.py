@@ -94,9 +94,9 @@ def throughput(root: Path, quick: bool, repeats: int | None = None) -> list[dict
         "PPO-style rows take them on the policy's minibatches with one backward for both "
         "losses, as SB3 does (rl/ defaults otherwise: its default `value_epochs` is "
         f"{TrainConfig.value_epochs}). "
-        "ppo and vppo take each minibatch's gradients by the written-out chain rule "
-        "(rl.written_out, their default for this configuration), the other rl/ rows through "
-        "autograd. `+envpool`: rl/'s "
+        "ppo and vppo on Box actions (Pendulum, HalfCheetah) take each minibatch's gradients by "
+        "the written-out chain rule (rl.written_out, their default there); every other row, "
+        "DeepSea10's discrete ppo and vppo included, goes through autograd. `+envpool`: rl/'s "
         "EnvPool backend (one thread; SB3 and every other row step gymnasium's SyncVectorEnv)."
         " Paired ratio: each repeat's steps/s over the same repeat's SB3 PPO run; the median over "
         "repeats and its range.",

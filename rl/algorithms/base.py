@@ -23,7 +23,6 @@ from rl.policy_api import PolicyFamily
 from rl.posteriors import probe_draws
 from rl.temperature import AutoTemperature, policy_entropy_per_param
 from rl.value import fit_value, value_loss, value_step
-from rl.written_out import policy_parameters
 from vi_flows import distributed
 
 __all__ = [
@@ -277,21 +276,29 @@ class Algorithm:
         return self._step_both(list(self.critic.parameters())), value.detach()
 
     def apply_gradients(
-        self, policy_grads: list[Tensor], critic_grads: list[Tensor] | None = None
+        self,
+        policy: list[tuple[Tensor, Tensor]],
+        critic: list[tuple[Tensor, Tensor]] | None = None,
     ) -> float:
         """The optimizer step(s) of :meth:`joint_step` (or of :func:`adam_step` without
-        ``critic_grads``) on gradients computed elsewhere (:mod:`rl.written_out`), given in
-        ``rl.written_out.policy_parameters`` and ``critic.parameters()`` order; returns the
-        policy's pre-clipping gradient norm."""
+        ``critic``) on gradients computed elsewhere (:mod:`rl.written_out`).
+
+        Args:
+            policy: (parameter, gradient) pairs of the policy; every other parameter of its
+                optimizer gets no gradient (and so no step).
+            critic: the same for the critic, whose step then follows the policy's.
+
+        Returns:
+            The policy's pre-clipping gradient norm.
+        """
         zero_grad(self.opt)
-        for p, g in zip(policy_parameters(self.policy), policy_grads, strict=True):
+        for p, g in policy:
             p.grad = g
-        if critic_grads is None:
+        if critic is None:
             return _clip_and_step(self.opt, self.cfg.max_grad_norm)
-        critic_params = list(self.critic.parameters())
-        for p, g in zip(critic_params, critic_grads, strict=True):
+        for p, g in critic:
             p.grad = g
-        return self._step_both(critic_params)
+        return self._step_both([p for p, _ in critic])
 
     def _step_both(self, critic_params: list[Tensor]) -> float:
         """Clip and apply the policy's gradients, then the critic's (``critic_params``)."""
