@@ -10,7 +10,8 @@ took 1.38–1.53× (V-PPO) and 1.49–1.76× (PPO) the time of the same arithmet
 * a :class:`~rl.policies.BNNPolicy` (not SVPG's particles) with a Box head whose log σ is learned,
 * whose posterior is the point mass (PPO) or q = N(μ, diag softplus(ρ)²), vi_flows' ``gaussian``
   flow on a standard-normal base (V-PPO's default),
-* the clip objective without RPO's noise, on one process,
+* the clip objective without RPO's noise, an rl.networks MLP critic, no frozen parameter
+  (checked when the algorithm is built, by :func:`unsupported`), on one process,
 
 :func:`clip_step` computes the gradients of exactly that loss by hand (tests hold it to autograd's
 to float rounding; every other configuration goes through autograd, and
