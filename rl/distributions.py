@@ -15,16 +15,16 @@ from torch.distributions import Distribution, constraints, register_kl
 
 from rl.fused import replay, tracks
 
-__all__ = ["DiagGaussian", "DiagGaussianSampler"]
+__all__ = ["DiagGaussian", "DiagGaussianSampler", "log_prob_terms"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def _log_prob_terms(
+def log_prob_terms(
     value: Tensor, loc: Tensor, log_scale: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """log N(value; μ, diag σ²) summed over the last dimension, with the z = (a − μ)/σ, 1/σ and
-    z² it was computed from (what :class:`_LogProbFn`'s backward reads)."""
+    z² it was computed from (what :class:`_LogProbFn`'s backward and rl.written_out read)."""
     inv_scale = torch.exp(-log_scale)
     z = (value - loc) * inv_scale
     z_sq = z.square()
@@ -32,7 +32,7 @@ def _log_prob_terms(
 
 
 def _plain_log_prob(value: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
-    return _log_prob_terms(value, loc, log_scale)[0]
+    return log_prob_terms(value, loc, log_scale)[0]
 
 
 class _LogProbFn(torch.autograd.Function):
@@ -47,7 +47,7 @@ class _LogProbFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, value: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
-        out, z, inv_scale, z_sq = _log_prob_terms(value, loc, log_scale)
+        out, z, inv_scale, z_sq = log_prob_terms(value, loc, log_scale)
         ctx.save_for_backward(value, loc, log_scale, z, inv_scale, z_sq)
         return out
 

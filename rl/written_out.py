@@ -42,7 +42,6 @@ with ∂s_i/∂θ_k through the MLP per session on the padded groups the library
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -51,17 +50,16 @@ from torch import Tensor, nn
 
 from rl.action_head import ActionHead
 from rl.buffer import Batch
+from rl.distributions import log_prob_terms
 from rl.networks import MLP, linear_stack, linear_stack_backprop
 from rl.policies import BNNPolicy, group_layout
 from rl.posteriors import PointMass
 from vi_flows import distributed
-from vi_flows.bases import StandardNormal
+from vi_flows.bases import StandardNormal, standard_normal_log_prob
 from vi_flows.flows import Flow
 from vi_flows.transforms import ElementwiseAffine
 
 __all__ = ["ClipStep", "unsupported", "policy_parameters", "clip_step", "critic_step"]
-
-_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class ClipStep(NamedTuple):
@@ -86,10 +84,18 @@ class ClipStep(NamedTuple):
         if self.kl_term is None:
             return -self.surrogate
         alpha, xi, scale = self.kl_term
-        k, d = xi.shape
-        flat = xi.reshape(-1)
-        log_q = -0.5 * (torch.dot(flat, flat) / k + d * math.log(2 * math.pi)) - scale.log().sum()
+        log_q = standard_normal_log_prob(xi).mean() - scale.log().sum()
         return alpha * log_q - self.surrogate
+
+    def pairs(
+        self, policy: BNNPolicy, critic: MLP
+    ) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, Tensor]] | None]:
+        """The gradients with their parameters, policy's and critic's (None without the
+        critic's), as ``rl.algorithms.base.Algorithm.apply_gradients`` takes them."""
+        with_params = list(zip(policy_parameters(policy), self.policy_grads, strict=True))
+        if self.critic_grads is None:
+            return with_params, None
+        return with_params, list(zip(critic.parameters(), self.critic_grads, strict=True))
 
 
 def unsupported(policy: nn.Module, critic: nn.Module, objective: str, rpo_alpha: float) -> str:
@@ -185,10 +191,7 @@ def clip_step(
     layers, hidden = net.layers(policy.theta0 + theta), []
     out = net.apply(layers, padded, keep=hidden)
     mean = out[0] if point else out[rows, pos]
-    inv_std = torch.exp(-log_std)
-    z = (mb.actions - mean) * inv_std
-    z_sq = z.square()
-    logp = -(0.5 * z_sq + log_std + _HALF_LOG_2PI).sum(-1)
+    logp, z, inv_std, z_sq = log_prob_terms(mb.actions, mean, log_std)
     ratio = torch.exp(logp - mb.logp)
     unclipped = ratio * mb.advantages
     clipped = ratio.clamp(1.0 - clip, 1.0 + clip) * mb.advantages

@@ -97,10 +97,7 @@ def _measure(algo_name: str, reps: int) -> dict[str, Any]:
 
     def written_out() -> None:
         step = clip_step(run.policy, run.critic, mb, alpha, cfg.clip_coef)
-        algo.apply_gradients(
-            list(zip(policy_parameters(run.policy), step.policy_grads, strict=True)),
-            list(zip(run.critic.parameters(), step.critic_grads, strict=True)),
-        )
+        algo.apply_gradients(*step.pairs(run.policy, run.critic))
 
     def autograd() -> None:
         objective = clipped_objective(mb.logp, mb.advantages, cfg.clip_coef)

@@ -19,7 +19,7 @@ from rl.config import TrainConfig, check_ranges, nonnegative_finite, positive_fi
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature
 from rl.value import reduce_value_loss
-from rl.written_out import ClipStep, clip_step, policy_parameters, unsupported
+from rl.written_out import clip_step, unsupported
 from vi_flows import distributed
 
 __all__ = ["PPOConfig", "PPO"]
@@ -123,7 +123,7 @@ class PPO(Algorithm):
                 with_value = epoch < joint
                 if written_out:  # the same loss's gradients by hand (rl.written_out)
                     step = clip_step(self.policy, self.critic, mb, alpha, cfg.clip_coef, with_value)
-                    norm = self.apply_gradients(*self._pairs(step))
+                    norm = self.apply_gradients(*step.pairs(self.policy, self.critic))
                     loss_value, logp, mb_value = step.policy_loss, step.logp, step.value_loss
                 else:
                     loss, logp, norm, mb_value = self._autograd_step(mb, alpha, with_value)
@@ -169,15 +169,6 @@ class PPO(Algorithm):
             "clipfrac": sum(clipped) / len(clipped),
             "step_frac": steps / (cfg.epochs * per_epoch),
         }
-
-    def _pairs(
-        self, step: ClipStep
-    ) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, Tensor]] | None]:
-        """A written-out step's gradients with their parameters (Algorithm.apply_gradients)."""
-        policy = list(zip(policy_parameters(self.policy), step.policy_grads, strict=True))
-        if step.critic_grads is None:
-            return policy, None
-        return policy, list(zip(self.critic.parameters(), step.critic_grads, strict=True))
 
     def _autograd_step(
         self, mb: Batch, alpha: float, with_value: bool
