@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.optim import optimizer as torch_optimizer
@@ -23,10 +24,10 @@ def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> Tensor:
     """``nn.utils.clip_grad_norm_(params, max_norm, foreach=True)``: scale the gradients in place
     by min(1, max_norm / (‖g‖₂ + 1e-6)) and return the pre-clipping norm ‖g‖₂ (a 0-d tensor).
 
-    Where every gradient is a CPU tensor of one dtype (the trainer's case) this runs torch's own
-    sequence of kernels (per-tensor norms, the norm of their stack, the coefficient, one foreach
-    multiply, skipped where the clamped coefficient is exactly 1), so the results are the same
-    floats; otherwise it calls torch's function.
+    Where every gradient is a float32 or float64 CPU tensor of one dtype (the trainer's case)
+    this runs torch's own sequence of operations (per-tensor norms, the norm of their stack, the
+    coefficient, one foreach multiply, skipped where the clamped coefficient is exactly 1), so
+    the results are the same floats; otherwise it calls torch's function.
 
     >>> p = nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 4.0])
     >>> float(clip_grad_norm([p], 1.0)), [round(float(g), 4) for g in p.grad]
@@ -34,16 +35,34 @@ def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> Tensor:
     """
     params = list(params)
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads or any(g.device.type != "cpu" or g.dtype != grads[0].dtype for g in grads):
+    dtype = grads[0].dtype if grads else None
+    if dtype not in _NUMPY_DTYPES or any(g.device.type != "cpu" or g.dtype != dtype for g in grads):
         return nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
     norms = torch._foreach_norm(grads, 2.0)
     total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
-    coef = float(max_norm) / (total + 1e-6)
+    value = total.item()
+    if not math.isfinite(value):  # torch's own arithmetic (no numpy overflow warnings)
+        torch._foreach_mul_(grads, (float(max_norm) / (total + 1e-6)).clamp(max=1.0))
+        return total
+    # torch's coefficient max_norm / (‖g‖ + 1e-6) is tensor arithmetic in the gradients' dtype;
+    # numpy's scalars of that dtype round each operation the same way (IEEE) without its two
+    # kernels and the comparison's, and this runs after every optimizer step.
+    np_dtype, largest = _NUMPY_DTYPES[dtype]
+    limit = np_dtype(min(float(max_norm), largest))  # beyond the largest float: a no-op either way
+    denominator = np_dtype(value) + np_dtype(1e-6)
     # torch multiplies by the coefficient clamped to 1; by exactly 1 is a no-op, so only a
-    # coefficient below 1 (or NaN, which the clamp passes on) is applied.
-    if not coef >= 1.0:
-        torch._foreach_mul_(grads, coef)
+    # coefficient below 1 is applied, which is where limit < denominator (a correctly rounded
+    # quotient of positive numbers is < 1 exactly then; the division never overflows).
+    if limit < denominator:
+        torch._foreach_mul_(grads, float(limit / denominator))
     return total
+
+
+#: The gradient dtypes :func:`clip_grad_norm` computes its coefficient for in numpy.
+_NUMPY_DTYPES = {
+    torch.float32: (np.float32, float(np.finfo(np.float32).max)),
+    torch.float64: (np.float64, float(np.finfo(np.float64).max)),
+}
 
 
 def check_finite_gradient(norm: float, what: str = "policy") -> None:

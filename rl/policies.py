@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -69,13 +70,17 @@ def group_layout(rows: Tensor, num_rows: int) -> tuple[Tensor, int]:
     >>> group_layout(torch.tensor([1, 0, 1, 1]), 3)
     (tensor([0, 0, 1, 2]), 3)
     """
-    # The running count of each sample's row (a cumulative sum of one-hot rows, (M, K) small
-    # integers), one pass and no sort; the one-hot rows by scatter_ (F.one_hot first checks the
-    # range: three more kernels).
-    one_hot = torch.zeros(rows.shape[0], num_rows, dtype=torch.long)
-    seen = one_hot.scatter_(1, rows.unsqueeze(1), 1).cumsum(0)
-    pos = seen.gather(1, rows.unsqueeze(1)).squeeze(1) - 1
-    return pos, int(seen[-1].max()) if rows.shape[0] else 0
+    # numpy: a stable sort by row puts each group's samples in their order, and a sample's place
+    # is its rank in the sort minus its group's start. The update calls this per minibatch, and
+    # on its few hundred indices numpy's ~1 µs per call beats torch's ~10 µs per kernel (the
+    # torch version, a cumulative sum of one-hot rows, took ~50 µs).
+    r = rows.cpu().numpy()
+    order = np.argsort(r, kind="stable")
+    counts = np.bincount(r, minlength=num_rows)
+    starts = np.cumsum(counts) - counts
+    pos = np.empty_like(r)
+    pos[order] = np.arange(r.shape[0]) - starts[r[order]]
+    return torch.from_numpy(pos).to(rows.device), int(counts.max()) if r.shape[0] else 0
 
 
 class BNNPolicy(nn.Module):

@@ -109,7 +109,6 @@ True
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -177,29 +176,21 @@ def entropy_per_param(q: nn.Module, xi: Tensor) -> float:
     return HALF_LOG_2PIE + float(log_det.mean()) / xi.shape[1]
 
 
-@functools.cache
-def _base_at_zero(dim: int) -> Tensor:
-    """log N(0; 0, I_dim) as a float32 (1,) tensor (what ``standard_normal_log_prob`` gives)."""
-    return standard_normal_log_prob(torch.zeros(1, dim))
-
-
 @torch.no_grad()
 def _constant_entropy_per_param(flow: Flow) -> float:
-    """:func:`entropy_per_param` at ξ = 0 of a standard-normal flow whose log-det does not
-    depend on ξ, with the same float32 arithmetic (so the same value to the last bit) but no
-    base densities: log q(h(0)) = log q₀(0) − ladj, then ladj = log q₀(0) − log q (the round
-    trip is what entropy_per_param computes). A single affine map gives ladj in closed form
-    (``log_abs_det``, the forward's own sum) without pushing ξ = 0 through it. This runs after
-    every optimizer step, where the flow's forward and two base densities cost twice the
-    log-det itself."""
-    base = _base_at_zero(flow.dim)
+    """:func:`entropy_per_param` of a standard-normal flow whose log-det does not depend on ξ,
+    without base densities: h = ½ log(2πe) + log|det| / d. A single affine map gives the log-det
+    in closed form (``log_abs_det``, the forward's own sum); other compositions push ξ = 0
+    through once. This runs after every optimizer step, where the flow's forward and two base
+    densities cost twice the log-det itself. It is also the more exact value: entropy_per_param
+    recovers the log-det as log q₀(ξ) − log q, a float32 difference of two numbers ~10⁴ for a
+    policy network, which rounds h by up to ~10⁻⁶ nats."""
     transform = flow.transform
     if isinstance(transform, ElementwiseAffine | LowRankAffine | LowerTriangularAffine):
         ladj = transform.log_abs_det()
     else:
-        ladj = transform(torch.zeros(1, flow.dim))[1]
-    log_det = base - (base - ladj)
-    return HALF_LOG_2PIE + float(log_det[0]) / flow.dim
+        ladj = transform(torch.zeros(1, flow.dim))[1][0]
+    return HALF_LOG_2PIE + float(ladj) / flow.dim
 
 
 def policy_entropy_per_param(

@@ -42,6 +42,7 @@ with ∂s_i/∂θ_k through the MLP per session on the padded groups the library
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -63,7 +64,8 @@ __all__ = ["ClipStep", "unsupported", "policy_parameters", "clip_step", "critic_
 
 
 class ClipStep(NamedTuple):
-    """One minibatch's gradients and what the update logs of it."""
+    """One minibatch's gradients and what the update logs of it (the logged values are computed
+    when asked: the update logs its last minibatch's only)."""
 
     policy_grads: list[Tensor]
     """Gradients of :func:`policy_parameters`, in its order."""
@@ -71,31 +73,40 @@ class ClipStep(NamedTuple):
     """Gradients of the critic's ``parameters()`` (None when the critic was not asked for)."""
     logp: Tensor
     """log π_θ(a_i|s_i) of every sample (M,), no gradient (the clip fraction and KL guard)."""
-    value_loss: Tensor | None
-    """The critic's MSE, 0-dim (None without the critic)."""
-    surrogate: Tensor
-    """(1/M) Σ s_i, 0-dim."""
+    value_error: Tensor | None
+    """V(s_i) − R̂_i (M,) (None without the critic)."""
+    terms: tuple[Tensor, Tensor]
+    """r_i Â_i and clip(r_i, 1 ± ε) Â_i (M,), whose minimum is s_i."""
     kl_term: tuple[float, Tensor, Tensor] | None
     """(α, ξ, σ) of the α·mean log q term (None for the point mass)."""
 
+    def surrogate(self) -> Tensor:
+        """(1/M) Σ s_i, 0-dim."""
+        unclipped, clipped = self.terms
+        return torch.minimum(unclipped, clipped).mean()
+
     def policy_loss(self) -> Tensor:
-        """The policy loss's value (module docstring), computed when asked: the update logs only
-        its last minibatch's."""
+        """The policy loss's value (module docstring)."""
         if self.kl_term is None:
-            return -self.surrogate
+            return -self.surrogate()
         alpha, xi, scale = self.kl_term
         log_q = standard_normal_log_prob(xi).mean() - scale.log().sum()
-        return alpha * log_q - self.surrogate
+        return alpha * log_q - self.surrogate()
+
+    def value_loss(self) -> Tensor | None:
+        """The critic's MSE, 0-dim (None without the critic)."""
+        return None if self.value_error is None else self.value_error.square().mean()
 
     def pairs(
-        self, policy: BNNPolicy, critic: MLP
+        self, policy_params: Sequence[Tensor], critic_params: Sequence[Tensor]
     ) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, Tensor]] | None]:
-        """The gradients with their parameters, policy's and critic's (None without the
-        critic's), as ``rl.algorithms.base.Algorithm.apply_gradients`` takes them."""
-        with_params = list(zip(policy_parameters(policy), self.policy_grads, strict=True))
+        """The gradients with their parameters (:func:`policy_parameters`, the critic's
+        ``parameters()``), policy's and critic's (None without the critic's), as
+        ``rl.algorithms.base.Algorithm.apply_gradients`` takes them."""
+        with_params = list(zip(policy_params, self.policy_grads, strict=True))
         if self.critic_grads is None:
             return with_params, None
-        return with_params, list(zip(critic.parameters(), self.critic_grads, strict=True))
+        return with_params, list(zip(critic_params, self.critic_grads, strict=True))
 
 
 def unsupported(policy: nn.Module, critic: nn.Module, objective: str, rpo_alpha: float) -> str:
@@ -151,6 +162,7 @@ def clip_step(
     alpha: float,
     clip: float,
     with_critic: bool = True,
+    critic_params: Sequence[Tensor] | None = None,
 ) -> ClipStep:
     """The gradients of the PPO-clip policy loss and the critic's MSE on one minibatch, at the
     current parameters (module docstring).
@@ -165,10 +177,11 @@ def clip_step(
         alpha: the temperature α > 0 (the point mass has no KL term and ignores it).
         clip: PPO's clip ε.
         with_critic: also the critic's MSE and gradients (its epochs ride along the policy's).
+        critic_params: the critic's ``parameters()`` as a list (:func:`critic_step`).
 
     Returns:
         The gradients (policy: :func:`policy_parameters`' order; critic: its ``parameters()``
-        order), log π of the samples, the value loss and what the policy loss's value needs.
+        order), log π of the samples and what the logged losses need.
     """
     if distributed.is_distributed():
         raise RuntimeError("clip_step: one process only (several ranks go through autograd)")
@@ -178,27 +191,27 @@ def clip_step(
     m = mb.obs.shape[0]
     log_std = head.log_std.detach()
     point = isinstance(policy.q, PointMass)
+    # θ₀ is added to the d-vector μ, not to the (K, d) table of the sessions' θ_k
     if point:  # one θ for every sample: no grouping (as BNNPolicy.grouped_distribution)
-        theta, padded, rows, pos = policy.q.loc.detach()[None], mb.obs[None], None, None
+        theta, padded = (policy.theta0 + policy.q.loc.detach())[None], mb.obs[None]
+        rows = pos = None
     else:
         affine = policy.q.transform
         scale = F.softplus(affine.raw_scale.detach())
-        theta = torch.addcmul(affine.loc.detach(), scale, mb.xi)
+        theta = torch.addcmul(policy.theta0 + affine.loc.detach(), scale, mb.xi)
         rows = policy.rows(mb)
         pos, largest = group_layout(rows, theta.shape[0])
         padded = mb.obs.new_zeros(theta.shape[0], largest, mb.obs.shape[-1])
         padded[rows, pos] = mb.obs
-    layers, hidden = net.layers(policy.theta0 + theta), []
+    layers, hidden = net.layers(theta), []
     out = net.apply(layers, padded, keep=hidden)
     mean = out[0] if point else out[rows, pos]
     logp, z, inv_std, z_sq = log_prob_terms(mb.actions, mean, log_std)
     ratio = torch.exp(logp - mb.logp)
     unclipped = ratio * mb.advantages
     clipped = ratio.clamp(1.0 - clip, 1.0 + clip) * mb.advantages
-    keep = unclipped <= clipped
-    surrogate = torch.where(keep, unclipped, clipped).sum() / m
     # ∂L/∂log π_i = −(1/M) ∂s_i/∂log π_i: r_i Â_i where the unclipped term is the minimum
-    grad_logp = torch.where(keep, unclipped, 0.0).mul_(-1.0 / m).unsqueeze(-1)
+    grad_logp = torch.where(unclipped <= clipped, unclipped, 0.0).mul_(-1.0 / m).unsqueeze(-1)
     grad_mean = grad_logp * z * inv_std
     grad_log_std = (grad_logp * (z_sq - 1.0)).sum(0)
     if point:
@@ -210,30 +223,39 @@ def clip_step(
     if point:
         grads, kl_term = [grad_theta[0], grad_log_std], None
     else:
-        grad_scale = (grad_theta * mb.xi).sum(0).sub_(alpha / scale)
+        grad_loc = grad_theta.sum(0)
+        # in place: the (K, d) table is not needed past its sum
+        grad_scale = grad_theta.mul_(mb.xi).sum(0).sub_(alpha / scale)
         # F.softplus's defaults (β = 1, threshold 20), as ElementwiseAffine.scale takes it
         grad_raw = torch.ops.aten.softplus_backward(grad_scale, affine.raw_scale, 1.0, 20.0)
-        grads, kl_term = [grad_theta.sum(0), grad_raw, grad_log_std], (alpha, mb.xi, scale)
-    value, critic_grads = critic_step(critic, mb.obs, mb.returns) if with_critic else (None, None)
-    return ClipStep(grads, critic_grads, logp, value, surrogate, kl_term)
+        grads, kl_term = [grad_loc, grad_raw, grad_log_std], (alpha, mb.xi, scale)
+    error, critic_grads = (
+        critic_step(critic, mb.obs, mb.returns, critic_params) if with_critic else (None, None)
+    )
+    return ClipStep(grads, critic_grads, logp, error, (unclipped, clipped), kl_term)
 
 
 @torch.no_grad()
-def critic_step(critic: MLP, obs: Tensor, returns: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """mean (V(s) − R̂)² over a minibatch and its gradients, written out.
+def critic_step(
+    critic: MLP, obs: Tensor, returns: Tensor, params: Sequence[Tensor] | None = None
+) -> tuple[Tensor, list[Tensor]]:
+    """The errors V(s) − R̂ over a minibatch and the gradients of their mean square, written out.
 
     Args:
         critic: V(s), an rl.networks MLP.
         obs: the minibatch's states (M, obs_dim).
         returns: their value targets R̂ (M,).
+        params: the critic's ``parameters()`` as a list, where the caller keeps one (listing
+            them costs ~8 µs, and this runs once per minibatch).
 
     Returns:
-        The MSE (0-dim) and its gradients for the critic's ``parameters()``, in their order.
+        The errors (M,) (their mean square is the MSE) and its gradients for the critic's
+        ``parameters()``, in their order.
     """
-    params = [p.detach() for p in critic.parameters()]
+    params = list(critic.parameters()) if params is None else params
     hidden: list[Tensor] = []
     value = linear_stack(obs, params, critic.activation, keep=hidden).squeeze(-1)
     error = value - returns
     delta = (2.0 / obs.shape[0]) * error.unsqueeze(-1)
     grads = linear_stack_backprop(params, [obs, *hidden], delta, critic.activation)[1]
-    return error.square().mean(), grads
+    return error, grads

@@ -68,7 +68,7 @@ class _Ticks:
         return self.now
 
 
-def test_update_cost_times_every_phase_of_both_runs_and_restores_batch_subset(
+def test_update_cost_times_every_phase_of_both_runs_and_restores_batch_minibatches(
     tmp_path, monkeypatch
 ):
     import benchmarks.rl.update_cost as module
@@ -76,9 +76,9 @@ def test_update_cost_times_every_phase_of_both_runs_and_restores_batch_subset(
     from rl.buffer import Batch
 
     monkeypatch.setattr(module, "time", _Ticks())
-    original = Batch.subset
+    original = Batch.minibatches
     rows = update_cost(tmp_path, quick=True, cycles=1, warmup=0)
-    assert Batch.subset is original
+    assert Batch.minibatches is original
     names = [r["phase"] for r in rows]
     assert names == [*PHASES, "cycle", "aten ops per step", "autograd nodes per step"]
     by_name = dict(zip(names, rows, strict=True))
@@ -87,6 +87,8 @@ def test_update_cost_times_every_phase_of_both_runs_and_restores_batch_subset(
     for algo in ("ppo", "vppo"):
         assert by_name["gradients"][f"{algo}_ms"] == pytest.approx(80.0)
         assert by_name["step"][f"{algo}_ms"] == pytest.approx(80.0)
+        # each minibatch's cut, and each epoch's last call that finds none left
+        assert by_name["subset"][f"{algo}_ms"] == pytest.approx(90.0)
     # PPO has no dual step; V-PPO takes one after every optimizer step
     assert by_name["dual"]["ppo_ms"] == 0.0
     assert by_name["dual"]["vppo_ms"] == pytest.approx(80.0)

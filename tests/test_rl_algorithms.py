@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import gymnasium as gym
 import pytest
@@ -256,23 +257,30 @@ def test_ppo_anneal_lr_decays_linearly_per_update():
     assert lrs == pytest.approx([1e-3, 0.75e-3, 0.5e-3])
 
 
-@pytest.mark.parametrize("max_norm", [0.5, 1e3, float("inf")])
-def test_clip_grad_norm_is_torchs_clip_to_the_bit(max_norm):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("max_norm", [0.5, 1e3, 3e38, float("inf")])
+@pytest.mark.parametrize("scale", [1.0, 1e-7, float("inf"), float("nan")])
+def test_clip_grad_norm_is_torchs_clip_to_the_bit(max_norm, dtype, scale):
     """The lean clip (run after every optimizer step) against torch's clip_grad_norm_: the same
-    returned norm and clipped gradients, bit for bit, including a parameter without a gradient."""
+    returned norm and clipped gradients, bit for bit, including a parameter without a gradient,
+    over many draws (the coefficient's rounding), tiny and non-finite gradients and a dtype the
+    lean path leaves to torch."""
     torch.manual_seed(0)
     sizes = [(64, 3), (64,), (64, 64), (1,), (7,)]
-    ours = [torch.nn.Parameter(torch.randn(s)) for s in sizes]
-    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
-    for a, b in zip(ours[:-1], theirs[:-1], strict=True):  # the last one has no gradient
-        a.grad = torch.randn_like(a)
-        b.grad = a.grad.clone()
-    norm = clip_grad_norm(ours, max_norm)
-    expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm, foreach=True)
-    assert torch.equal(norm, expected)
-    for a, b in zip(ours[:-1], theirs[:-1], strict=True):
-        assert torch.equal(a.grad, b.grad)
-    assert ours[-1].grad is None
+    for _ in range(20):
+        ours = [torch.nn.Parameter(torch.randn(s, dtype=dtype)) for s in sizes]
+        theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+        for a, b in zip(ours[:-1], theirs[:-1], strict=True):  # the last one has no gradient
+            a.grad = torch.randn_like(a) * torch.rand(()).to(dtype) * scale
+            b.grad = a.grad.clone()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy's scalar arithmetic stays quiet
+            norm = clip_grad_norm(ours, max_norm)
+        expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm, foreach=True)
+        assert torch.equal(norm, expected) or (norm.isnan() and expected.isnan())
+        for a, b in zip(ours[:-1], theirs[:-1], strict=True):
+            assert torch.equal(a.grad, b.grad) or torch.equal(a.grad.isnan(), b.grad.isnan())
+        assert ours[-1].grad is None
 
 
 @pytest.mark.parametrize(

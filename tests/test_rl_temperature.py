@@ -62,10 +62,11 @@ def test_entropy_of_a_nonlinear_flow_matches_a_plain_monte_carlo_estimate():
     ("family", "hidden"),
     [("gaussian", (64, 64)), ("lowrank-gaussian", (64, 64)), ("full-gaussian", (16,))],
 )
-def test_the_dual_steps_affine_entropy_is_entropy_per_param_at_zero_to_the_bit(family, hidden):
-    """policy_entropy_per_param's one-pass path for affine flows (run after every optimizer
+def test_the_dual_steps_affine_entropy_is_entropy_per_param_at_zero(family, hidden):
+    """policy_entropy_per_param's closed-form path for affine flows (run after every optimizer
     step) against the straightforward entropy_per_param(q, ξ = 0) through the flow's forward,
-    at a real network's size (d = 4546, log q(h(0)) ≈ 1.7·10⁴)."""
+    at a real network's size (d = 4546, log q(h(0)) ≈ 1.7·10⁴: the reference's float32 round
+    trip through log q rounds h by ~ulp(10⁴)/d ≈ 2·10⁻⁷)."""
     torch.manual_seed(0)
     options = {"init_scale": 0.01}
     policy = BNNPolicy(3, BOX, hidden=hidden, posterior=family, posterior_options=options)
@@ -74,7 +75,7 @@ def test_the_dual_steps_affine_entropy_is_entropy_per_param_at_zero_to_the_bit(f
             for p in policy.q.parameters():
                 p.add_(0.1 * torch.randn_like(p))
         reference = entropy_per_param(policy.q, torch.zeros(1, policy.noise_dim))
-        assert policy_entropy_per_param(policy) == reference
+        assert policy_entropy_per_param(policy) == pytest.approx(reference, abs=2e-6)
 
 
 def test_policy_entropy_per_param_for_each_posterior_kind():

@@ -89,13 +89,13 @@ def test_written_out_gradients_are_autograds_on_the_librarys_loss(
         for got, ref in zip(step.policy_grads + step.critic_grads, want, strict=True):
             torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(step.policy_loss(), loss, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(step.value_loss, value, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(step.value_loss(), value, rtol=1e-12, atol=1e-14)
         with torch.no_grad():
             theta = policy.variational(mb)[0](policy.variational(mb)[1])[0]
             torch.testing.assert_close(step.logp, policy.log_prob(mb, theta))
         # without the critic: the same policy gradients, nothing for the critic
         alone = clip_step(policy, critic, mb, alpha, 0.2, with_critic=False)
-        assert alone.critic_grads is None and alone.value_loss is None
+        assert alone.critic_grads is None and alone.value_loss() is None
         for got, ref in zip(alone.policy_grads, step.policy_grads, strict=True):
             torch.testing.assert_close(got, ref, rtol=0, atol=0)
     # the comparison sees a different loss: another clip ε, and another α where there is a KL term

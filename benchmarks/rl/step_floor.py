@@ -97,7 +97,9 @@ def _measure(algo_name: str, reps: int) -> dict[str, Any]:
 
     def written_out() -> None:
         step = clip_step(run.policy, run.critic, mb, alpha, cfg.clip_coef)
-        algo.apply_gradients(*step.pairs(run.policy, run.critic))
+        algo.apply_gradients(
+            *step.pairs(policy_parameters(run.policy), list(run.critic.parameters()))
+        )
 
     def autograd() -> None:
         objective = clipped_objective(mb.logp, mb.advantages, cfg.clip_coef)

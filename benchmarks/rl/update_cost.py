@@ -8,7 +8,7 @@ host's slow phases, which last seconds (README, "Training speed"), fall on both 
 cycle is timed by phase:
 
 * ``collect``: the rollout and its GAE batch;
-* ``subset``: cutting the minibatches out of the batch (``Batch.subset``);
+* ``subset``: cutting the minibatches out of the batch (``Batch.minibatches``);
 * ``gradients``: the minibatch's policy and critic gradients by the written-out chain rule
   (:func:`rl.written_out.clip_step`, the default for these runs), or on the autograd path
   (``hand_gradients=False``) the policy loss's forward (``Algorithm.loss``: flow, θ table, log π,
@@ -90,23 +90,27 @@ class _Clock:
 
 @contextmanager
 def _timed_subset(clocks: dict[int, _Clock]) -> Iterator[None]:
-    """``Batch.subset`` timed into the clock of the run whose batch it cuts (keyed by the
-    session table's identity: each run's batch carries its own)."""
-    original = Batch.subset
+    """Each minibatch ``Batch.minibatches`` cuts out of the batch, timed into the clock of the
+    run whose batch it is (keyed by the session table's identity: each run's batch carries its
+    own)."""
+    original = Batch.minibatches
 
-    def subset(self: Batch, rows: torch.Tensor) -> Batch:
-        start = time.perf_counter()
-        out = original(self, rows)
-        clock = clocks.get(id(self.xi))
-        if clock is not None:
-            clock.spent["subset"] += time.perf_counter() - start
-        return out
+    def minibatches(self: Batch, size: int, generator: torch.Generator) -> Iterator[Batch]:
+        clock, cut = clocks.get(id(self.xi)), original(self, size, generator)
+        while True:
+            start = time.perf_counter()
+            mb = next(cut, None)
+            if clock is not None:
+                clock.spent["subset"] += time.perf_counter() - start
+            if mb is None:
+                return
+            yield mb
 
-    Batch.subset = subset  # type: ignore[method-assign]
+    Batch.minibatches = minibatches  # type: ignore[method-assign]
     try:
         yield
     finally:
-        Batch.subset = original  # type: ignore[method-assign]
+        Batch.minibatches = original  # type: ignore[method-assign]
 
 
 @contextmanager

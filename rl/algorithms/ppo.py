@@ -19,7 +19,7 @@ from rl.config import TrainConfig, check_ranges, nonnegative_finite, positive_fi
 from rl.policy_api import PolicyFamily
 from rl.temperature import AutoTemperature
 from rl.value import reduce_value_loss
-from rl.written_out import clip_step, unsupported
+from rl.written_out import clip_step, policy_parameters, unsupported
 from vi_flows import distributed
 
 __all__ = ["PPOConfig", "PPO"]
@@ -97,6 +97,10 @@ class PPO(Algorithm):
         self.written_out = cfg.hand_gradients and not unsupported(
             policy, critic, cfg.objective, cfg.rpo_alpha
         )
+        # the parameters the written-out gradients go to, listed once (~10 µs a minibatch)
+        self._params = (
+            (policy_parameters(policy), list(critic.parameters())) if self.written_out else None
+        )
 
     def update(
         self, batch: Batch, alpha: float, temperature: AutoTemperature | None = None
@@ -115,19 +119,31 @@ class PPO(Algorithm):
         # The critic's epochs ride along the policy's while their minibatches have one size: one
         # backward for both losses (Algorithm.joint_step); the rest run after, on their own.
         joint = cfg.value_epochs if cfg.value_minibatch_size == cfg.minibatch_size else 0
-        joint_done, value = 0, None
+        joint_done = 0
+        # the last joint minibatch's value loss, evaluated when logged
+        value: Callable[[], Tensor | None] | None = None
         written_out = self.written_out and not distributed.is_distributed()
         for epoch in range(cfg.epochs):
             moved: list[Tensor] = []  # each minibatch's log π_θ − log π_old before its step
             for mb in batch.minibatches(cfg.minibatch_size, self.generator):
                 with_value = epoch < joint
                 if written_out:  # the same loss's gradients by hand (rl.written_out)
-                    step = clip_step(self.policy, self.critic, mb, alpha, cfg.clip_coef, with_value)
-                    norm = self.apply_gradients(*step.pairs(self.policy, self.critic))
+                    policy_params, critic_params = self._params
+                    step = clip_step(
+                        self.policy,
+                        self.critic,
+                        mb,
+                        alpha,
+                        cfg.clip_coef,
+                        with_value,
+                        critic_params,
+                    )
+                    norm = self.apply_gradients(*step.pairs(policy_params, critic_params))
                     loss_value, logp, mb_value = step.policy_loss, step.logp, step.value_loss
                 else:
-                    loss, logp, norm, mb_value = self._autograd_step(mb, alpha, with_value)
+                    loss, logp, norm, value_loss = self._autograd_step(mb, alpha, with_value)
                     loss_value = loss.detach
+                    mb_value = None if value_loss is None else value_loss.detach
                 value = mb_value if with_value else value
                 steps += 1
                 if temperature is not None:  # auto α reacts within the update (rl.temperature)
@@ -158,7 +174,7 @@ class PPO(Algorithm):
         if value is None or joint_done < cfg.value_epochs:  # the critic's remaining epochs
             value_loss = self.fit_value(batch, cfg.value_epochs - joint_done)
         else:
-            value_loss = reduce_value_loss(value)
+            value_loss = reduce_value_loss(value())
         return {
             **stats,
             **dual,
