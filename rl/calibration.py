@@ -67,7 +67,6 @@ from rl.policy_api import PolicyFamily
 
 __all__ = [
     "policy_spread",
-    "session_distributions",
     "session_kls",
     "calibrate_std",
     "initial_states",
@@ -80,28 +79,17 @@ CALIBRATION_STATES, CALIBRATION_DRAWS = 64, 32
 
 
 @torch.no_grad()
-def session_distributions(policy: PolicyFamily, obs: Tensor, xi: Tensor) -> list[Distribution]:
-    """π_θ(ξ_k)(·|s) at the states ``obs`` (B, n_obs), one distribution per draw in ``xi``
-    (K, d)."""
-    params = policy.session_params(xi)
-    batch = obs.shape[0]
-    return [
-        policy.act_distribution(params[k : k + 1].expand(batch, -1), obs)
-        for k in range(params.shape[0])
-    ]
-
-
-@torch.no_grad()
 def session_kls(
-    policy: PolicyFamily, obs: Tensor, xi: Tensor, dists: list[Distribution] | None = None
+    policy: PolicyFamily, obs: Tensor, xi: Tensor, dist: Distribution | None = None
 ) -> Tensor:
     """KL(π_θ(ξ_k)(·|s) ‖ π_θ(0)(·|s)) averaged over the states ``obs`` (B, n_obs), one entry per
-    draw in ``xi`` (K, d): the terms of :func:`policy_spread`. ``dists``: the draws'
-    :func:`session_distributions`, where the caller has them."""
+    draw in ``xi`` (K, d): the terms of :func:`policy_spread`. ``dist``: the draws'
+    ``policy.sessions_distribution`` at ``obs`` (batch (K, B)), where the caller has it."""
     center = policy.session_params(xi.new_zeros(1, xi.shape[1]))
     reference = policy.act_distribution(center.expand(obs.shape[0], -1), obs)
-    dists = session_distributions(policy, obs, xi) if dists is None else dists
-    return torch.stack([kl_divergence(dist, reference).mean() for dist in dists])
+    if dist is None:
+        dist = policy.sessions_distribution(policy.session_params(xi), obs)
+    return kl_divergence(dist, reference).mean(-1)
 
 
 def policy_spread(policy: PolicyFamily, obs: Tensor, xi: Tensor) -> float:

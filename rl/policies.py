@@ -161,6 +161,11 @@ class BNNPolicy(nn.Module):
         """π_{θ_i}(·|s_i) for the absolute weights of :meth:`session_params`."""
         return self.head(self.net(params, obs.unsqueeze(-2)).squeeze(-2))
 
+    def sessions_distribution(self, params: Tensor, obs: Tensor) -> Distribution:
+        """π for the K absolute weight vectors ``params`` (K, d) at each of the states ``obs``
+        (B, n_obs): one batched pass, batch (K, B)."""
+        return self.head(self.net(params, obs.expand(params.shape[0], *obs.shape)))
+
     def actor(self, params: Tensor) -> Action:
         """obs ↦ (a, log π(a|s)) as sampled from :meth:`act_distribution`; θ is split into its
         layers once (views: rows of ``params`` rewritten in place stay current)."""
@@ -302,6 +307,12 @@ class ActionMeanPolicy(nn.Module):
 
     def act_distribution(self, params: Tensor, obs: Tensor) -> Distribution:
         return self.distribution(self.q_at(obs)(params)[0], obs)
+
+    def sessions_distribution(self, params: Tensor, obs: Tensor) -> Distribution:
+        """π for the K sessions' ξ ``params`` (K, m) at each of the states ``obs`` (B, n_obs):
+        θ = μ_φ(s) + ξ_k ⊙ σ_φ(s) broadcast to (K, B, m), batch (K, B)."""
+        theta = self.q_at(obs)(params[:, None])[0]
+        return self.distribution(theta, obs.expand(params.shape[0], *obs.shape))
 
     def actor(self, params: Tensor) -> Action:
         """obs ↦ (a, log π(a|s)) as sampled from :meth:`act_distribution`."""

@@ -53,6 +53,12 @@ class PolicyFamily(Protocol):
         """π(·|s) while acting, one row of ``params`` per row of ``obs``."""
         ...
 
+    def sessions_distribution(self, params: Tensor, obs: Tensor) -> Distribution:
+        """π(·|s) under each of K sessions' ``params`` (K rows of :meth:`session_params`) at each
+        of the states ``obs`` (B, n_obs), in one pass: batch shape (K, B), row k equal to
+        :meth:`act_distribution` of ``params[k]`` repeated B times."""
+        ...
+
     def actor(self, params: Tensor) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
         """obs ↦ (a ~ π(·|s), log π(a|s)) for :meth:`act_distribution` with ``params``, for one
         rollout without gradients: valid while ``params`` is only rewritten in place and the

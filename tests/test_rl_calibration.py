@@ -101,6 +101,9 @@ class _Deaf:
     def act_distribution(self, params, obs):
         return Normal(torch.zeros(obs.shape[0]), 1.0)
 
+    def sessions_distribution(self, params, obs):
+        return Normal(torch.zeros(params.shape[0], obs.shape[0]), 1.0)
+
 
 def test_a_calibration_that_does_not_converge_says_so():
     build, obs = _builder(), torch.randn(16, 3)

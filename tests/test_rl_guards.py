@@ -228,7 +228,7 @@ def test_env_failures_and_empty_observations_are_one_line(tmp_path, capsys, monk
     def missing(*args, **kwargs):
         raise gym.error.DependencyNotInstalled("Box2D is not installed, run `pip install swig`")
 
-    monkeypatch.setattr(gym, "make_vec", missing)
+    monkeypatch.setattr(gym, "make", missing)
     assert main(["train", "--env", "CountTerm-v0", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("vi-rl: error: cannot make 'CountTerm-v0': Box2D is not installed")

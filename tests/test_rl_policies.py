@@ -10,7 +10,7 @@ from torch import nn
 
 from rl.adapter import policy_log_density, posterior_loss, reinforce_objective
 from rl.buffer import Batch
-from rl.policies import ActionMeanPolicy, AuxiliaryPolicy, BNNPolicy
+from rl.policies import ActionMeanPolicy, AuxiliaryPolicy, BNNPolicy, ParticlePolicy
 
 BOX = gym.spaces.Box(-2.0, 2.0, (2,), np.float32)
 DISCRETE = gym.spaces.Discrete(3)
@@ -34,6 +34,31 @@ def test_batched_k_theta_matches_separate_networks():
             start += n_w + layer.out_features
         expected = torch.log_softmax(net(obs[i]), -1)
         assert torch.allclose(logits[i], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("space", [BOX, DISCRETE])
+@pytest.mark.parametrize(
+    "family", [BNNPolicy, ParticlePolicy, ActionMeanPolicy, AuxiliaryPolicy, "point"]
+)
+def test_sessions_distribution_is_act_distribution_per_session(space, family):
+    """The one-pass (K sessions × B states) evaluation of the diagnostics and the calibration:
+    row k is act_distribution under session k's params at every state, for every family."""
+    torch.manual_seed(0)
+    if family == "point":
+        policy = BNNPolicy(3, space, hidden=(8, 5), posterior="point")
+    else:
+        policy = family(3, space, hidden=(8, 5))
+    if space is BOX:
+        with torch.no_grad():  # a log σ per action dimension, not the default's one value
+            policy.head.log_std.add_(torch.randn_like(policy.head.log_std))
+    params = policy.session_params(policy.new_noise(torch.arange(4)))
+    obs = torch.randn(6, 3)
+    dist = policy.sessions_distribution(params, obs)
+    assert dist.batch_shape == (4, 6)
+    for k in range(4):
+        one = policy.act_distribution(params[k : k + 1].expand(6, *params.shape[1:]), obs)
+        for name in ("probs",) if space is DISCRETE else ("mean", "stddev"):
+            torch.testing.assert_close(getattr(dist, name)[k], getattr(one, name))
 
 
 @pytest.mark.parametrize("space", [BOX, DISCRETE])

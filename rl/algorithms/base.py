@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from rl.adapter import Objective, policy_log_density, posterior_loss, reinforce_objective
 from rl.buffer import Batch
-from rl.calibration import session_distributions, session_kls
+from rl.calibration import session_kls
 from rl.config import TrainConfig
 from rl.optim import check_finite_gradient, clip_grad_norm, optimizer_step, zero_grad
 from rl.policy_api import PolicyFamily
@@ -170,15 +170,12 @@ def posterior_spread(
     if not policy.random_theta or obs.shape[0] == 0:
         return {"policy_spread": 0.0, "policy_spread_kl": 0.0, "action_std": action_std}
     xi = probe_draws(lambda: policy.new_noise(torch.arange(draws)))
-    dists = session_distributions(policy, obs, xi)
-    outputs = [dist.probs if head.discrete else dist.mean for dist in dists]
+    dist = policy.sessions_distribution(policy.session_params(xi), obs)  # batch (draws, states)
+    outputs = dist.probs if head.discrete else dist.mean
     # ρ of rl.calibration (what policy_spread_target calibrates σ* to at the start); only for a
     # posterior h_φ # N(0, I), whose ξ = 0 is its centre (SVPG's ξ are particle indices)
-    if policy.has_kl_term:
-        kls = session_kls(policy, obs, xi, dists)
-    else:
-        kls = torch.full((1,), math.nan)
-    spread, kl = global_means(torch.stack(outputs).std(0), kls)
+    kls = session_kls(policy, obs, xi, dist) if policy.has_kl_term else torch.full((1,), math.nan)
+    spread, kl = global_means(outputs.std(0), kls)
     return {
         "policy_spread": spread,
         "policy_spread_kl": math.sqrt(2.0 * max(kl, 0.0)) if math.isfinite(kl) else math.nan,
