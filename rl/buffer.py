@@ -108,11 +108,6 @@ class Batch:
             for f in fields(self)
             if f.name != "xi"
         }
-        return self._with_sessions(per_sample)
-
-    def _with_sessions(self, per_sample: dict[str, Tensor]) -> Batch:
-        """The batch of the per-sample fields ``per_sample`` (every field but ``xi``), with the
-        session table cut to the sessions they hold (:meth:`subset`)."""
         if self.xi.shape[-1] == 0:  # a point mass: the table holds no noise to cut
             return replace(self, **per_sample)
         num = self.xi.shape[0]
@@ -131,40 +126,9 @@ class Batch:
 
     def minibatches(self, size: int, generator: torch.Generator) -> Iterator[Batch]:
         """Shuffled minibatches of ``size`` samples (the last one may be smaller): the
-        :meth:`minibatch_rows` of this batch, as batches (equal to :meth:`subset` of them).
-
-        The float fields of one dtype are packed side by side once, so each minibatch gathers
-        them with one copy instead of one per field (the fields are then strided views of it).
-        """
-        packed = self._packed()
+        :meth:`minibatch_rows` of this batch, as batches."""
         for rows in self.minibatch_rows(size, generator):
-            if packed is None:
-                yield self.subset(rows)
-                continue
-            table, names, shapes, cuts = packed
-            taken = table.index_select(0, rows)
-            per_sample = {
-                name: taken[:, start:stop].reshape(-1, *shape)
-                for name, shape, (start, stop) in zip(names, shapes, cuts, strict=True)
-            }
-            per_sample["session"] = self.session.index_select(0, rows)
-            yield self._with_sessions(per_sample)
-
-    def _packed(
-        self,
-    ) -> tuple[Tensor, list[str], list[tuple[int, ...]], list[tuple[int, int]]] | None:
-        """Every per-sample field but ``session`` as the columns of one (M, F) table, their names,
-        trailing shapes and column ranges; None where their dtypes or devices differ (discrete
-        actions are integers)."""
-        names = [f.name for f in fields(self) if f.name not in ("xi", "session")]
-        tensors = [getattr(self, name) for name in names]
-        first = tensors[0]
-        if any(t.dtype != first.dtype or t.device != first.device for t in tensors):
-            return None
-        columns = [t.reshape(t.shape[0], -1) for t in tensors]
-        ends = np.cumsum([c.shape[1] for c in columns]).tolist()
-        cuts = list(zip([0, *ends[:-1]], ends, strict=True))
-        return torch.cat(columns, 1), names, [tuple(t.shape[1:]) for t in tensors], cuts
+            yield self.subset(rows)
 
     def minibatch_rows(self, size: int, generator: torch.Generator) -> Iterator[Tensor]:
         """The rows of each shuffled minibatch of ``size`` samples (for a loss that needs a few

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -210,22 +208,3 @@ def test_subset_with_every_session_present_or_no_noise_keeps_the_table():
     point = _session_batch([0, 1, 2, 0], table=3, noise_dim=0)  # a point mass: ξ has no entries
     mb = point.subset(torch.tensor([0]))
     assert mb.xi is point.xi and torch.equal(mb.session, torch.tensor([0]))
-
-
-@pytest.mark.parametrize("discrete", [False, True])
-def test_minibatches_are_the_subsets_of_their_rows(discrete):
-    """minibatches gathers the float fields from one packed table (integer discrete actions
-    take the field-by-field path): each minibatch equals subset() of its rows, field for field,
-    with the same shapes and dtypes, the session table cut and renumbered alike."""
-    torch.manual_seed(0)
-    batch = _session_batch(torch.randint(0, 9, (40,)).tolist(), table=11)
-    if discrete:
-        batch = dataclasses.replace(batch, actions=torch.randint(0, 3, (40,)))
-    rows = list(batch.minibatch_rows(7, torch.Generator().manual_seed(1)))
-    got = list(batch.minibatches(7, torch.Generator().manual_seed(1)))
-    assert len(got) == len(rows) == 6
-    for mb, r in zip(got, rows, strict=True):
-        want = batch.subset(r)
-        for f in dataclasses.fields(Batch):
-            a, b = getattr(mb, f.name), getattr(want, f.name)
-            assert a.dtype == b.dtype and torch.equal(a, b), f.name
