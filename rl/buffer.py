@@ -118,7 +118,7 @@ class Batch:
         if counts.all():  # every session present: keep the table
             return replace(self, **per_sample)
         present = np.flatnonzero(counts)
-        renumber = np.cumsum(counts > 0) - 1
+        renumber = np.cumsum(counts > 0, dtype=np.int64) - 1
         device = self.xi.device
         per_sample["session"] = torch.from_numpy(renumber[session]).to(device)
         present_rows = torch.from_numpy(present).to(device)

@@ -82,9 +82,19 @@ CALIBRATION_STATES, CALIBRATION_DRAWS = 64, 32
 def session_kls(
     policy: PolicyFamily, obs: Tensor, xi: Tensor, dist: Distribution | None = None
 ) -> Tensor:
-    """KL(π_θ(ξ_k)(·|s) ‖ π_θ(0)(·|s)) averaged over the states ``obs`` (B, n_obs), one entry per
-    draw in ``xi`` (K, d): the terms of :func:`policy_spread`. ``dist``: the draws'
-    ``policy.sessions_distribution`` at ``obs`` (batch (K, B)), where the caller has it."""
+    """KL(π_θ(ξ_k)(·|s) ‖ π_θ(0)(·|s)) averaged over the states, one entry per draw: the terms of
+    :func:`policy_spread`.
+
+    Args:
+        policy: the policy family.
+        obs: the states (B, n_obs).
+        xi: the draws (K, d).
+        dist: ``policy.sessions_distribution(policy.session_params(xi), obs)`` (batch (K, B)),
+            where the caller already has it (it must be of these ``xi`` and ``obs``).
+
+    Returns:
+        The K mean KLs.
+    """
     center = policy.session_params(xi.new_zeros(1, xi.shape[1]))
     reference = policy.act_distribution(center.expand(obs.shape[0], -1), obs)
     if dist is None:

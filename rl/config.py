@@ -54,9 +54,9 @@ class TrainConfig:
     num_envs: int = 8
     """Parallel environment slots (one synchronous vector env)."""
     env_backend: str = "gymnasium"
-    """Vector env: gymnasium (its SyncVectorEnv; any registered id) or envpool (EnvPool's C++
-    pool on one thread, for the tasks it implements; needs ``pip install envpool``). Evaluation
-    always uses gymnasium."""
+    """Vector env: gymnasium (its SyncVectorEnv, rl.envs.SameStepSyncVectorEnv; any registered
+    id) or envpool (EnvPool's C++ pool on one thread, for the tasks it implements; needs
+    ``pip install envpool``). Evaluation always uses gymnasium."""
     rollout_steps: int = 256
     """Steps per slot between updates (T); a batch holds num_envs × rollout_steps samples."""
     gamma: float = 0.99

@@ -29,12 +29,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from rl.fused import replay, tracks
 
-__all__ = ["FlatMLP", "MLP", "mlp", "linear_stack", "linear_stack_backprop", "ACTIVATIONS"]
+__all__ = [
+    "FlatMLP",
+    "MLP",
+    "mlp",
+    "linear_stack",
+    "linear_stack_backprop",
+    "group_layout",
+    "ACTIVATIONS",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -44,6 +53,29 @@ _OPS: dict[str, tuple[Callable[[Tensor], Tensor], Callable]] = {
     "tanh": (torch.tanh, lambda grad, y: torch.ops.aten.tanh_backward(grad, y)),
     "relu": (torch.relu, lambda grad, y: grad * (y > 0)),
 }
+
+
+def group_layout(rows: Tensor, num_rows: int) -> tuple[Tensor, int]:
+    """Each sample's place in its θ row's group and the largest group's size.
+
+    For the row index ``rows`` (M,) into ``num_rows`` rows, ``pos[i]`` counts the earlier samples
+    of row ``rows[i]``, so ``padded[rows, pos]`` lays the samples out as (num_rows, largest, …)
+    groups (``rl.policies.BNNPolicy.grouped_distribution``, ``rl.written_out``).
+
+    >>> group_layout(torch.tensor([1, 0, 1, 1]), 3)
+    (tensor([0, 0, 1, 2]), 3)
+    """
+    # numpy: a stable sort by row puts each group's samples in their order, and a sample's place
+    # is its rank in the sort minus its group's start. The update calls this per minibatch, and
+    # on its few hundred indices numpy's ~1 µs per call beats torch's ~10 µs per kernel (the
+    # torch version, a cumulative sum of one-hot rows, took ~50 µs).
+    r = rows.cpu().numpy()
+    order = np.argsort(r, kind="stable")
+    counts = np.bincount(r, minlength=num_rows)
+    starts = np.cumsum(counts) - counts
+    pos = np.empty_like(r)
+    pos[order] = np.arange(r.shape[0]) - starts[r[order]]
+    return torch.from_numpy(pos).to(rows.device), int(counts.max()) if r.shape[0] else 0
 
 
 class FlatMLP:

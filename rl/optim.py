@@ -44,17 +44,19 @@ def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> Tensor:
     if not math.isfinite(value):  # torch's own arithmetic (no numpy overflow warnings)
         torch._foreach_mul_(grads, (float(max_norm) / (total + 1e-6)).clamp(max=1.0))
         return total
-    # torch's coefficient max_norm / (‖g‖ + 1e-6) is tensor arithmetic in the gradients' dtype;
-    # numpy's scalars of that dtype round each operation the same way (IEEE) without its two
-    # kernels and the comparison's, and this runs after every optimizer step.
     np_dtype, largest = _NUMPY_DTYPES[dtype]
-    limit = np_dtype(min(float(max_norm), largest))  # beyond the largest float: a no-op either way
-    denominator = np_dtype(value) + np_dtype(1e-6)
-    # torch multiplies by the coefficient clamped to 1; by exactly 1 is a no-op, so only a
-    # coefficient below 1 is applied, which is where limit < denominator (a correctly rounded
-    # quotient of positive numbers is < 1 exactly then; the division never overflows).
-    if limit < denominator:
-        torch._foreach_mul_(grads, float(limit / denominator))
+    if not max_norm < largest:  # torch: an infinite coefficient, clamped to 1: no change
+        return total
+    # torch's coefficient max_norm / (‖g‖ + 1e-6) is Tensor.__rtruediv__, reciprocal() times
+    # max_norm, in the gradients' dtype; numpy's scalars of that dtype round each operation the
+    # same way (IEEE), without the three kernels and the comparison, after every optimizer step.
+    reciprocal = np_dtype(1.0) / (np_dtype(value) + np_dtype(1e-6))
+    limit = np_dtype(max_norm)
+    # torch multiplies by the coefficient clamped to 1, a no-op from 1 up; the float64 product
+    # decides that without the float32 one overflowing (exact for float32 factors, and for
+    # float64 the same rounded product).
+    if float(reciprocal) * float(limit) < 1.0:
+        torch._foreach_mul_(grads, float(reciprocal * limit))
     return total
 
 

@@ -1,8 +1,9 @@
 """Policy families: π(a|s) with parameters drawn from a posterior q_φ, one draw per session.
 
 Every family implements :class:`rl.policy_api.PolicyFamily` (acting: ``new_noise``,
-``session_params``, ``act_distribution``, ``actor``; fitting: ``variational``, ``log_prob``,
-``grouped_distribution``). Families are registered by name in :data:`POLICIES`.
+``session_params``, ``act_distribution``, ``actor``; diagnostics: ``sessions_distribution``;
+fitting: ``variational``, ``log_prob``, ``grouped_distribution``). Families are registered by
+name in :data:`POLICIES`.
 
 Families (the paper's sections):
 
@@ -23,14 +24,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from rl.action_head import Action, ActionHead, check_action_space
 from rl.buffer import Batch
-from rl.networks import FlatMLP, mlp
+from rl.networks import FlatMLP, group_layout, mlp
 from rl.policy_api import PolicyFamily
 from rl.posteriors import (
     Particles,
@@ -49,7 +49,6 @@ __all__ = [
     "ActionHead",
     "check_action_space",
     "BNNPolicy",
-    "group_layout",
     "ParticlePolicy",
     "ActionMeanPolicy",
     "AuxiliaryPolicy",
@@ -58,29 +57,6 @@ __all__ = [
     "check_posterior_speed",
     "make_policy",
 ]
-
-
-def group_layout(rows: Tensor, num_rows: int) -> tuple[Tensor, int]:
-    """Each sample's place in its θ row's group and the largest group's size.
-
-    For the row index ``rows`` (M,) into ``num_rows`` rows, ``pos[i]`` counts the earlier samples
-    of row ``rows[i]``, so ``padded[rows, pos]`` lays the samples out as (num_rows, largest, …)
-    groups (:meth:`BNNPolicy.grouped_distribution`).
-
-    >>> group_layout(torch.tensor([1, 0, 1, 1]), 3)
-    (tensor([0, 0, 1, 2]), 3)
-    """
-    # numpy: a stable sort by row puts each group's samples in their order, and a sample's place
-    # is its rank in the sort minus its group's start. The update calls this per minibatch, and
-    # on its few hundred indices numpy's ~1 µs per call beats torch's ~10 µs per kernel (the
-    # torch version, a cumulative sum of one-hot rows, took ~50 µs).
-    r = rows.cpu().numpy()
-    order = np.argsort(r, kind="stable")
-    counts = np.bincount(r, minlength=num_rows)
-    starts = np.cumsum(counts) - counts
-    pos = np.empty_like(r)
-    pos[order] = np.arange(r.shape[0]) - starts[r[order]]
-    return torch.from_numpy(pos).to(rows.device), int(counts.max()) if r.shape[0] else 0
 
 
 class BNNPolicy(nn.Module):

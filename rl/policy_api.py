@@ -2,7 +2,9 @@
 
 A policy family is π(a|s, θ) with θ drawn from a posterior q_φ once per *session* (one episode in
 one env slot). The collector uses the acting half (``new_noise``, ``session_params``,
-``actor``, ``head``); the algorithms use the fitting half on a :class:`~rl.buffer.Batch`:
+``actor``, ``head``); the diagnostics and the σ* calibration evaluate K sessions at B states in
+one pass (``sessions_distribution``); the algorithms use the fitting half on a
+:class:`~rl.buffer.Batch`:
 
 * ``variational(batch) -> (q, ξ, rows)``: a posterior with ``q(ξ) -> (θ, log q)`` over a table of
   K rows of θ, and for each of the M samples the row ``rows[i]`` of θ it was collected under;

@@ -52,8 +52,8 @@ from torch import Tensor, nn
 from rl.action_head import ActionHead
 from rl.buffer import Batch
 from rl.distributions import log_prob_terms
-from rl.networks import MLP, linear_stack, linear_stack_backprop
-from rl.policies import BNNPolicy, group_layout
+from rl.networks import MLP, group_layout, linear_stack, linear_stack_backprop
+from rl.policies import BNNPolicy
 from rl.posteriors import PointMass
 from vi_flows import distributed
 from vi_flows.bases import StandardNormal, standard_normal_log_prob
@@ -83,7 +83,9 @@ class ClipStep(NamedTuple):
     def surrogate(self) -> Tensor:
         """(1/M) Σ s_i, 0-dim."""
         unclipped, clipped = self.terms
-        return torch.minimum(unclipped, clipped).mean()
+        # the selection of rl.adapter.clipped_objective (torch.minimum would give NaN where the
+        # ratio is infinite and Â = 0; the selection takes the clipped term, 0)
+        return torch.where(unclipped <= clipped, unclipped, clipped).mean()
 
     def policy_loss(self) -> Tensor:
         """The policy loss's value (module docstring)."""
@@ -176,7 +178,8 @@ def clip_step(
         mb: the minibatch (``Batch.minibatches``; its ``session`` indexes its ``xi``).
         alpha: the temperature α > 0 (the point mass has no KL term and ignores it).
         clip: PPO's clip ε.
-        with_critic: also the critic's MSE and gradients (its epochs ride along the policy's).
+        with_critic: also the critic's errors and MSE gradients (its epochs ride along the
+            policy's).
         critic_params: the critic's ``parameters()`` as a list (:func:`critic_step`).
 
     Returns:
@@ -191,7 +194,9 @@ def clip_step(
     m = mb.obs.shape[0]
     log_std = head.log_std.detach()
     point = isinstance(policy.q, PointMass)
-    # θ₀ is added to the d-vector μ, not to the (K, d) table of the sessions' θ_k
+    # θ₀ is added to the d-vector μ, not to the (K, d) table of the sessions' θ_k: one (K, d) pass
+    # fewer per step; θ = (θ₀ + μ) + σ ⊙ ξ rounds differently from acting's θ₀ + (μ + σ ⊙ ξ), by
+    # one float32 ulp in about a third of the weights
     if point:  # one θ for every sample: no grouping (as BNNPolicy.grouped_distribution)
         theta, padded = (policy.theta0 + policy.q.loc.detach())[None], mb.obs[None]
         rows = pos = None
@@ -249,7 +254,7 @@ def critic_step(
             them costs ~8 µs, and this runs once per minibatch).
 
     Returns:
-        The errors (M,) (their mean square is the MSE) and its gradients for the critic's
+        The errors (M,) (their mean square is the MSE) and the MSE's gradients for the critic's
         ``parameters()``, in their order.
     """
     params = list(critic.parameters()) if params is None else params

@@ -200,6 +200,7 @@ def test_subset_keeps_only_the_sessions_it_holds_each_sample_keeping_its_noise()
     assert torch.equal(mb.xi[mb.session], batch.xi[batch.session[rows]])
     assert torch.equal(mb.obs, batch.obs[rows])
     assert sorted(mb.session.tolist()) == [0, 1, 2, 3]  # renumbered into the cut table
+    assert mb.session.dtype == torch.long
 
 
 def test_subset_with_every_session_present_or_no_noise_keeps_the_table():

@@ -95,11 +95,12 @@ def _measure(algo_name: str, reps: int) -> dict[str, Any]:
     mb = next(iter(batch.minibatches(cfg.minibatch_size, torch.Generator())))
     alpha = run.temperature(0) if run.policy.has_kl_term else 1.0
 
+    # listed once, as PPO does (rl.algorithms.ppo)
+    policy_params, critic_params = policy_parameters(run.policy), list(run.critic.parameters())
+
     def written_out() -> None:
-        step = clip_step(run.policy, run.critic, mb, alpha, cfg.clip_coef)
-        algo.apply_gradients(
-            *step.pairs(policy_parameters(run.policy), list(run.critic.parameters()))
-        )
+        step = clip_step(run.policy, run.critic, mb, alpha, cfg.clip_coef, True, critic_params)
+        algo.apply_gradients(*step.pairs(policy_params, critic_params))
 
     def autograd() -> None:
         objective = clipped_objective(mb.logp, mb.advantages, cfg.clip_coef)

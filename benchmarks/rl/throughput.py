@@ -97,7 +97,8 @@ def throughput(root: Path, quick: bool, repeats: int | None = None) -> list[dict
         "ppo and vppo on Box actions (Pendulum, HalfCheetah) take each minibatch's gradients by "
         "the written-out chain rule (rl.written_out, their default there); every other row, "
         "DeepSea10's discrete ppo and vppo included, goes through autograd. `+envpool`: rl/'s "
-        "EnvPool backend (one thread; SB3 and every other row step gymnasium's SyncVectorEnv)."
+        "EnvPool backend (one thread); every other rl/ row steps gymnasium's SyncVectorEnv "
+        "(rl.envs.SameStepSyncVectorEnv, its same-step subclass), SB3 PPO its DummyVecEnv."
         " Paired ratio: each repeat's steps/s over the same repeat's SB3 PPO run; the median over "
         "repeats and its range.",
         "",
