@@ -42,6 +42,7 @@ __all__ = [
     "linear_stack",
     "linear_stack_backprop",
     "group_layout",
+    "to_groups",
     "ACTIVATIONS",
 ]
 
@@ -76,6 +77,21 @@ def group_layout(rows: Tensor, num_rows: int) -> tuple[Tensor, int]:
     pos = np.empty_like(r)
     pos[order] = np.arange(r.shape[0]) - starts[r[order]]
     return torch.from_numpy(pos).to(rows.device), int(counts.max()) if r.shape[0] else 0
+
+
+def to_groups(x: Tensor, rows: Tensor, pos: Tensor, num_rows: int, largest: int) -> Tensor:
+    """The samples ``x`` (M, …) laid out as (num_rows, largest, …) groups at the places
+    :func:`group_layout` gave them, zeros elsewhere.
+
+    >>> rows = torch.tensor([1, 0, 1])
+    >>> pos, largest = group_layout(rows, 2)
+    >>> to_groups(torch.tensor([[1.0], [2.0], [3.0]]), rows, pos, 2, largest).squeeze(-1)
+    tensor([[2., 0.],
+            [1., 3.]])
+    """
+    out = x.new_zeros(num_rows, largest, *x.shape[1:])
+    out[rows, pos] = x
+    return out
 
 
 class FlatMLP:

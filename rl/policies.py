@@ -30,7 +30,7 @@ from torch.distributions import Distribution
 
 from rl.action_head import Action, ActionHead, check_action_space
 from rl.buffer import Batch
-from rl.networks import FlatMLP, group_layout, mlp
+from rl.networks import FlatMLP, group_layout, mlp, to_groups
 from rl.policy_api import PolicyFamily
 from rl.posteriors import (
     Particles,
@@ -172,8 +172,7 @@ class BNNPolicy(nn.Module):
             return self.head(self.net(self.theta0 + theta[:1], obs[None])[0])
         rows = self.rows(batch)
         pos, largest = group_layout(rows, theta.shape[0])
-        padded = obs.new_zeros(theta.shape[0], largest, obs.shape[-1])
-        padded[rows, pos] = obs
+        padded = to_groups(obs, rows, pos, theta.shape[0], largest)
         return self.head(self.net(self.theta0 + theta, padded)[rows, pos])
 
     def log_prob(self, batch: Batch, theta: Tensor) -> Tensor:

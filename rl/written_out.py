@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from rl.action_head import ActionHead
 from rl.buffer import Batch
 from rl.distributions import log_prob_terms
-from rl.networks import MLP, group_layout, linear_stack, linear_stack_backprop
+from rl.networks import MLP, group_layout, linear_stack, linear_stack_backprop, to_groups
 from rl.policies import BNNPolicy
 from rl.posteriors import PointMass
 from vi_flows import distributed
@@ -206,8 +206,7 @@ def clip_step(
         theta = torch.addcmul(policy.theta0 + affine.loc.detach(), scale, mb.xi)
         rows = policy.rows(mb)
         pos, largest = group_layout(rows, theta.shape[0])
-        padded = mb.obs.new_zeros(theta.shape[0], largest, mb.obs.shape[-1])
-        padded[rows, pos] = mb.obs
+        padded = to_groups(mb.obs, rows, pos, theta.shape[0], largest)
     layers, hidden = net.layers(theta), []
     out = net.apply(layers, padded, keep=hidden)
     mean = out[0] if point else out[rows, pos]
@@ -222,8 +221,7 @@ def clip_step(
     if point:
         delta = grad_mean[None]
     else:
-        delta = padded.new_zeros(theta.shape[0], largest, mean.shape[-1])
-        delta[rows, pos] = grad_mean
+        delta = to_groups(grad_mean, rows, pos, theta.shape[0], largest)
     grad_theta, _ = net.backprop(layers, [padded, *hidden], delta)
     if point:
         grads, kl_term = [grad_theta[0], grad_log_std], None
